@@ -1,0 +1,58 @@
+# pyrelctl: two commands set everything up on a fresh Debian 12 machine (as root).
+#   make demo   boots a throwaway systemd and walks through install, upgrade,
+#               a failed deploy rolling back, and a manual rollback
+#   make test   the whole suite: lint, types, unit, CLI and system tests
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# Debian's interpreter, not a pyenv/conda one: the venv must work inside the
+# test containers too, which share only the host's /usr (see docs/testing.md).
+PYTHON ?= /usr/bin/python3
+VENV ?= .venv
+APT_PACKAGES := systemd-container libsystemd-dev pkg-config gcc python3-dev python3-venv elixir
+STAMP_APT := $(VENV)/.apt-ok
+STAMP_VENV := $(VENV)/.venv-ok
+
+.PHONY: help deps venv test test-fast lint demo clean
+
+help:
+	@echo "make demo   install what is needed, then show pyrelctl deploying in a throwaway systemd"
+	@echo "make test   install what is needed, then run the whole test suite"
+
+# apt only when something is missing, so repeated runs stay fast and offline.
+$(STAMP_APT):
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
+	  | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "+ apt-get install $$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@mkdir -p $(VENV) && touch $@
+
+deps: $(STAMP_APT)
+
+$(STAMP_VENV): $(STAMP_APT) pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test]'
+	@touch $@
+
+venv: $(STAMP_VENV)
+
+lint: $(STAMP_VENV)
+	$(VENV)/bin/ruff check pyrelctl tests demo
+	$(VENV)/bin/ruff format --check pyrelctl tests demo
+	$(VENV)/bin/mypy
+
+test: $(STAMP_VENV)
+	$(VENV)/bin/pytest
+
+# Everything but the system tests: seconds, for the edit-test loop.
+test-fast: $(STAMP_VENV)
+	$(VENV)/bin/pytest -m 'not system'
+
+demo: $(STAMP_VENV)
+	$(VENV)/bin/python -m demo
+
+clean:
+	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache .hypothesis

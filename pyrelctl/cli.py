@@ -1,0 +1,582 @@
+"""The pyrelctl command line: parse, call the domain modules, print.
+
+Human output goes to stdout, progress and diagnostics to stderr; ``--json``
+prints exactly one JSON document on stdout. Errors are one ``error:`` line
+(plus a ``hint:``) and the exit code of DESIGN.md; tracebacks only with -v.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from pyrelctl import __version__, journal
+from pyrelctl.deploy import (
+    DEFAULT_GRACE,
+    DEFAULT_KEEP,
+    DEFAULT_TIMEOUT,
+    Deployer,
+    InstallOptions,
+)
+from pyrelctl.errors import BadInput, DeployFailed, ExitCode, PyrelctlError
+from pyrelctl.layout import Layout, Mark
+from pyrelctl.systemd import OfflineSystemd, Systemd, UnitState
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass
+class Ctx:
+    """What every command gets: the host layout, output settings, and systemd (lazily)."""
+
+    layout: Layout = field(default_factory=Layout)
+    as_json: bool = False
+    verbosity: int = 0
+    _systemd: Systemd | None = field(default=None, repr=False)
+
+    def close(self) -> None:
+        if self._systemd is not None:
+            self._systemd.close()
+            self._systemd = None
+
+    @property
+    def systemd(self) -> Systemd:
+        if self._systemd is None:
+            self._systemd = OfflineSystemd() if self.layout.offline else Systemd()
+        return self._systemd
+
+    def say(self, line: str) -> None:
+        """Progress for the operator: stderr, silenced by -q and --json."""
+        if self.verbosity >= 0 and not self.as_json:
+            click.echo(line, err=True)
+
+    def deployer(self) -> Deployer:
+        return Deployer(self.layout, self.systemd, self.say)
+
+    def emit(self, document: object, human: Callable[[], None]) -> None:
+        if self.as_json:
+            click.echo(json.dumps(document, indent=2, sort_keys=True, default=str))
+        else:
+            human()
+
+
+pass_ctx = click.make_pass_decorator(Ctx)
+
+
+def _no_wait_option(f: F) -> F:
+    return click.option(
+        "--no-wait",
+        is_flag=True,
+        help="Fail (exit 5) instead of waiting when another pyrelctl "
+        "operation holds the app's lock.",
+    )(f)
+
+
+def _timeout_option(f: F) -> F:
+    return click.option(
+        "--timeout",
+        type=click.FloatRange(min=1),
+        default=DEFAULT_TIMEOUT,
+        show_default=True,
+        metavar="S",
+        help="Seconds to wait for systemd's job and for readiness.",
+    )(f)
+
+
+def _grace_option(f: F) -> F:
+    return click.option(
+        "--grace",
+        type=click.FloatRange(min=0),
+        default=DEFAULT_GRACE,
+        show_default=True,
+        metavar="S",
+        help="Seconds the new release must stay up after it is ready.",
+    )(f)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("/"),
+    show_default=True,
+    help="Work on the host tree below DIR, offline: files only, no systemd calls.",
+    metavar="DIR",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print one JSON document on stdout (install and read commands).",
+)
+@click.option("-v", "--verbose", count=True, help="Say more; -vv shows every subprocess.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only results and errors.")
+@click.version_option(__version__, prog_name="pyrelctl")
+@click.pass_context
+def cli(ctx: click.Context, root: Path, as_json: bool, verbose: int, quiet: bool) -> None:
+    """Deploy self-contained releases as systemd services.
+
+    pyrelctl installs a release (a `mix release` tarball, or any directory or
+    tarball with a release.toml) into /opt/APP/releases/VERSION, generates
+    APP.service, switches /opt/APP/current atomically, restarts through
+    systemd and waits until the new release is up; if it is not, the previous
+    release is restored by itself.
+
+    \b
+    Start with:
+      pyrelctl install shop-1.0.0.tar.gz
+      pyrelctl status
+      journalctl -u shop      (or: pyrelctl logs shop)
+      pyrelctl rollback shop
+    """
+    verbosity = -1 if quiet else verbose
+    logging.basicConfig(
+        level=logging.DEBUG if verbosity >= 2 else logging.WARNING,
+        format="%(message)s",
+        stream=sys.stderr,
+    )
+    # main() passes in the object so that it can still read the settings
+    # when it reports an error; CliRunner and other callers get a fresh one.
+    obj = ctx.ensure_object(Ctx)
+    obj.layout, obj.as_json, obj.verbosity = Layout(root), as_json, verbosity
+    ctx.call_on_close(obj.close)
+
+
+# -- install / rollback --------------------------------------------------------
+
+
+@cli.command()
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option(
+    "--app",
+    "app_name",
+    metavar="NAME",
+    help="Install under this app name instead of the release's own name.",
+)
+@click.option(
+    "--no-start",
+    is_flag=True,
+    help="Unpack, render units and switch `current`, but do not restart.",
+)
+@_timeout_option
+@_grace_option
+@click.option(
+    "--keep",
+    type=click.IntRange(min=1),
+    default=DEFAULT_KEEP,
+    show_default=True,
+    metavar="N",
+    help="Releases to keep; older ones are pruned after a good install.",
+)
+@_no_wait_option
+@pass_ctx
+def install(
+    obj: Ctx,
+    artifact: Path,
+    app_name: str | None,
+    no_start: bool,
+    timeout: float,
+    grace: float,
+    keep: int,
+    no_wait: bool,
+) -> None:
+    """Install ARTIFACT (a release directory, .tar.gz, .tgz or .tar) and make it current.
+
+    The service is restarted and must come up and stay up for --grace
+    seconds; otherwise it is marked failed, the previous release is restored
+    and pyrelctl exits with 3 (4 if the previous release fails too, 1 when
+    there was no previous release).
+    """
+    opts = InstallOptions(
+        app=app_name,
+        start=not no_start,
+        timeout=timeout,
+        grace=grace,
+        keep=keep,
+        wait_lock=not no_wait,
+    )
+    outcome = obj.deployer().install(artifact, opts)
+
+    def human() -> None:
+        if outcome.started:
+            click.echo(
+                f"{outcome.app} {outcome.version} installed and running "
+                f"(pid {outcome.main_pid}, {outcome.seconds:.1f} s)"
+            )
+        elif outcome.changed:
+            click.echo(f"{outcome.app} {outcome.version} installed (not started)")
+        else:
+            click.echo(f"{outcome.app} {outcome.version} is already current; nothing changed")
+
+    obj.emit(outcome.to_json(), human)
+
+
+@cli.command()
+@click.argument("app")
+@click.option(
+    "--to",
+    "to_version",
+    metavar="VERSION",
+    help="The release to go back to (default: the previous good one).",
+)
+@_timeout_option
+@_grace_option
+@_no_wait_option
+@pass_ctx
+def rollback(
+    obj: Ctx, app: str, to_version: str | None, timeout: float, grace: float, no_wait: bool
+) -> None:
+    """Make an earlier release of APP current again and restart it.
+
+    Without --to, the newest good release installed before the current one.
+    Releases that failed to come up are never chosen.
+    """
+    outcome = obj.deployer().rollback(
+        app, to=to_version, timeout=timeout, grace=grace, wait_lock=not no_wait
+    )
+    obj.emit(
+        outcome.to_json(),
+        lambda: click.echo(
+            f"{outcome.app} rolled back from {outcome.previous} to {outcome.version}"
+            + (f" (pid {outcome.main_pid})" if outcome.started else " (not started)")
+        ),
+    )
+
+
+# -- read commands -------------------------------------------------------------
+
+
+def _when(ts: float | None) -> str:
+    if not ts:
+        return "-"
+    return datetime.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]  # int becomes float for display only
+    raise AssertionError
+
+
+def _table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        click.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+@cli.command()
+@click.argument("app")
+@pass_ctx
+def releases(obj: Ctx, app: str) -> None:
+    """List APP's releases: version, install time, size; marks current and failed ones."""
+    paths = obj.layout.app(app).require()
+    current = paths.current_version()
+    index = paths.read_index()
+    rows = []
+    for version in paths.versions():
+        facts = index.get(version, {})
+        rows.append(
+            {
+                "version": version,
+                "current": version == current,
+                "mark": facts.get("mark", Mark.NEW),
+                "installed_at": facts.get("installed_at"),
+                "size": facts.get("size"),
+                "artifact": facts.get("artifact"),
+            }
+        )
+    obj.emit(
+        {"app": app, "current": current, "releases": rows},
+        lambda: _table(
+            [
+                (
+                    "*" if r["current"] else " ",
+                    r["version"],
+                    _when(r["installed_at"]),
+                    _size(r["size"]),
+                    r["mark"],
+                )
+                for r in rows
+            ],
+            (" ", "VERSION", "INSTALLED", "SIZE", "MARK"),
+        ),
+    )
+
+
+def _state_json(state: UnitState | None) -> dict[str, Any] | None:
+    if state is None:
+        return None
+    return {
+        "active_state": state.active_state,
+        "sub_state": state.sub_state,
+        "main_pid": state.main_pid,
+        "enabled": state.unit_file_state,
+        "since": state.state_change_usec / 1e6 if state.state_change_usec else None,
+        "invocation_id": state.invocation_id,
+        "result": state.result,
+    }
+
+
+@cli.command()
+@click.argument("app", required=False)
+@pass_ctx
+def status(obj: Ctx, app: str | None) -> None:
+    """Show the unit state and current release of APP (or of every app)."""
+    names = [obj.layout.app(app).require().name] if app else obj.layout.apps()
+    docs: list[dict[str, Any]] = []
+    for name in names:
+        paths = obj.layout.app(name)
+        state = None if obj.layout.offline else obj.systemd.state(paths.service_name)
+        current = paths.current_version()
+        docs.append(
+            {
+                "app": name,
+                "current": current,
+                "mark": paths.mark(current) if current else None,
+                "unit": paths.service_name,
+                "state": _state_json(state),
+            }
+        )
+
+    def human() -> None:
+        if not docs:
+            click.echo("no apps installed")
+            return
+        rows = []
+        for d in docs:
+            s = d["state"]
+            rows.append(
+                (
+                    d["app"],
+                    d["current"] or "-",
+                    f"{s['active_state']} ({s['sub_state']})" if s else "offline",
+                    _when(s["since"]) if s else "-",
+                    str(s["main_pid"] or "-") if s else "-",
+                    s["enabled"] if s else "-",
+                )
+            )
+        _table(rows, ("APP", "CURRENT", "STATE", "SINCE", "PID", "ENABLED"))
+
+    obj.emit(docs[0] if app else {"apps": docs}, human)
+
+
+@cli.command()
+@click.argument("app")
+@pass_ctx
+def history(obj: Ctx, app: str) -> None:
+    """Show every install, rollback and automatic rollback of APP, with its result."""
+    records = obj.layout.app(app).require().history()
+    obj.emit(
+        {"app": app, "history": records},
+        lambda: _table(
+            [
+                (
+                    _when(r.get("time")),
+                    r.get("action", "?"),
+                    r.get("from") or "-",
+                    r.get("to") or "-",
+                    r.get("result", ""),
+                    r.get("user", ""),
+                )
+                for r in records
+            ],
+            ("TIME", "ACTION", "FROM", "TO", "RESULT", "USER"),
+        ),
+    )
+
+
+@cli.command()
+@click.argument("app")
+@pass_ctx
+def unit(obj: Ctx, app: str) -> None:
+    """Print APP's generated unit file, and the drop-ins that amend it."""
+    paths = obj.layout.app(app).require()
+    files = [paths.service_file, *sorted(paths.dropin_dir.glob("*.conf"))]
+    shown = [f for f in files if f.is_file()]
+    if not shown:
+        raise BadInput(
+            f"{paths.service_file} does not exist", hint=f"install a release of {app} first"
+        )
+    docs = {str(f): f.read_text() for f in shown}
+
+    def human() -> None:
+        for name, text in docs.items():
+            click.echo(f"# {name}")
+            click.echo(text.rstrip("\n"))
+            click.echo()
+
+    obj.emit({"app": app, "files": docs}, human)
+
+
+# -- service control -----------------------------------------------------------
+
+
+def _control(verb: str) -> click.Command:
+    @_timeout_option
+    @_no_wait_option
+    @click.argument("app")
+    @pass_ctx
+    def command(obj: Ctx, app: str, timeout: float, no_wait: bool) -> None:
+        state = obj.deployer().control(app, verb, timeout=timeout, wait_lock=not no_wait)
+        obj.emit(
+            {"app": app, "state": _state_json(state)},
+            lambda: click.echo(
+                f"{app}: {state.active_state} ({state.sub_state})"
+                + (f", pid {state.main_pid}" if state.main_pid else "")
+            ),
+        )
+
+    command.__doc__ = f"{verb.capitalize()} APP's service through systemd and wait for the job."
+    return click.command(verb)(command)
+
+
+for _verb in ("start", "stop", "restart"):
+    cli.add_command(_control(_verb))
+
+
+@cli.command()
+@click.argument("app")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
+@click.option(
+    "-n", "--lines", type=click.IntRange(min=0), metavar="N", help="Show the last N lines."
+)
+@pass_ctx
+def logs(obj: Ctx, app: str, follow: bool, lines: int | None) -> None:
+    """Show APP's journal (journalctl -u APP)."""
+    paths = obj.layout.app(app).require()
+    argv = journal.journalctl_argv(
+        paths.service_name,
+        root=obj.layout.root if obj.layout.offline else None,
+        follow=follow,
+        lines=lines,
+    )
+    sys.stdout.flush()
+    try:
+        os.execvp(argv[0], argv)
+    except FileNotFoundError as e:
+        raise PyrelctlError("journalctl not found", hint="install systemd's journalctl") from e
+
+
+# -- housekeeping --------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("app")
+@click.option(
+    "--keep",
+    type=click.IntRange(min=1),
+    default=DEFAULT_KEEP,
+    show_default=True,
+    metavar="N",
+    help="Good releases to keep.",
+)
+@_no_wait_option
+@pass_ctx
+def prune(obj: Ctx, app: str, keep: int, no_wait: bool) -> None:
+    """Remove old releases of APP, keeping N; never the current or last good one.
+
+    Releases that failed to come up do not count towards N and go first.
+    """
+    pruned = obj.deployer().prune(app, keep=keep, wait_lock=not no_wait)
+    obj.emit(
+        {"app": app, "pruned": list(pruned)},
+        lambda: click.echo(f"removed {', '.join(pruned)}" if pruned else "nothing to prune"),
+    )
+
+
+@cli.command()
+@click.argument("app")
+@click.option(
+    "--purge",
+    is_flag=True,
+    help="Also delete settings, secrets, state (/var/lib/APP), logs and history.",
+)
+@_no_wait_option
+@pass_ctx
+def uninstall(obj: Ctx, app: str, purge: bool, no_wait: bool) -> None:
+    """Stop APP, disable and remove its unit and releases.
+
+    Settings under /etc/pyrelctl/APP, the service's state and pyrelctl's
+    history stay unless --purge is given; drop-ins too.
+    """
+    removed = obj.deployer().uninstall(app, purge=purge, wait_lock=not no_wait)
+    obj.emit(
+        {"app": app, "removed": removed},
+        lambda: click.echo(
+            f"uninstalled {app}"
+            + ("" if purge else f" (kept /etc/pyrelctl/{app} and state; --purge removes them)")
+        ),
+    )
+
+
+# -- entry point ---------------------------------------------------------------
+
+
+def _fail(e: PyrelctlError, obj: Ctx) -> NoReturn:
+    if isinstance(e, DeployFailed):
+        if obj.as_json:
+            click.echo(
+                json.dumps({"error": e.message, **e.report}, indent=2, sort_keys=True, default=str)
+            )
+        _print_report(e.report)
+    click.echo(f"error: {e.message}", err=True)
+    if e.hint:
+        click.echo(f"hint: {e.hint}", err=True)
+    sys.exit(int(e.exit_code))
+
+
+def _print_report(report: dict[str, Any]) -> None:
+    failed = report.get("failed") or {}
+    lines = failed.get("journal") or []
+    if lines:
+        click.echo(
+            f"journal of the failed start (invocation {failed.get('invocation_id')}):", err=True
+        )
+        for line in lines:
+            click.echo(f"  {line}", err=True)
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """Console-script entry point."""
+    obj = Ctx()
+    try:
+        status = cli.main(
+            args=list(sys.argv[1:] if argv is None else argv),
+            prog_name="pyrelctl",
+            standalone_mode=False,
+            obj=obj,
+        )
+        sys.exit(status if isinstance(status, int) else 0)
+    except PyrelctlError as e:
+        if obj.verbosity >= 1:
+            traceback.print_exc()
+        _fail(e, obj)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(ExitCode.BAD_INPUT)
+    except click.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except OSError as e:
+        if obj.verbosity >= 1:
+            raise
+        click.echo(
+            f"error: {e.strerror or e}" + (f": {e.filename}" if e.filename else ""), err=True
+        )
+        sys.exit(ExitCode.FAILED)

@@ -1,0 +1,665 @@
+"""Deploy orchestration: install, switch, verify, roll back, prune, uninstall.
+
+The order of every operation keeps one invariant through any crash:
+``current`` points to a complete release. Releases are unpacked under an
+``.incomplete-`` name and renamed into place only when fully on disk;
+``current`` moves with one rename; deletions rename first. Each mutating
+operation holds the app's lock and begins with :meth:`Deployer.recover`,
+which removes what an interrupted run left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import getpass
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn
+
+from pyrelctl import journal
+from pyrelctl.archive import DEFAULT_MAX_BYTES, open_artifact
+from pyrelctl.errors import BadInput, DeployFailed, ExitCode, HostError, NotInstalled
+from pyrelctl.layout import (
+    AppPaths,
+    Layout,
+    Mark,
+    app_lock,
+    remove_tree,
+    symlink_atomic,
+    write_atomic,
+)
+from pyrelctl.names import app_name_from_release
+from pyrelctl.release import HealthCheck, HealthKind, Kind, Release, ServiceType, detect
+from pyrelctl.systemd import Systemd, UnitState
+from pyrelctl.units import ServiceSpec, render_service
+
+DEFAULT_KEEP = 5
+DEFAULT_TIMEOUT = 60.0
+DEFAULT_GRACE = 3.0
+#: How often the unit is polled while it must prove it stays up.
+POLL_INTERVAL = 0.1
+
+Say = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class InstallOptions:
+    app: str | None = None
+    start: bool = True
+    timeout: float = DEFAULT_TIMEOUT
+    grace: float = DEFAULT_GRACE
+    keep: int = DEFAULT_KEEP
+    wait_lock: bool = True
+    max_bytes: int = DEFAULT_MAX_BYTES
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The result of an install or rollback, as ``--json`` prints it."""
+
+    app: str
+    action: str
+    version: str
+    previous: str | None
+    changed: bool
+    started: bool
+    state: str = ""
+    main_pid: int = 0
+    pruned: tuple[str, ...] = ()
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class Failure:
+    """Why a release did not come up (the body of the failure report)."""
+
+    version: str
+    reason: str
+    job_result: str = ""
+    exit: str = ""
+    invocation_id: str = ""
+    journal: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def release_to_json(release: Release) -> dict[str, Any]:
+    data = dataclasses.asdict(release)
+    return {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+
+
+def release_from_json(data: dict[str, Any]) -> Release:
+    health = data.get("health")
+    return Release(
+        name=data["name"],
+        version=data["version"],
+        kind=Kind(data["kind"]),
+        commands={k: tuple(v) for k, v in data.get("commands", {}).items()},
+        service_type=ServiceType(data.get("service_type", "exec")),
+        health=None
+        if not health
+        else HealthCheck(
+            HealthKind(health["kind"]),
+            http=health.get("http", ""),
+            tcp=health.get("tcp", ""),
+            command=tuple(health.get("command", ())),
+        ),
+        hooks={k: tuple(v) for k, v in data.get("hooks", {}).items()},
+        environment=dict(data.get("environment", {})),
+        description=data.get("description", ""),
+    )
+
+
+def _dir_size(path: Path) -> int:
+    total = 0
+    for dirpath, _dirs, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(FileNotFoundError):
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+    return total
+
+
+def _who() -> str:
+    sudo = os.environ.get("SUDO_USER")
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return f"{sudo} (via sudo)" if sudo else user
+
+
+class Deployer:
+    """Carries out pyrelctl's operations on one host.
+
+    ``systemd`` is never called when ``layout.offline`` (``--root``).
+    ``say`` receives progress lines for the operator.
+    """
+
+    def __init__(self, layout: Layout, systemd: Systemd, say: Say = _quiet) -> None:
+        self.layout = layout
+        self.systemd = systemd
+        self.say = say
+
+    @property
+    def online(self) -> bool:
+        return not self.layout.offline
+
+    # -- recovery ----------------------------------------------------------
+
+    def recover(self, app: AppPaths) -> list[str]:
+        """Clean up after an interrupted operation; return what was done."""
+        done = []
+        for path in app.incomplete_dirs():
+            shutil.rmtree(path)
+            done.append(f"removed incomplete {path.name}")
+        for tmp in app.base.glob(".current.*.tmp"):
+            tmp.unlink()
+        current = app.current_version()
+        if current is not None and not app.release(current).is_dir():
+            good = [v for v in app.versions() if app.mark(v) is not Mark.FAILED]
+            if good:
+                symlink_atomic(f"releases/{good[-1]}", app.current)
+                done.append(f"current pointed to missing {current}; now {good[-1]}")
+            else:
+                app.current.unlink()
+                done.append(f"current pointed to missing {current}; removed")
+        for line in done:
+            self.say(f"recovered: {line}")
+        return done
+
+    # -- releases ----------------------------------------------------------
+
+    def release_of(self, app: AppPaths, version: str) -> Release:
+        """The detected release of an installed version (from the index, else from disk)."""
+        data = app.read_index().get(version, {}).get("release")
+        if data:
+            try:
+                return release_from_json(data)
+            except (KeyError, ValueError, TypeError):
+                pass  # an index from another pyrelctl version: detect again
+        path = app.release(version)
+        if not path.is_dir():
+            raise NotInstalled(
+                f"release {version} of {app.name} is not installed",
+                hint=f"see the installed releases with: pyrelctl releases {app.name}",
+            )
+        with open_artifact(path) as artifact:
+            return detect(artifact)
+
+    def _unpack(self, app: AppPaths, artifact_path: Path, release: Release, max_bytes: int) -> None:
+        """Unpack into an incomplete directory, then rename it into place."""
+        final = app.release(release.version)
+        staging = app.new_incomplete_dir(release.version)
+        app.releases.mkdir(parents=True, exist_ok=True)
+        self.say(f"unpacking {artifact_path.name} into {final}")
+        with open_artifact(artifact_path, max_bytes=max_bytes) as artifact:
+            artifact.extract(staging)
+        if release.kind is Kind.MIX:
+            cookie = staging / "releases/COOKIE"
+            if cookie.is_file() and not cookie.is_symlink():
+                # The build's cookie is replaced by the app's own (see
+                # _app_config); never leave one readable by other users.
+                cookie.chmod(0o600)
+        # Everything must be on disk before the rename makes the release
+        # "complete"; one sync(2) beats an fsync per file of a big release.
+        os.sync()
+        if final.exists():
+            remove_tree(final)
+        os.rename(staging, final)
+        app.update_index(
+            release.version,
+            installed_at=time.time(),
+            size=_dir_size(final),
+            mark=Mark.NEW,
+            release=release_to_json(release),
+            artifact=artifact_path.name,
+        )
+
+    def _app_config(self, app: AppPaths, release: Release) -> None:
+        """Create the app's root-only settings directory (and a mix release's cookie)."""
+        app.etc.mkdir(parents=True, exist_ok=True, mode=0o700)
+        app.etc.chmod(0o700)
+        if release.kind is Kind.MIX:
+            cookie_env = app.etc / "release.env"
+            if not cookie_env.exists():
+                # One cookie per app, generated once: it stays stable across
+                # upgrades (so rpc/remote keep working) and is root-only.
+                cookie = secrets.token_hex(32)
+                write_atomic(cookie_env, f"RELEASE_COOKIE={cookie}\n".encode(), mode=0o600)
+
+    def render(self, app: AppPaths, release: Release) -> str:
+        env_files = self._env_files(app, release)
+        return render_service(
+            ServiceSpec(app=app.name, release=release, environment_files=env_files)
+        )
+
+    @staticmethod
+    def _env_files(app: AppPaths, release: Release) -> tuple[str, ...]:
+        """EnvironmentFile= lines: the operator's optional ``env``, and for mix the
+        cookie (root-only files read by PID 1; unlike Environment= they are not
+        shown over D-Bus)."""
+        files = [f"-/etc/pyrelctl/{app.name}/env"]
+        if release.kind is Kind.MIX:
+            files.append(f"/etc/pyrelctl/{app.name}/release.env")
+        return tuple(files)
+
+    def _write_units(self, app: AppPaths, release: Release) -> bool:
+        """Write the unit if its content changed; daemon-reload only then."""
+        changed = write_atomic(app.service_file, self.render(app, release).encode())
+        if changed and self.online:
+            self.say("unit changed: systemctl daemon-reload")
+            self.systemd.reload()
+        return changed
+
+    def _enable(self, app: AppPaths) -> None:
+        """Enable the unit once, after its first good start; later installs respect a
+        `systemctl disable` by the operator."""
+        index = app.read_index()
+        if index.get("_app", {}).get("enabled_once"):
+            return
+        if self.online:
+            self.systemd.enable(app.service_name)
+            self.systemd.reload()  # as `systemctl enable` does, so UnitFileState is current
+        else:
+            # What `systemctl --root=DIR enable` does: the [Install] symlink.
+            wants = self.layout.unit_dir / "multi-user.target.wants"
+            wants.mkdir(parents=True, exist_ok=True)
+            link = wants / app.service_name
+            if not link.is_symlink():
+                symlink_atomic(f"/etc/systemd/system/{app.service_name}", link)
+        app.update_index("_app", enabled_once=True)
+
+    # -- starting and verifying --------------------------------------------
+
+    def _verify(
+        self, app: AppPaths, version: str, timeout: float, grace: float
+    ) -> UnitState | Failure:
+        """Restart the unit and wait until the release is really up, or say why not."""
+        unit = app.service_name
+        self.say(f"restarting {unit} ({version})")
+        job = self.systemd.restart(unit, timeout=timeout)
+        state = self.systemd.state(unit)
+        if not job.ok or not state.running:
+            return self._failure(
+                version,
+                state,
+                job.result,
+                "start job " + job.result if not job.ok else "did not stay up",
+            )
+        invocation = state.invocation_id
+        deadline = time.monotonic() + grace
+        if grace > 0:
+            self.say(f"up (pid {state.main_pid}); watching it for {grace:g} s")
+        while (remaining := deadline - time.monotonic()) > 0:
+            time.sleep(min(POLL_INTERVAL, remaining))
+            state = self.systemd.state(unit)
+            if not state.running or state.invocation_id != invocation:
+                return self._failure(
+                    version, state, job.result, "crashed within the grace period", invocation
+                )
+        return state
+
+    def _failure(
+        self,
+        version: str,
+        state: UnitState,
+        job_result: str,
+        reason: str,
+        invocation: str | None = None,
+    ) -> Failure:
+        invocation = invocation or state.invocation_id
+        return Failure(
+            version=version,
+            reason=reason,
+            job_result=job_result,
+            exit=state.exit_description(),
+            invocation_id=invocation,
+            journal=journal.invocation_lines(invocation),
+        )
+
+    # -- install -----------------------------------------------------------
+
+    def install(self, artifact_path: Path, opts: InstallOptions) -> Outcome:
+        """Install a release and make it current (DESIGN.md, "What an install does")."""
+        started_at = time.monotonic()
+        with open_artifact(artifact_path, max_bytes=opts.max_bytes) as artifact:
+            release = detect(artifact)
+        app = self.layout.app(opts.app or app_name_from_release(release.name))
+        with app_lock(app, "install", wait=opts.wait_lock, on_wait=self.say):
+            self.recover(app)
+            previous = app.current_version()
+            if previous == release.version and app.release(previous).is_dir():
+                return self._reinstall_current(app, release, opts, started_at)
+            self._unpack(app, artifact_path, release, opts.max_bytes)
+            return self._switch(app, release, previous, opts, "install", started_at, changed=True)
+
+    def _reinstall_current(
+        self, app: AppPaths, release: Release, opts: InstallOptions, started_at: float
+    ) -> Outcome:
+        """Installing the current version again: converge, do not redeploy."""
+        self.say(f"{app.name} {release.version} is already current")
+        self._app_config(app, release)
+        changed = self._write_units(app, release)
+        state = self.systemd.state(app.service_name) if self.online else None
+        if opts.start and self.online and (changed or state is None or not state.running):
+            return self._switch(
+                app, release, release.version, opts, "install", started_at, changed=True
+            )
+        return Outcome(
+            app=app.name,
+            action="install",
+            version=release.version,
+            previous=release.version,
+            changed=changed,
+            started=False,
+            state=state.active_state if state else "",
+            main_pid=state.main_pid if state else 0,
+            seconds=round(time.monotonic() - started_at, 3),
+        )
+
+    def _switch(
+        self,
+        app: AppPaths,
+        release: Release,
+        previous: str | None,
+        opts: InstallOptions,
+        action: str,
+        started_at: float,
+        *,
+        changed: bool,
+    ) -> Outcome:
+        """Render units, move ``current``, restart, verify; restore on failure."""
+        self._app_config(app, release)
+        self._write_units(app, release)
+        app.switch(release.version)
+        self.say(f"current -> releases/{release.version}")
+        if not (opts.start and self.online):
+            if not self.online:
+                self._enable(app)
+            self._record(app, action, previous, release.version, "switched, not started")
+            pruned = self._prune(app, opts.keep)
+            return Outcome(
+                app=app.name,
+                action=action,
+                version=release.version,
+                previous=previous,
+                changed=changed,
+                started=False,
+                pruned=pruned,
+                seconds=round(time.monotonic() - started_at, 3),
+            )
+
+        result = self._verify(app, release.version, opts.timeout, opts.grace)
+        if isinstance(result, Failure):
+            self._fail(app, release, previous, result, opts, action)
+        app.update_index(release.version, mark=Mark.GOOD, last_good_at=time.time())
+        self._enable(app)
+        self._record(app, action, previous, release.version, "ok")
+        pruned = self._prune(app, opts.keep)
+        self.say(f"{app.name} {release.version} is up (pid {result.main_pid})")
+        return Outcome(
+            app=app.name,
+            action=action,
+            version=release.version,
+            previous=previous,
+            changed=changed,
+            started=True,
+            state=result.active_state,
+            main_pid=result.main_pid,
+            pruned=pruned,
+            seconds=round(time.monotonic() - started_at, 3),
+        )
+
+    def _fail(
+        self,
+        app: AppPaths,
+        release: Release,
+        previous: str | None,
+        failure: Failure,
+        opts: InstallOptions,
+        action: str,
+    ) -> NoReturn:
+        """The new release did not come up: mark it, restore ``previous``, raise."""
+        app.update_index(release.version, mark=Mark.FAILED, failed_at=time.time())
+        report: dict[str, Any] = {
+            "app": app.name,
+            "action": action,
+            "failed": failure.to_json(),
+            "previous": previous,
+        }
+        message = f"{app.name} {release.version} failed to come up: {failure.reason}"
+        if failure.exit != "not started":
+            message += f" (main process {failure.exit})"
+        if previous is None or previous == release.version:
+            # Nothing to go back to: leave it stopped rather than crash-looping.
+            self.systemd.stop(app.service_name, timeout=opts.timeout)
+            self._record(app, action, previous, release.version, "failed, stopped")
+            report["restored"] = None
+            raise DeployFailed(
+                message,
+                exit_code=ExitCode.FAILED,
+                report=report,
+                hint=f"the service is stopped; see: journalctl -u {app.name}",
+            )
+        self.say(f"{release.version} failed; restoring {previous}")
+        try:
+            old = self.release_of(app, previous)
+            self._write_units(app, old)
+            app.switch(previous)
+            restored = self._verify(app, previous, opts.timeout, min(opts.grace, 1.0))
+        except HostError as e:
+            restored = Failure(version=previous, reason=e.message)
+        if isinstance(restored, Failure):
+            self._record(
+                app, action, previous, release.version, f"failed; restoring {previous} failed too"
+            )
+            report["restored"] = None
+            report["restore_failure"] = restored.to_json()
+            raise DeployFailed(
+                message + f"; restoring {previous} FAILED too: {restored.reason}",
+                exit_code=ExitCode.ROLLBACK_FAILED,
+                report=report,
+                hint=f"the app is down; see: journalctl -u {app.name}",
+            )
+        self._record(app, action, previous, release.version, f"failed: {failure.reason}")
+        self._record(app, "auto-rollback", release.version, previous, "ok")
+        report["restored"] = {"version": previous, "main_pid": restored.main_pid}
+        raise DeployFailed(
+            message,
+            exit_code=ExitCode.ROLLED_BACK,
+            report=report,
+            hint=f"{previous} was restored and runs (pid {restored.main_pid})",
+        )
+
+    def _record(
+        self,
+        app: AppPaths,
+        action: str,
+        from_version: str | None,
+        to_version: str | None,
+        result: str,
+    ) -> None:
+        app.append_history(
+            {
+                "time": time.time(),
+                "action": action,
+                "user": _who(),
+                "from": from_version,
+                "to": to_version,
+                "result": result,
+            }
+        )
+
+    # -- rollback ----------------------------------------------------------
+
+    def rollback(
+        self,
+        name: str,
+        *,
+        to: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        grace: float = DEFAULT_GRACE,
+        wait_lock: bool = True,
+    ) -> Outcome:
+        """Make an earlier release current again (the previous good one, or ``to``)."""
+        started_at = time.monotonic()
+        app = self.layout.app(name).require()
+        with app_lock(app, "rollback", wait=wait_lock, on_wait=self.say):
+            self.recover(app)
+            current = app.current_version()
+            target = self._rollback_target(app, current, to)
+            release = self.release_of(app, target)
+            opts = InstallOptions(timeout=timeout, grace=grace, keep=0)
+            return self._switch(app, release, current, opts, "rollback", started_at, changed=True)
+
+    @staticmethod
+    def _rollback_target(app: AppPaths, current: str | None, to: str | None) -> str:
+        versions = app.versions()
+        if to is not None:
+            if to not in versions:
+                raise NotInstalled(
+                    f"release {to} of {app.name} is not installed",
+                    hint=f"see the installed releases: pyrelctl releases {app.name}",
+                )
+            if to == current:
+                raise BadInput(f"{to} is already the current release of {app.name}")
+            if app.mark(to) is Mark.FAILED:
+                raise BadInput(
+                    f"{app.name} {to} failed when it was installed; rollback never "
+                    "chooses a failed release",
+                    hint="install its artifact again to retry it",
+                )
+            return to
+        older = versions[: versions.index(current)] if current in versions else versions
+        candidates = [v for v in older if app.mark(v) is not Mark.FAILED]
+        if not candidates:
+            raise BadInput(
+                f"{app.name} has no earlier good release to roll back to",
+                hint=f"see the installed releases: pyrelctl releases {app.name}",
+            )
+        return candidates[-1]
+
+    # -- prune -------------------------------------------------------------
+
+    def _prune(self, app: AppPaths, keep: int) -> tuple[str, ...]:
+        """Remove old releases beyond ``keep``, never the current or the last good one.
+
+        Failed releases do not count towards ``keep`` (Capistrano #1907: keeping
+        N by date can delete good releases while keeping failed ones) and go first.
+        """
+        if keep <= 0:
+            return ()
+        versions = app.versions()  # oldest first
+        current = app.current_version()
+        marks = {v: app.mark(v) for v in versions}
+        good = [v for v in versions if marks[v] is Mark.GOOD]
+        protected = {current, good[-1] if good else None}
+        survivors = [v for v in reversed(versions) if marks[v] is not Mark.FAILED][:keep]
+        doomed = [v for v in versions if v not in protected and v not in survivors]
+        for version in doomed:
+            self.say(f"pruning {app.name} {version}")
+            remove_tree(app.release(version))
+            app.forget(version)
+        return tuple(doomed)
+
+    def prune(
+        self, name: str, *, keep: int = DEFAULT_KEEP, wait_lock: bool = True
+    ) -> tuple[str, ...]:
+        app = self.layout.app(name).require()
+        if keep < 1:
+            raise BadInput("--keep must be at least 1")
+        with app_lock(app, "prune", wait=wait_lock, on_wait=self.say):
+            self.recover(app)
+            pruned = self._prune(app, keep)
+            if pruned:
+                self._record(app, "prune", None, None, "removed " + ", ".join(pruned))
+            return pruned
+
+    # -- service control ---------------------------------------------------
+
+    def control(
+        self, name: str, verb: str, *, timeout: float = DEFAULT_TIMEOUT, wait_lock: bool = True
+    ) -> UnitState:
+        """start / stop / restart the app's unit, waiting for the job."""
+        app = self.layout.app(name).require()
+        if not self.online:
+            raise BadInput(f"{verb} needs the running systemd; it cannot work with --root")
+        with app_lock(app, verb, wait=wait_lock, on_wait=self.say):
+            method = {
+                "start": self.systemd.start,
+                "stop": self.systemd.stop,
+                "restart": self.systemd.restart,
+            }[verb]
+            job = method(app.service_name, timeout=timeout)
+            state = self.systemd.state(app.service_name)
+            if not job.ok:
+                raise HostError(
+                    f"{verb} {app.service_name}: job {job.result} "
+                    f"({state.active_state}/{state.sub_state}, main process "
+                    f"{state.exit_description()})",
+                    hint=f"see: pyrelctl logs {app.name}",
+                )
+            return state
+
+    # -- uninstall ---------------------------------------------------------
+
+    def uninstall(self, name: str, *, purge: bool = False, wait_lock: bool = True) -> list[str]:
+        """Stop and remove the app; with ``purge`` its settings, state and history too.
+
+        Drop-ins (``<app>.service.d/``) are the operator's and stay unless purged.
+        """
+        app = self.layout.app(name).require()
+        removed: list[str] = []
+        with app_lock(app, "uninstall", wait=wait_lock, on_wait=self.say):
+            if self.online:
+                self.systemd.stop(app.service_name)
+                self.systemd.disable(app.service_name)
+            else:
+                wants = self.layout.unit_dir / "multi-user.target.wants" / app.service_name
+                if wants.is_symlink():
+                    wants.unlink()
+            if app.service_file.exists():
+                app.service_file.unlink()
+                removed.append(str(app.service_file))
+            if self.online:
+                self.systemd.reload()
+            # current first: a crash past this point leaves no link to a
+            # half-deleted release; each release goes with an atomic rename,
+            # so a second uninstall finishes what a crash interrupted.
+            if app.current.is_symlink():
+                app.current.unlink()
+            for version in app.versions():
+                remove_tree(app.release(version))
+            shutil.rmtree(app.base)
+            removed.append(str(app.base))
+            self._record(app, "uninstall", None, None, "ok")
+            if purge:
+                for path in (
+                    app.etc,
+                    app.state,
+                    app.dropin_dir,
+                    self.layout.root / "var/lib" / app.name,
+                    self.layout.root / "var/lib/private" / app.name,
+                    self.layout.root / "var/log" / app.name,
+                ):
+                    if path.is_symlink():
+                        path.unlink()
+                        removed.append(str(path))
+                    elif path.exists():
+                        remove_tree(path)
+                        removed.append(str(path))
+        return removed

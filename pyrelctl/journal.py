@@ -1,0 +1,47 @@
+"""Reading the journal through journalctl(1), the tool operators already trust."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pyrelctl.run import run
+
+
+def journalctl_argv(
+    unit: str, *, root: Path | None = None, follow: bool = False, lines: int | None = None
+) -> list[str]:
+    """The journalctl command line that ``pyrelctl logs`` runs."""
+    argv = ["journalctl", "--unit", unit, "--no-pager"]
+    if root is not None:
+        argv.append(f"--root={root}")
+    if lines is not None:
+        argv.append(f"--lines={lines}")
+    if follow:
+        argv.append("--follow")
+    return argv
+
+
+def invocation_lines(invocation_id: str, *, limit: int = 60) -> list[str]:
+    """The last ``limit`` journal lines of one invocation of a unit.
+
+    Selected by invocation id, never by time: lines of an earlier run of the
+    same unit (or of the release we rolled back to) cannot leak in. The
+    service's own output carries ``_SYSTEMD_INVOCATION_ID``; systemd's
+    messages about the unit ("Main process exited, ...") carry
+    ``INVOCATION_ID`` instead, hence the ``+`` (OR) of both matches.
+    """
+    if not invocation_id:
+        return []
+    proc = run(
+        [
+            "journalctl",
+            "--no-pager",
+            "--output=short-precise",
+            f"--lines={limit}",
+            f"_SYSTEMD_INVOCATION_ID={invocation_id}",
+            "+",
+            f"INVOCATION_ID={invocation_id}",
+        ],
+        check=False,
+    )
+    return [line for line in proc.stdout.splitlines() if not line.startswith("-- ")]

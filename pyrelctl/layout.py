@@ -1,0 +1,343 @@
+"""The host layout of DESIGN.md, and the atomic file operations that change it.
+
+Every change pyrelctl makes to the host goes through this module: files are
+written to a temporary name in the same directory, fsynced and renamed over
+the old one; the ``current`` symlink is replaced by renaming a temporary link
+over it (``rename(2)`` is atomic, ``ln -sfn`` is unlink + symlink and is not).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pyrelctl.errors import HostError, Locked, NotInstalled
+from pyrelctl.names import check_app_name, check_version
+
+#: Prefix of a release directory that is still being unpacked or prepared.
+INCOMPLETE_PREFIX = ".incomplete-"
+#: Prefix of a release directory on its way out (being deleted).
+DOOMED_PREFIX = ".removing-"
+
+
+class Mark(StrEnum):
+    """What pyrelctl knows of a release."""
+
+    NEW = "new"  # unpacked, never started (or installed offline)
+    GOOD = "good"  # came up and stayed up
+    FAILED = "failed"  # failed to come up; never chosen by rollback
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or new entry in ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> bool:
+    """Replace ``path`` with ``data`` atomically; return whether the content changed.
+
+    Files with identical content are left alone (their mtime too), which is
+    what keeps unit files and daemon-reloads to a minimum.
+    """
+    try:
+        if path.read_bytes() == data and (path.stat().st_mode & 0o7777) == mode:
+            return False
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    try:
+        with open(fd, "wb") as f:
+            os.fchmod(f.fileno(), mode)  # the umask must not widen or narrow it
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    fsync_dir(path.parent)
+    return True
+
+
+def symlink_atomic(target: str, link: Path) -> None:
+    """Point ``link`` at ``target`` with one rename: readers see the old or the new link."""
+    tmp = link.with_name(f".{link.name}.{secrets.token_hex(4)}.tmp")
+    os.symlink(target, tmp)
+    try:
+        os.replace(tmp, link)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    fsync_dir(link.parent)
+
+
+def remove_tree(path: Path) -> None:
+    """Delete a directory tree so that a crash never leaves it looking complete.
+
+    It is first renamed to a ``.removing-`` name (atomic), then deleted; the
+    next pyrelctl run finishes any deletion a crash interrupted.
+    """
+    if not path.exists() and not path.is_symlink():
+        return
+    doomed = path.with_name(f"{DOOMED_PREFIX}{path.name}.{secrets.token_hex(4)}")
+    os.rename(path, doomed)
+    fsync_dir(path.parent)
+    shutil.rmtree(doomed)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The directories pyrelctl manages on one host, below ``root``."""
+
+    root: Path = Path("/")
+
+    @property
+    def offline(self) -> bool:
+        """Under a ``--root`` other than ``/`` pyrelctl makes no systemd call."""
+        return self.root.resolve() != Path("/")
+
+    @property
+    def unit_dir(self) -> Path:
+        return self.root / "etc/systemd/system"
+
+    @property
+    def state_root(self) -> Path:
+        return self.root / "var/lib/pyrelctl"
+
+    def app(self, name: str) -> AppPaths:
+        return AppPaths(self, check_app_name(name))
+
+    def apps(self) -> list[str]:
+        """Names of the apps installed on this host, sorted."""
+        opt = self.root / "opt"
+        found = []
+        for state in sorted(self.state_root.glob("*/releases.json")):
+            name = state.parent.name
+            if (opt / name / "releases").is_dir():
+                found.append(name)
+        return found
+
+
+@dataclass(frozen=True)
+class AppPaths:
+    """Where one app's files live."""
+
+    layout: Layout
+    name: str
+
+    @property
+    def base(self) -> Path:
+        return self.layout.root / "opt" / self.name
+
+    @property
+    def releases(self) -> Path:
+        return self.base / "releases"
+
+    @property
+    def current(self) -> Path:
+        return self.base / "current"
+
+    def release(self, version: str) -> Path:
+        return self.releases / check_version(version)
+
+    @property
+    def etc(self) -> Path:
+        return self.layout.root / "etc/pyrelctl" / self.name
+
+    @property
+    def state(self) -> Path:
+        return self.layout.state_root / self.name
+
+    @property
+    def history_file(self) -> Path:
+        return self.state / "history.jsonl"
+
+    @property
+    def index_file(self) -> Path:
+        return self.state / "releases.json"
+
+    @property
+    def lock_file(self) -> Path:
+        # Outside the app's own state directory, so that `uninstall --purge`
+        # can remove that directory while holding the lock.
+        return self.layout.state_root / ".locks" / f"{self.name}.lock"
+
+    @property
+    def service_name(self) -> str:
+        return f"{self.name}.service"
+
+    @property
+    def service_file(self) -> Path:
+        return self.layout.unit_dir / self.service_name
+
+    @property
+    def dropin_dir(self) -> Path:
+        return self.layout.unit_dir / f"{self.service_name}.d"
+
+    # -- state --------------------------------------------------------------
+
+    def exists(self) -> bool:
+        return self.releases.is_dir()
+
+    def require(self) -> AppPaths:
+        """Return self, or raise :class:`NotInstalled`."""
+        if not self.exists():
+            raise NotInstalled(
+                f"app {self.name!r} is not installed",
+                hint="see installed apps with: pyrelctl status",
+            )
+        return self
+
+    def current_version(self) -> str | None:
+        """The version ``current`` points to, read from the link itself (never by mtime)."""
+        try:
+            target = os.readlink(self.current)
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise HostError(
+                f"{self.current} is not a symlink ({e.strerror})",
+                hint=f"move it away; pyrelctl manages {self.current}",
+            ) from e
+        head, _, version = target.partition("/")
+        if head != "releases" or not version or "/" in version:
+            raise HostError(f"{self.current} points to {target!r}, not releases/<version>")
+        return version
+
+    def versions(self) -> list[str]:
+        """Complete releases on disk, oldest install first."""
+        try:
+            entries = list(os.scandir(self.releases))
+        except FileNotFoundError:
+            return []
+        complete = [
+            e for e in entries if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)
+        ]
+        index = self.read_index()
+        complete.sort(key=lambda e: (index.get(e.name, {}).get("installed_at", 0.0), e.name))
+        return [e.name for e in complete]
+
+    def incomplete_dirs(self) -> list[Path]:
+        """Leftovers of interrupted unpacks and deletions."""
+        try:
+            return sorted(
+                p
+                for p in self.releases.iterdir()
+                if p.name.startswith((INCOMPLETE_PREFIX, DOOMED_PREFIX))
+            )
+        except FileNotFoundError:
+            return []
+
+    def new_incomplete_dir(self, version: str) -> Path:
+        return self.releases / f"{INCOMPLETE_PREFIX}{version}.{secrets.token_hex(4)}"
+
+    def switch(self, version: str) -> None:
+        """Point ``current`` at ``releases/<version>`` atomically."""
+        if not self.release(version).is_dir():
+            raise NotInstalled(f"release {version} of {self.name} is not installed")
+        symlink_atomic(f"releases/{version}", self.current)
+
+    def read_index(self) -> dict[str, dict[str, Any]]:
+        """Per-release facts: install time, size, mark. Advisory: the disk is the truth."""
+        try:
+            data = json.loads(self.index_file.read_text())
+        except FileNotFoundError:
+            return {}
+        except (ValueError, OSError) as e:
+            raise HostError(
+                f"{self.index_file} is unreadable ({e})",
+                hint="restore it from a backup or delete it; releases stay",
+            ) from e
+        return data if isinstance(data, dict) else {}
+
+    def update_index(self, version: str, **facts: Any) -> None:
+        index = self.read_index()
+        index.setdefault(version, {}).update(facts)
+        write_atomic(self.index_file, json.dumps(index, indent=1, sort_keys=True).encode())
+
+    def forget(self, version: str) -> None:
+        index = self.read_index()
+        if index.pop(version, None) is not None:
+            write_atomic(self.index_file, json.dumps(index, indent=1, sort_keys=True).encode())
+
+    def mark(self, version: str) -> Mark:
+        return Mark(self.read_index().get(version, {}).get("mark", Mark.NEW))
+
+    def append_history(self, record: dict[str, Any]) -> None:
+        """Add one JSON line to the app's history, durably."""
+        self.state.mkdir(parents=True, exist_ok=True)
+        line = json.dumps(record, sort_keys=True) + "\n"
+        fd = os.open(
+            self.history_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644
+        )
+        with open(fd, "a") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def history(self) -> list[dict[str, Any]]:
+        try:
+            lines = self.history_file.read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        records = []
+        for line in lines:
+            # A line cut short by a crash is skipped, not fatal.
+            with contextlib.suppress(ValueError):
+                records.append(json.loads(line))
+        return records
+
+
+@contextlib.contextmanager
+def app_lock(
+    app: AppPaths, operation: str, *, wait: bool = True, on_wait: Any = None
+) -> Iterator[None]:
+    """Hold the app's lock (``flock``) for one operation.
+
+    The kernel drops a flock when its holder dies, so a killed pyrelctl never
+    leaves a stale lock behind. The holder's pid and operation are written
+    into the file for the message the next caller sees.
+    """
+    app.lock_file.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(app.lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise
+            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
+            if not wait:
+                raise Locked(
+                    f"{app.name} is locked by {holder}",
+                    hint="wait for it to finish, or drop --no-wait",
+                ) from e
+            if on_wait is not None:
+                on_wait(f"waiting for {app.name}'s lock, held by {holder}")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        os.ftruncate(fd, 0)
+        os.pwrite(
+            fd, f"pid {os.getpid()} ({operation}) since {time.strftime('%H:%M:%S')}".encode(), 0
+        )
+        yield
+    finally:
+        os.close(fd)

@@ -1,0 +1,324 @@
+"""What a release is: its kind, name, version, commands and service settings.
+
+Detection reads only the validated member list and a few small files of an
+:class:`~pyrelctl.archive.Artifact`, so a release is fully understood (and
+refused if it has to be) before anything is unpacked.
+
+Kinds (DESIGN.md, "Release kinds"):
+
+* ``mix``: ``releases/start_erl.data`` plus ``bin/<name>``, as written by
+  ``mix release``. An optional ``release.toml`` (added with a rel overlay)
+  may set ``[service]``, ``[health]``, ``[hooks]`` and ``[environment]``.
+* ``generic``: ``release.toml`` with a ``[commands]`` table.
+* ``python``: ``release.toml`` with ``kind = "python"``, made by ``pyrelctl build``.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from pyrelctl.archive import Artifact, MemberType
+from pyrelctl.errors import BadInput
+from pyrelctl.names import check_version
+
+MANIFEST = "release.toml"
+START_ERL = "releases/start_erl.data"
+
+#: The verbs a release may declare, in the order ``unit``/``--help`` show them.
+VERBS = ("start", "stop", "rpc", "eval", "remote", "pid", "version")
+
+
+class Kind(StrEnum):
+    MIX = "mix"
+    PYTHON = "python"
+    GENERIC = "generic"
+
+
+class ServiceType(StrEnum):
+    """systemd ``Type=``: ``notify`` when the release sends READY=1 itself."""
+
+    EXEC = "exec"
+    NOTIFY = "notify"
+
+
+class HealthKind(StrEnum):
+    HTTP = "http"
+    TCP = "tcp"
+    COMMAND = "command"
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    """How to tell that a started release really serves."""
+
+    kind: HealthKind
+    http: str = ""
+    tcp: str = ""
+    command: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        if self.kind is HealthKind.COMMAND:
+            return "command " + " ".join(self.command)
+        return f"{self.kind} {self.http or self.tcp}"
+
+
+@dataclass(frozen=True)
+class Release:
+    """A release as detected from its artifact."""
+
+    name: str  # the release's own name: bin/<name> for mix
+    version: str
+    kind: Kind
+    commands: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    service_type: ServiceType = ServiceType.EXEC
+    health: HealthCheck | None = None
+    hooks: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    environment: Mapping[str, str] = field(default_factory=dict)
+    description: str = ""
+
+    def command(self, verb: str) -> tuple[str, ...] | None:
+        return self.commands.get(verb)
+
+
+# -- manifest schema ----------------------------------------------------------
+
+_SECTIONS: dict[str, frozenset[str]] = {
+    "release": frozenset({"name", "version", "kind", "description"}),
+    "commands": frozenset(VERBS),
+    "service": frozenset({"type"}),
+    "health": frozenset({"http", "tcp", "command"}),
+    "hooks": frozenset({"pre_switch", "post_switch"}),
+    "environment": frozenset(),  # free-form: any variable name
+}
+
+
+def _table(doc: Mapping[str, Any], key: str) -> dict[str, Any]:
+    value = doc.get(key, {})
+    if not isinstance(value, dict):
+        raise BadInput(f"{MANIFEST}: [{key}] must be a table")
+    allowed = _SECTIONS[key]
+    if allowed:
+        unknown = sorted(set(value) - allowed)
+        if unknown:
+            raise BadInput(
+                f"{MANIFEST}: unknown key {key}.{unknown[0]}",
+                hint=f"[{key}] accepts: {', '.join(sorted(allowed))}",
+            )
+    return value
+
+
+def _string(section: str, key: str, value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise BadInput(f"{MANIFEST}: {section}.{key} must be a non-empty string")
+    return value
+
+
+def _argv(section: str, key: str, value: object) -> tuple[str, ...]:
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(isinstance(a, str) for a in value)
+        or not value[0]
+    ):
+        raise BadInput(
+            f"{MANIFEST}: {section}.{key} must be a non-empty list of strings "
+            '(an argv, e.g. ["bin/app", "start"])'
+        )
+    return tuple(value)
+
+
+def _check_program(artifact: Artifact, where: str, argv: tuple[str, ...]) -> None:
+    """A program named with a slash is a path inside the release, and must be there."""
+    program = argv[0]
+    if "/" not in program:
+        return  # a command looked up on systemd's fixed PATH, e.g. "python3"
+    norm = posixpath.normpath(program)
+    if program.startswith("/") or norm == ".." or norm.startswith("../"):
+        raise BadInput(
+            f"{MANIFEST}: {where} runs {program!r}, outside the release",
+            hint="programs are given relative to the release root, e.g. bin/app",
+        )
+    member = artifact.member(norm)
+    if member is None or member.type is MemberType.DIR:
+        raise BadInput(f"{MANIFEST}: {where} runs {program!r}, which is not in the release")
+
+
+def parse_manifest(
+    text: bytes, artifact: Artifact, *, mix_name: str | None = None, mix_version: str | None = None
+) -> Release:
+    """Parse and check ``release.toml``.
+
+    With ``mix_name``/``mix_version`` the manifest rides along a mix release:
+    it may omit ``[release]`` and must not declare ``[commands]``.
+    """
+    try:
+        doc = tomllib.loads(text.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise BadInput(f"{MANIFEST}: not valid TOML ({e})") from e
+    unknown = sorted(set(doc) - set(_SECTIONS))
+    if unknown:
+        raise BadInput(
+            f"{MANIFEST}: unknown table [{unknown[0]}]",
+            hint=f"known tables: {', '.join(_SECTIONS)}",
+        )
+    meta = _table(doc, "release")
+    commands_table = _table(doc, "commands")
+
+    if mix_name is not None:
+        kind = Kind.MIX
+        if commands_table:
+            raise BadInput(
+                f"{MANIFEST}: a mix release takes its commands from bin/{mix_name}; "
+                "remove [commands]"
+            )
+        if meta.get("kind", "mix") != "mix":
+            raise BadInput(f"{MANIFEST}: release.kind is {meta['kind']!r} in a mix release")
+        for key, detected in (("name", mix_name), ("version", mix_version)):
+            if key in meta and meta[key] != detected:
+                raise BadInput(
+                    f"{MANIFEST}: release.{key} {meta[key]!r} does not match the "
+                    f"mix release ({detected!r})"
+                )
+        name, version = mix_name, mix_version or ""
+        commands = mix_commands(mix_name)
+    else:
+        name = _string("release", "name", meta.get("name"))
+        version = check_version(_string("release", "version", meta.get("version")))
+        kind_text = _string("release", "kind", meta.get("kind", "generic"))
+        try:
+            kind = Kind(kind_text)
+        except ValueError:
+            raise BadInput(
+                f"{MANIFEST}: unknown release.kind {kind_text!r}",
+                hint='release.kind is "generic" or "python"',
+            ) from None
+        if kind is Kind.MIX:
+            raise BadInput(f'{MANIFEST}: kind "mix" but no {START_ERL} in the release')
+        if kind is Kind.PYTHON:
+            raise BadInput(
+                f"{MANIFEST}: python releases are not supported by this pyrelctl yet",
+                hint="install a generic release, or a newer pyrelctl",
+            )
+        commands = {verb: _argv("commands", verb, value) for verb, value in commands_table.items()}
+        if "start" not in commands:
+            raise BadInput(f"{MANIFEST}: [commands] has no start command")
+    for verb, argv in commands.items():
+        if kind is not Kind.MIX:
+            _check_program(artifact, f"commands.{verb}", argv)
+
+    service = _table(doc, "service")
+    type_text = service.get("type", "exec")
+    try:
+        service_type = ServiceType(type_text)
+    except (ValueError, TypeError):
+        raise BadInput(
+            f'{MANIFEST}: service.type must be "exec" or "notify", not {type_text!r}'
+        ) from None
+
+    health = _parse_health(_table(doc, "health"))
+    hooks = {key: _argv("hooks", key, value) for key, value in _table(doc, "hooks").items()}
+    for key, argv in hooks.items():
+        _check_program(artifact, f"hooks.{key}", argv)
+    environment = _parse_environment(_table(doc, "environment"))
+    description = meta.get("description", "")
+    if not isinstance(description, str):
+        raise BadInput(f"{MANIFEST}: release.description must be a string")
+    return Release(
+        name=name,
+        version=version,
+        kind=kind,
+        commands=commands,
+        service_type=service_type,
+        health=health,
+        hooks=hooks,
+        environment=environment,
+        description=description,
+    )
+
+
+def _parse_health(table: Mapping[str, Any]) -> HealthCheck | None:
+    if not table:
+        return None
+    if len(table) != 1:
+        raise BadInput(f"{MANIFEST}: [health] takes exactly one of http, tcp, command")
+    ((key, value),) = table.items()
+    if key == "command":
+        return HealthCheck(HealthKind.COMMAND, command=_argv("health", key, value))
+    text = _string("health", key, value)
+    if key == "http" and not text.startswith(("http://", "https://")):
+        raise BadInput(f"{MANIFEST}: health.http must be an http:// or https:// URL")
+    if key == "tcp":
+        host, sep, port = text.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise BadInput(f"{MANIFEST}: health.tcp must be HOST:PORT, not {text!r}")
+        return HealthCheck(HealthKind.TCP, tcp=text)
+    return HealthCheck(HealthKind.HTTP, http=text)
+
+
+def _parse_environment(table: Mapping[str, Any]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for key, value in table.items():
+        if (
+            not key.isascii()
+            or not (key[0].isalpha() or key[0] == "_")
+            or not all(c.isalnum() or c == "_" for c in key)
+        ):
+            raise BadInput(f"{MANIFEST}: environment variable name {key!r} is not valid")
+        if not isinstance(value, str):
+            raise BadInput(f"{MANIFEST}: environment.{key} must be a string")
+        env[key] = value
+    return env
+
+
+# -- detection ---------------------------------------------------------------
+
+
+def mix_commands(name: str) -> dict[str, tuple[str, ...]]:
+    """The verbs of a mix release's ``bin/<name>`` script."""
+    return {verb: (f"bin/{name}", verb) for verb in VERBS}
+
+
+def _mix_name(artifact: Artifact, version: str) -> str:
+    scripts = [
+        m.path.removeprefix("bin/")
+        for m in artifact.list_dir("bin")
+        if m.type is MemberType.FILE and m.mode & 0o100
+    ]
+    # mix writes releases/<vsn>/<name>.rel next to the boot script; prefer
+    # the script that has one (bin/ may hold other executables from overlays).
+    named = [s for s in scripts if artifact.has(f"releases/{version}/{s}.rel")]
+    plain = [s for s in scripts if "." not in s]
+    for candidates in (named, plain):
+        if len(candidates) == 1:
+            return candidates[0]
+    raise BadInput(
+        "cannot tell the mix release's name: bin/ holds "
+        + (", ".join(sorted(scripts)) or "no executable"),
+        hint="a mix release has exactly one bin/<name> script",
+    )
+
+
+def detect(artifact: Artifact) -> Release:
+    """Tell what release ``artifact`` holds, or refuse it with :class:`BadInput`."""
+    if artifact.has(START_ERL):
+        fields = artifact.read(START_ERL).decode("utf-8", "replace").split()
+        if len(fields) != 2:
+            raise BadInput(f'{START_ERL} should hold "ERTS_VSN REL_VSN", not {fields!r}')
+        version = check_version(fields[1])
+        name = _mix_name(artifact, version)
+        if artifact.has(MANIFEST):
+            return parse_manifest(
+                artifact.read(MANIFEST), artifact, mix_name=name, mix_version=version
+            )
+        return Release(name=name, version=version, kind=Kind.MIX, commands=mix_commands(name))
+    if artifact.has(MANIFEST):
+        return parse_manifest(artifact.read(MANIFEST), artifact)
+    raise BadInput(
+        f"{artifact.source}: not a release: no {START_ERL} (mix) and no {MANIFEST}",
+        hint="pyrelctl installs mix releases and releases with a release.toml",
+    )

@@ -1,0 +1,245 @@
+"""Talking to systemd: the one module that imports pystemd.
+
+Calls go straight to the D-Bus API (org.freedesktop.systemd1(5)) over one
+shared connection, with known signatures: pystemd's ``Unit`` objects would
+introspect (and parse XML) on every object, which costs more than the calls.
+Everything systemd returns is bytes; it is converted to ``str``/``int`` here
+and nowhere else.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pyrelctl.errors import SystemdError
+
+DEST = b"org.freedesktop.systemd1"
+MANAGER_PATH = b"/org/freedesktop/systemd1"
+MANAGER = b"org.freedesktop.systemd1.Manager"
+UNIT = b"org.freedesktop.systemd1.Unit"
+SERVICE = b"org.freedesktop.systemd1.Service"
+PROPERTIES = b"org.freedesktop.DBus.Properties"
+
+
+@dataclass(frozen=True)
+class UnitState:
+    """A snapshot of a unit, as ``systemctl show`` would report it."""
+
+    name: str
+    load_state: str = "not-found"
+    active_state: str = "inactive"
+    sub_state: str = "dead"
+    unit_file_state: str = ""
+    main_pid: int = 0
+    invocation_id: str = ""
+    result: str = ""
+    exec_main_code: int = 0  # CLD_EXITED (1), CLD_KILLED (2), CLD_DUMPED (3)
+    exec_main_status: int = 0
+    n_restarts: int = 0
+    active_enter_usec: int = 0
+    state_change_usec: int = 0
+
+    @property
+    def running(self) -> bool:
+        return self.active_state == "active" and self.sub_state in ("running", "listening")
+
+    def exit_description(self) -> str:
+        """How the main process ended, in words (for failure reports)."""
+        if self.exec_main_code == 1:
+            return f"exited with status {self.exec_main_status}"
+        if self.exec_main_code in (2, 3):
+            import signal
+
+            try:
+                name = signal.Signals(self.exec_main_status).name
+            except ValueError:
+                name = str(self.exec_main_status)
+            dumped = " (core dumped)" if self.exec_main_code == 3 else ""
+            return f"killed by {name}{dumped}"
+        return "not started"
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """How a start/stop/restart job ended: done, failed, timeout, canceled, ..."""
+
+    unit: str
+    result: str
+
+    @property
+    def ok(self) -> bool:
+        return self.result == "done"
+
+
+class Systemd:
+    """The systemd manager of the running system, through pystemd."""
+
+    def __init__(self) -> None:
+        from pystemd.dbuslib import DBus  # imported late: offline mode needs no libsystemd
+
+        self._bus: Any = DBus()
+        try:
+            self._bus.open()
+        except Exception as e:  # pystemd raises DBusError (no common base to name)
+            raise SystemdError(
+                f"cannot reach systemd over D-Bus ({e})",
+                hint="is systemd PID 1 and the system bus up? Use --root DIR to work offline",
+            ) from e
+        self._jobs: dict[bytes, str] = {}
+        self._subscribed = False
+        jobs = self._jobs
+
+        def on_job_removed(msg: Any, error: Any = None, userdata: Any = None) -> None:
+            msg.process_reply(False)
+            _id, job, _unit, result = msg.body
+            jobs[bytes(job)] = _text(result)
+
+        # A plain function (pystemd sets attributes on it), kept alive by this
+        # attribute: pystemd holds only a borrowed reference.
+        self._on_job_removed: Callable[..., None] = on_job_removed
+
+    def close(self) -> None:
+        self._bus.close()
+
+    # -- raw calls ---------------------------------------------------------
+
+    def _call(
+        self,
+        method: bytes,
+        signature: bytes,
+        *args: Any,
+        path: bytes = MANAGER_PATH,
+        interface: bytes = MANAGER,
+    ) -> Any:
+        from pystemd.dbuslib import apply_signature
+
+        try:
+            return self._bus.call_method(
+                DEST, path, interface, method, apply_signature(signature, list(args))
+            ).body
+        except Exception as e:
+            raise SystemdError(f"systemd refused {method.decode()}: {_dbus_message(e)}") from e
+
+    def _unit_path(self, unit: str) -> bytes:
+        path: bytes = self._call(b"LoadUnit", b"s", unit.encode())
+        return path
+
+    def _get_all(self, path: bytes, interface: bytes) -> dict[bytes, Any]:
+        props: dict[bytes, Any] = self._call(
+            b"GetAll", b"s", interface, path=path, interface=PROPERTIES
+        )
+        return props
+
+    # -- manager -----------------------------------------------------------
+
+    def reload(self) -> None:
+        """``systemctl daemon-reload``: returns once systemd has re-read its units."""
+        self._call(b"Reload", b"")
+
+    def enable(self, unit: str) -> None:
+        """Enable ``unit`` for its ``[Install]`` targets (then reload)."""
+        self._call(b"EnableUnitFiles", b"asbb", [unit.encode()], False, True)
+
+    def disable(self, unit: str) -> None:
+        self._call(b"DisableUnitFiles", b"asb", [unit.encode()], False)
+
+    def reset_failed(self, unit: str) -> None:
+        self._call(b"ResetFailedUnit", b"s", unit.encode())
+
+    def state(self, unit: str) -> UnitState:
+        """Read a unit's state (two D-Bus calls after the unit is loaded)."""
+        path = self._unit_path(unit)
+        u = self._get_all(path, UNIT)
+        s = self._get_all(path, SERVICE) if unit.endswith(".service") else {}
+        invocation = u.get(b"InvocationID", b"")
+        return UnitState(
+            name=unit,
+            load_state=_text(u.get(b"LoadState")),
+            active_state=_text(u.get(b"ActiveState")),
+            sub_state=_text(u.get(b"SubState")),
+            unit_file_state=_text(u.get(b"UnitFileState")),
+            main_pid=int(s.get(b"MainPID", 0)),
+            invocation_id=bytes(invocation).hex() if invocation else "",
+            result=_text(s.get(b"Result")),
+            exec_main_code=int(s.get(b"ExecMainCode", 0)),
+            exec_main_status=int(s.get(b"ExecMainStatus", 0)),
+            n_restarts=int(s.get(b"NRestarts", 0)),
+            active_enter_usec=int(u.get(b"ActiveEnterTimestamp", 0)),
+            state_change_usec=int(u.get(b"StateChangeTimestamp", 0)),
+        )
+
+    # -- jobs --------------------------------------------------------------
+
+    def _subscribe(self) -> None:
+        if self._subscribed:
+            return
+        # The match must exist before the job is queued, or a fast job's
+        # JobRemoved could come and go unseen; Subscribe() makes systemd emit
+        # job signals to us at all.
+        self._bus.match_signal(DEST, MANAGER_PATH, MANAGER, b"JobRemoved", self._on_job_removed)
+        self._call(b"Subscribe", b"")
+        self._subscribed = True
+
+    def _run_job(self, method: bytes, unit: str, timeout: float) -> JobResult:
+        self._subscribe()
+        job: bytes = self._call(method, b"ss", unit.encode(), b"replace")
+        deadline = time.monotonic() + timeout
+        while True:
+            while not self._bus.process().is_empty():
+                pass
+            if job in self._jobs:
+                return JobResult(unit, self._jobs.pop(job))
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return JobResult(unit, "timeout")
+            self._bus.wait(int(remaining * 1_000_000))
+
+    def start(self, unit: str, *, timeout: float = 90.0) -> JobResult:
+        """Start ``unit`` and wait for the job (for Type=notify: until READY=1)."""
+        return self._run_job(b"StartUnit", unit, timeout)
+
+    def stop(self, unit: str, *, timeout: float = 90.0) -> JobResult:
+        return self._run_job(b"StopUnit", unit, timeout)
+
+    def restart(self, unit: str, *, timeout: float = 90.0) -> JobResult:
+        return self._run_job(b"RestartUnit", unit, timeout)
+
+
+class OfflineSystemd(Systemd):
+    """Stands in for systemd under ``--root``: no call reaches the running system."""
+
+    def __init__(self) -> None:  # no bus
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def _call(
+        self,
+        method: bytes,
+        signature: bytes,
+        *args: Any,
+        path: bytes = MANAGER_PATH,
+        interface: bytes = MANAGER,
+    ) -> Any:
+        raise SystemdError(
+            f"{method.decode()} needs the running systemd, not --root",
+            hint="run without --root on the host itself",
+        )
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _dbus_message(e: Exception) -> str:
+    # pystemd's DBusBaseError keeps systemd's own words in err_message (bytes).
+    message = getattr(e, "err_message", None)
+    if message:
+        return message.decode(errors="replace") if isinstance(message, bytes) else str(message)
+    return str(e) or type(e).__name__
