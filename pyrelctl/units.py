@@ -157,6 +157,12 @@ def mix_environment(app: str) -> dict[str, str]:
     return {
         "RELEASE_TMP": run,
         "HOME": run,
+        # The node is named after the app, not the release: two apps installed
+        # from one release (--app) must not claim the same name in EPMD.
+        "RELEASE_NODE": app,
+        # EPMD (started by the VM when none runs) listens on loopback only
+        # (EEF Security WG guidance); clustering opts in through a drop-in.
+        "ERL_EPMD_ADDRESS": "127.0.0.1",
         # Crash dumps can hold secrets; keep them in the state directory,
         # never in the (read-only, shared) release directory.
         "ERL_CRASH_DUMP": f"/var/lib/{app}/erl_crash.dump",
