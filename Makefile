@@ -40,8 +40,8 @@ $(STAMP_VENV): $(STAMP_APT) pyproject.toml
 venv: $(STAMP_VENV)
 
 lint: $(STAMP_VENV)
-	$(VENV)/bin/ruff check pyrelctl tests demo
-	$(VENV)/bin/ruff format --check pyrelctl tests demo
+	$(VENV)/bin/ruff check pyrelctl devtools demo tests
+	$(VENV)/bin/ruff format --check pyrelctl devtools demo tests
 	$(VENV)/bin/mypy
 
 test: $(STAMP_VENV)

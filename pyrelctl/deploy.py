@@ -291,6 +291,11 @@ class Deployer:
         """Restart the unit and wait until the release is really up, or say why not."""
         unit = app.service_name
         self.say(f"restarting {unit} ({version})")
+        # Deploys in quick succession (an install, its automatic rollback, the
+        # next try) must not trip the unit's start rate limit, which is meant
+        # for crash loops: StartLimitBurst=5 per 10 s gives "start-limit-hit".
+        # Resetting the failed state also resets that counter.
+        self.systemd.reset_failed(unit)
         job = self.systemd.restart(unit, timeout=timeout)
         state = self.systemd.state(unit)
         if not job.ok or not state.running:
@@ -599,6 +604,8 @@ class Deployer:
         if not self.online:
             raise BadInput(f"{verb} needs the running systemd; it cannot work with --root")
         with app_lock(app, verb, wait=wait_lock, on_wait=self.say):
+            if verb != "stop":
+                self.systemd.reset_failed(app.service_name)  # see _verify
             method = {
                 "start": self.systemd.start,
                 "stop": self.systemd.stop,

@@ -147,7 +147,10 @@ class Systemd:
         self._call(b"DisableUnitFiles", b"asb", [unit.encode()], False)
 
     def reset_failed(self, unit: str) -> None:
-        self._call(b"ResetFailedUnit", b"s", unit.encode())
+        """Clear the failed state and the start rate-limit counter of ``unit``."""
+        # On the unit object after LoadUnit: the manager's ResetFailedUnit
+        # refuses units that are not loaded in memory right now.
+        self._call(b"ResetFailed", b"", path=self._unit_path(unit), interface=UNIT)
 
     def state(self, unit: str) -> UnitState:
         """Read a unit's state (two D-Bus calls after the unit is loaded)."""

@@ -35,11 +35,16 @@ def artifacts(tmp_path: Path) -> dict[str, Path]:
     return {v: make_generic_release(out, name="hello", version=v) for v in ("1.0", "2.0", "3.0")}
 
 
-def test_install_unpacks_switches_and_enables(deployer: Deployer, root: Path,
-                                              artifacts: dict[str, Path]) -> None:
+def test_install_unpacks_switches_and_enables(
+    deployer: Deployer, root: Path, artifacts: dict[str, Path]
+) -> None:
     outcome = deployer.install(artifacts["1.0"], InstallOptions())
     assert (outcome.app, outcome.version, outcome.changed, outcome.started) == (
-        "hello", "1.0", True, False)
+        "hello",
+        "1.0",
+        True,
+        False,
+    )
     assert os.readlink(root / "opt/hello/current") == "releases/1.0"
     assert (root / "opt/hello/releases/1.0/bin/hello").is_file()
     unit = (root / "etc/systemd/system/hello.service").read_text()
@@ -52,15 +57,17 @@ def test_install_unpacks_switches_and_enables(deployer: Deployer, root: Path,
     assert [r["to"] for r in app.history()] == ["1.0"]
 
 
-def test_release_files_are_not_writable_by_others(deployer: Deployer, root: Path,
-                                                  artifacts: dict[str, Path]) -> None:
+def test_release_files_are_not_writable_by_others(
+    deployer: Deployer, root: Path, artifacts: dict[str, Path]
+) -> None:
     deployer.install(artifacts["1.0"], InstallOptions())
     for path in (root / "opt/hello/releases/1.0").rglob("*"):
         assert path.lstat().st_mode & 0o022 == 0, path
 
 
-def test_unit_written_only_when_changed(deployer: Deployer, root: Path,
-                                        artifacts: dict[str, Path]) -> None:
+def test_unit_written_only_when_changed(
+    deployer: Deployer, root: Path, artifacts: dict[str, Path]
+) -> None:
     deployer.install(artifacts["1.0"], InstallOptions())
     unit = root / "etc/systemd/system/hello.service"
     os.utime(unit, (1, 1))
@@ -68,8 +75,9 @@ def test_unit_written_only_when_changed(deployer: Deployer, root: Path,
     assert unit.stat().st_mtime == 1  # same content: not rewritten
 
 
-def test_reinstalling_the_current_version_changes_nothing(deployer: Deployer,
-                                                         artifacts: dict[str, Path]) -> None:
+def test_reinstalling_the_current_version_changes_nothing(
+    deployer: Deployer, artifacts: dict[str, Path]
+) -> None:
     deployer.install(artifacts["1.0"], InstallOptions())
     again = deployer.install(artifacts["1.0"], InstallOptions())
     assert not again.changed
@@ -77,7 +85,8 @@ def test_reinstalling_the_current_version_changes_nothing(deployer: Deployer,
 
 
 def test_rollback_goes_to_the_previous_release_and_skips_failed(
-        deployer: Deployer, root: Path, artifacts: dict[str, Path]) -> None:
+    deployer: Deployer, root: Path, artifacts: dict[str, Path]
+) -> None:
     for v in ("1.0", "2.0", "3.0"):
         deployer.install(artifacts[v], InstallOptions())
     app = deployer.layout.app("hello")
@@ -97,12 +106,14 @@ def test_rollback_goes_to_the_previous_release_and_skips_failed(
 
 
 def test_prune_keeps_current_and_last_good_and_drops_failed_first(
-        deployer: Deployer, tmp_path: Path) -> None:
+    deployer: Deployer, tmp_path: Path
+) -> None:
     out = tmp_path / "more"
     versions = [f"{i}.0" for i in range(1, 8)]
     for v in versions:
-        deployer.install(make_generic_release(out, name="hello", version=v),
-                         InstallOptions(keep=100))
+        deployer.install(
+            make_generic_release(out, name="hello", version=v), InstallOptions(keep=100)
+        )
     app = deployer.layout.app("hello")
     app.update_index("1.0", mark=Mark.GOOD)  # the last good one is the oldest
     for v in ("6.0", "5.0"):
@@ -114,7 +125,8 @@ def test_prune_keeps_current_and_last_good_and_drops_failed_first(
 
 
 def test_recover_removes_incomplete_releases_and_fixes_a_dangling_current(
-        deployer: Deployer, root: Path, artifacts: dict[str, Path]) -> None:
+    deployer: Deployer, root: Path, artifacts: dict[str, Path]
+) -> None:
     deployer.install(artifacts["1.0"], InstallOptions())
     app = deployer.layout.app("hello")
     staging = app.new_incomplete_dir("2.0")
@@ -128,8 +140,7 @@ def test_recover_removes_incomplete_releases_and_fixes_a_dangling_current(
     assert app.current_version() == "2.0"
 
 
-def test_control_commands_refuse_offline(deployer: Deployer,
-                                         artifacts: dict[str, Path]) -> None:
+def test_control_commands_refuse_offline(deployer: Deployer, artifacts: dict[str, Path]) -> None:
     deployer.install(artifacts["1.0"], InstallOptions())
     with pytest.raises(BadInput, match="--root"):
         deployer.control("hello", "restart")
@@ -138,7 +149,8 @@ def test_control_commands_refuse_offline(deployer: Deployer,
 
 
 def test_uninstall_removes_releases_and_unit_and_purge_removes_state(
-        deployer: Deployer, root: Path, artifacts: dict[str, Path]) -> None:
+    deployer: Deployer, root: Path, artifacts: dict[str, Path]
+) -> None:
     deployer.install(artifacts["1.0"], InstallOptions())
     dropin = root / "etc/systemd/system/hello.service.d/override.conf"
     dropin.parent.mkdir()

@@ -43,9 +43,14 @@ def test_mix_service_runs_through_current_and_logs_to_the_journal() -> None:
 
 
 def test_generic_notify_service_and_bare_program_names() -> None:
-    release = Release(name="hello", version="1", kind=Kind.GENERIC,
-                      commands={"start": ("python3", "-m", "http.server")},
-                      service_type=ServiceType.NOTIFY, description="Hello 100%")
+    release = Release(
+        name="hello",
+        version="1",
+        kind=Kind.GENERIC,
+        commands={"start": ("python3", "-m", "http.server")},
+        service_type=ServiceType.NOTIFY,
+        description="Hello 100%",
+    )
     d = directives(render_service(ServiceSpec("hello", release)))
     assert d["ExecStart"] == ['"python3" "-m" "http.server"']  # looked up by systemd
     assert d["Type"] == ["notify"] and d["NotifyAccess"] == ["main"]

@@ -1,0 +1,121 @@
+"""`make demo`: pyrelctl deploying a real mix release in a throwaway systemd.
+
+Builds three versions of a small Elixir app with `mix release` (2.0.0 crashes
+at start on purpose), boots a systemd in a container (nothing on this host is
+touched: the container's /etc, /opt and /var live in memory), and runs the
+commands an operator would type, printing each with its output:
+
+install 1.0.0 -> upgrade to 1.1.0 -> a failed deploy of 2.0.0 that rolls back
+by itself -> a manual rollback -> status, releases, history. Then it stops
+the container.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from devtools.machine import Machine
+from devtools.releases import build_mix_app
+
+REPO = Path(__file__).resolve().parent.parent
+PYRELCTL = REPO / ".venv/bin/pyrelctl"
+BOLD, DIM, RESET = (
+    ("\033[1m", "\033[2m", "\033[0m")
+    if sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+    else ("", "", "")
+)
+
+
+def step(title: str, text: str = "") -> None:
+    print(f"\n{BOLD}== {title}{RESET}")
+    if text:
+        print(f"{DIM}{text}{RESET}")
+
+
+def show(machine: Machine, argv: Sequence[str], *, expect: int = 0) -> str:
+    """Run `argv` inside the machine, print it like a terminal session would."""
+    shown = [Path(a).name if a == str(PYRELCTL) else a for a in argv]
+    print(f"{BOLD}# {shlex.join(shown)}{RESET}")
+    proc = machine.run(list(argv), check=False, timeout=180)
+    for stream in (proc.stdout, proc.stderr):
+        if stream.strip():
+            print(stream.rstrip())
+    if proc.returncode != 0:
+        print(f"{DIM}(exit status {proc.returncode}){RESET}")
+    if proc.returncode != expect:
+        raise SystemExit(f"demo: expected exit status {expect} from {shlex.join(shown)}")
+    return proc.stdout
+
+
+def main() -> None:
+    if os.geteuid() != 0:
+        raise SystemExit("demo: run as root (it boots a systemd container)")
+    with tempfile.TemporaryDirectory(prefix="pyrelctl-demo-") as tmp:
+        scratch = Path(tmp)
+        step(
+            "Building the Elixir app 'shop' with mix release: 1.0.0, 1.1.0, and 2.0.0 which "
+            "crashes at start"
+        )
+        started = time.monotonic()
+        artifacts = build_mix_app(scratch / "mix", ["1.0.0", "1.1.0", "2.0.0"], failing=["2.0.0"])
+        for path in artifacts.values():
+            print(f"  {path.name}  ({path.stat().st_size // 1024} KiB)")
+        print(f"{DIM}built in {time.monotonic() - started:.1f} s{RESET}")
+
+        step(
+            "Booting a throwaway systemd in a container",
+            "systemd-nspawn --volatile=yes: the host's /usr read-only, everything else in memory",
+        )
+        with Machine.boot(
+            f"pyrelctl-demo-{os.getpid()}", [REPO, scratch], scratch / "nspawn.log"
+        ) as machine:
+            pyrelctl = str(PYRELCTL)
+            show(machine, ["systemctl", "is-system-running"], expect=1)  # degraded: see below
+            print(
+                f"{DIM}(degraded only because Debian's epmd.service has no 'epmd' user in a "
+                f"fresh container; pyrelctl's releases start their own EPMD){RESET}"
+            )
+
+            step(
+                "Install 1.0.0",
+                "unpack into /opt/shop/releases/1.0.0, generate shop.service, "
+                "switch /opt/shop/current, start, wait until it stays up",
+            )
+            show(machine, [pyrelctl, "install", str(artifacts["1.0.0"])])
+            show(machine, ["readlink", "/opt/shop/current"])
+            show(machine, ["systemctl", "status", "shop", "--no-pager", "--lines=0"])
+            show(machine, ["journalctl", "-u", "shop", "--no-pager", "-o", "cat"])
+
+            step("The generated unit: a plain systemd service, journal-wired and sandboxed")
+            show(machine, [pyrelctl, "unit", "shop"])
+
+            step("Upgrade to 1.1.0")
+            show(machine, [pyrelctl, "install", str(artifacts["1.1.0"])])
+
+            step(
+                "Deploy 2.0.0, which crashes at start",
+                "pyrelctl notices, marks it failed, puts 1.1.0 back and exits with 3",
+            )
+            show(machine, [pyrelctl, "install", str(artifacts["2.0.0"])], expect=3)
+            show(machine, ["readlink", "/opt/shop/current"])
+            show(machine, ["systemctl", "is-active", "shop"])
+
+            step("Roll back by hand to the release before 1.1.0")
+            show(machine, [pyrelctl, "rollback", "shop"])
+            show(machine, [pyrelctl, "status"])
+            show(machine, [pyrelctl, "releases", "shop"])
+            show(machine, [pyrelctl, "history", "shop"])
+
+            step("Stopping the container")
+        print("done: the container is gone, and this host was not changed.")
+        print("next: make test (the whole suite), and README.md for pyrelctl on a real host.")
+
+
+if __name__ == "__main__":
+    main()

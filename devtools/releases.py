@@ -1,0 +1,318 @@
+"""Real releases to deploy in tests and the demo, built during the run.
+
+- `build_mix_app`: an Elixir app built with `mix release` (OTP 25 and Elixir
+  1.14 from Debian), one tarball per version, some of which may crash at start.
+- `make_generic_release`: a `release.toml` plus a POSIX sh launcher, for the
+  "generic" kind of release; starts in milliseconds, no toolchain needed.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import os
+import re
+import shutil
+import tarfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from string import Template
+
+from devtools.proc import DevtoolsError, run
+
+logger = logging.getLogger(__name__)
+
+# Mix wants a lowercase Erlang atom for the app; keep to the safe subset.
+_MIX_NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,63}")
+# Mix wants SemVer; releases also put the version in file names.
+_MIX_VERSION_RE = re.compile(r"\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?")
+# Generic names and versions end up in sh and TOML; these cannot break either.
+_GENERIC_NAME_RE = re.compile(r"[a-z][a-z0-9_-]{0,63}")
+_GENERIC_VERSION_RE = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}")
+
+# The first `mix release` compiles Elixir's protocols and copies ERTS: a few
+# seconds here, but give slow CI machines room.
+_MIX_TIMEOUT = 600.0
+
+
+class ReleaseBuildError(DevtoolsError):
+    """A release was built, but is not what it should be."""
+
+
+class Behaviour(enum.StrEnum):
+    """What a test release does when started."""
+
+    OK = "ok"
+    """Prints `<name> <version> started` and keeps running."""
+    CRASH = "crash"
+    """Prints `<name> <version> crashing on purpose` and exits with status 3."""
+
+
+# -- mix ---------------------------------------------------------------------
+
+_MIX_EXS = Template(
+    """\
+# Written by devtools.releases for version ${version}.
+defmodule ${module}.MixProject do
+  use Mix.Project
+
+  def project do
+    [
+      app: :${app},
+      version: "${version}",
+      elixir: "~> 1.14",
+      start_permanent: Mix.env() == :prod,
+      deps: [],
+      # :tar writes _build/prod/${app}-${version}.tar.gz next to the release.
+      releases: [${app}: [steps: [:assemble, :tar]]]
+    ]
+  end
+
+  def application do
+    [
+      extra_applications: [:logger],
+      mod: {${module}.Application, []},
+      env: [crash_on_start: ${crash}]
+    ]
+  end
+end
+"""
+)
+
+_APPLICATION_EX = Template(
+    """\
+defmodule ${module}.Application do
+  # Written by devtools.releases: says which version started, on stdout so
+  # that it lands in the journal; versions built with crash_on_start exit at
+  # start instead, as a broken deploy would.
+  @moduledoc false
+
+  use Application
+
+  @impl true
+  def start(_type, _args) do
+    vsn = Application.spec(:${app}, :vsn)
+
+    if Application.fetch_env!(:${app}, :crash_on_start) do
+      IO.puts("${app} #{vsn} crashing on purpose")
+      # halt/1 flushes stdout first, so the line above is not lost.
+      System.halt(3)
+    end
+
+    IO.puts("${app} #{vsn} started")
+    Supervisor.start_link([], strategy: :one_for_one, name: ${module}.Supervisor)
+  end
+end
+"""
+)
+
+
+def _mix_env(workdir: Path) -> dict[str, str]:
+    """The environment for mix: offline, with its state under `workdir`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MIX_", "HEX_"))}
+    env.update(
+        MIX_HOME=os.fspath(workdir / ".mix"),
+        HEX_HOME=os.fspath(workdir / ".hex"),
+        HEX_OFFLINE="1",
+        MIX_ENV="prod",
+        # Without a UTF-8 locale the VM warns on every start about latin1.
+        LANG="C.UTF-8",
+    )
+    return env
+
+
+def _release_env() -> dict[str, str]:
+    """The host's environment without the variables a release launcher reads."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("RELEASE_", "MIX_"))}
+
+
+def build_mix_app(
+    workdir: Path,
+    versions: Sequence[str],
+    *,
+    name: str = "shop",
+    failing: Sequence[str] = (),
+) -> dict[str, Path]:
+    """Build an Elixir app with `mix release`, once per version; return version -> tarball.
+
+    The app (`mix new NAME --sup` in `workdir/NAME`) prints `NAME VERSION
+    started` at start and keeps running; a version in `failing` prints `NAME
+    VERSION crashing on purpose` and exits with status 3 instead. Tarballs
+    are copied to `workdir/artifacts/NAME-VERSION.tar.gz`. Each is checked:
+    it holds `bin/NAME` and `releases/start_erl.data`, and an extracted copy
+    runs `bin/NAME eval 'IO.puts(:ok)'` on this host.
+    """
+    if not _MIX_NAME_RE.fullmatch(name):
+        raise ValueError(f"invalid mix app name {name!r}")
+    for version in versions:
+        if not _MIX_VERSION_RE.fullmatch(version):
+            raise ValueError(f"invalid version {version!r}: mix wants SemVer like 1.2.3")
+    if len(set(versions)) != len(versions):
+        raise ValueError(f"duplicate versions in {list(versions)}")
+    unknown = set(failing) - set(versions)
+    if unknown:
+        raise ValueError(f"failing versions {sorted(unknown)} are not in versions")
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    project = workdir / name
+    if project.exists():
+        raise FileExistsError(f"{project} exists already; build into a fresh workdir")
+    env = _mix_env(workdir)
+    module = "".join(part.capitalize() for part in name.split("_"))
+    run(["mix", "new", name, "--sup"], cwd=workdir, env=env)
+    values = {"app": name, "module": module}
+    (project / "lib" / name / "application.ex").write_text(_APPLICATION_EX.substitute(values))
+
+    artifacts = workdir / "artifacts"
+    artifacts.mkdir(exist_ok=True)
+    built: dict[str, Path] = {}
+    for version in versions:
+        crash = "true" if version in failing else "false"
+        mix_exs = _MIX_EXS.substitute(values, version=version, crash=crash)
+        (project / "mix.exs").write_text(mix_exs)
+        started = time.monotonic()
+        # --overwrite: the release directory is reused from the previous version.
+        run(["mix", "release", "--overwrite"], cwd=project, env=env, timeout=_MIX_TIMEOUT)
+        logger.info("mix release %s %s: %.1fs", name, version, time.monotonic() - started)
+        tarball = project / "_build" / "prod" / f"{name}-{version}.tar.gz"
+        _check_mix_tarball(tarball, name, version, workdir / "check")
+        built[version] = Path(shutil.copy2(tarball, artifacts / tarball.name))
+    return built
+
+
+def _check_mix_tarball(tarball: Path, name: str, version: str, scratch: Path) -> None:
+    """Check the members of a mix tarball, then that an extracted copy evaluates code."""
+    if not tarball.is_file():
+        raise ReleaseBuildError(f"mix release did not write {tarball}")
+    with tarfile.open(tarball, "r:gz") as tar:
+        members = set(tar.getnames())
+    for needed in (f"bin/{name}", "releases/start_erl.data", f"releases/{version}/start.boot"):
+        if needed not in members:
+            raise ReleaseBuildError(f"{tarball}: no member {needed}")
+    escaping = sorted(m for m in members if m.startswith("/") or ".." in m.split("/"))
+    if escaping:
+        raise ReleaseBuildError(f"{tarball}: members outside the release root: {escaping[:5]}")
+
+    root = scratch / f"{name}-{version}"
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    try:
+        # tar(1), not tarfile: Python 3.11.2 (Debian 12) has no extraction
+        # filters, and GNU tar refuses absolute and `..` members by itself.
+        run(["tar", "-xzf", tarball, "-C", root])
+        result = run([root / "bin" / name, "eval", "IO.puts(:ok)"], env=_release_env(), timeout=60)
+        if result.stdout.strip() != "ok":
+            raise ReleaseBuildError(
+                f"{tarball}: `bin/{name} eval 'IO.puts(:ok)'` printed {result.stdout!r}"
+            )
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+# -- generic -----------------------------------------------------------------
+
+_LAUNCHER = Template(
+    """\
+#!/bin/sh
+# Launcher of a generic test release, written by devtools.releases.
+set -eu
+NAME='${name}'
+VERSION='${version}'
+BEHAVIOUR='${behaviour}'
+
+case "$${1:-}" in
+start)
+    if [ "$$BEHAVIOUR" = crash ]; then
+        echo "$$NAME $$VERSION crashing on purpose"
+        exit 3
+    fi
+    echo "$$NAME $$VERSION started"
+    # exec: the service's main PID stays this process, and SIGTERM from
+    # systemd ends it at once.
+    exec sleep infinity
+    ;;
+version)
+    echo "$$NAME $$VERSION"
+    ;;
+eval)
+    shift
+    echo "$$*"
+    ;;
+*)
+    echo "usage: $$0 start|version|eval EXPR" >&2
+    exit 2
+    ;;
+esac
+"""
+)
+
+
+def _toml_string(value: str) -> str:
+    # A JSON string (ASCII-escaped) is also a valid TOML basic string.
+    return json.dumps(value)
+
+
+def _release_toml(name: str, version: str) -> str:
+    launcher = f"bin/{name}"
+    commands: Mapping[str, list[str]] = {
+        "start": [launcher, "start"],
+        "eval": [launcher, "eval"],
+        "version": [launcher, "version"],
+    }
+    lines = [
+        "[release]",
+        f"name = {_toml_string(name)}",
+        f"version = {_toml_string(version)}",
+        'kind = "generic"',
+        "",
+        "[commands]",
+        *(f"{k} = [{', '.join(_toml_string(a) for a in v)}]" for k, v in commands.items()),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def make_generic_release(
+    dest: Path,
+    *,
+    name: str,
+    version: str,
+    behaviour: Behaviour | str = Behaviour.OK,
+    tarball: bool = True,
+) -> Path:
+    """Write a generic release to `dest/NAME-VERSION/`; return it, or its tarball.
+
+    The release is a `release.toml` and an executable `bin/NAME`: `start`
+    prints `NAME VERSION started` and sleeps forever (or, with behaviour
+    "crash", prints `NAME VERSION crashing on purpose` and exits 3),
+    `version` prints `NAME VERSION`, `eval ARGS` echoes ARGS. With `tarball`,
+    also writes `dest/NAME-VERSION.tar.gz` with members relative to the
+    release root (no top-level folder, like mix's) and returns its path.
+    """
+    if not _GENERIC_NAME_RE.fullmatch(name):
+        raise ValueError(f"invalid release name {name!r}")
+    if not _GENERIC_VERSION_RE.fullmatch(version):
+        raise ValueError(f"invalid release version {version!r}")
+    behaviour = Behaviour(behaviour)
+
+    root = dest / f"{name}-{version}"
+    root.mkdir(parents=True)  # fails if it exists: never mix two releases
+    (root / "release.toml").write_text(_release_toml(name, version))
+    launcher = root / "bin" / name
+    launcher.parent.mkdir()
+    launcher.write_text(_LAUNCHER.substitute(name=name, version=version, behaviour=behaviour.value))
+    launcher.chmod(0o755)
+    if not tarball:
+        return root
+
+    archive = dest / f"{name}-{version}.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for path in sorted(p for p in root.rglob("*") if p.is_file()):
+            member = tar.gettarinfo(path, arcname=path.relative_to(root).as_posix())
+            # Like mix's tarballs: owned by 0:0, no names, files only.
+            member.uid = member.gid = 0
+            member.uname = member.gname = ""
+            with path.open("rb") as f:
+                tar.addfile(member, f)
+    return archive

@@ -1,0 +1,1 @@
+"""pyrelctl's test suite."""

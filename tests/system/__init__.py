@@ -1,0 +1,1 @@
+"""System tests: pyrelctl against a real systemd booted in a container."""
