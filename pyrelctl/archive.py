@@ -20,7 +20,7 @@ import shutil
 import stat
 import tarfile
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -84,11 +84,54 @@ def normalise_member_name(name: str) -> str | None:
     return "/".join(parts) if parts else None
 
 
-def _link_stays_inside(member_path: str, target: str) -> bool:
-    if not target or target.startswith("/") or "\x00" in target:
-        return False
-    resolved = posixpath.normpath(posixpath.join(posixpath.dirname(member_path), target))
-    return resolved != ".." and not resolved.startswith("../")
+#: Symlinks followed while resolving one link target, as in the kernel (MAXSYMLINKS).
+MAX_LINK_DEPTH = 40
+
+
+def resolve_link(
+    directory: str, target: str, links: Mapping[str, str], depth: int = 0
+) -> str | None:
+    """Where ``target``, read in release directory ``directory``, physically leads.
+
+    Follows the release's own symlinks (``links``: member path -> link text)
+    component by component, as the kernel would, so that ``e -> d/up/..``
+    with ``d/up -> ..`` is seen to leave the release although it looks
+    harmless lexically. Returns the release-relative path ("" is the root),
+    or ``None`` if the walk leaves the release, is absolute, or loops.
+    """
+    if depth > MAX_LINK_DEPTH or not target or target.startswith("/") or "\x00" in target:
+        return None
+    current = [p for p in directory.split("/") if p]
+    for part in target.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not current:
+                return None
+            current.pop()
+            continue
+        link = links.get("/".join([*current, part]))
+        if link is None:
+            current.append(part)
+            continue
+        landed = resolve_link("/".join(current), link, links, depth + 1)
+        if landed is None:
+            return None
+        current = [p for p in landed.split("/") if p]
+    return "/".join(current)
+
+
+def _hardlink_target(raw: RawMember, types: Mapping[str, MemberType]) -> str:
+    try:
+        linked = normalise_member_name(raw.target) if raw.target else None
+    except BadInput:
+        linked = None
+    if linked is None or types.get(linked) is not MemberType.FILE:
+        raise BadInput(
+            f"archive member {raw.name!r} is a hard link to {raw.target!r}, "
+            "which is not a file earlier in the release"
+        )
+    return linked
 
 
 def validate(
@@ -101,7 +144,8 @@ def validate(
     links inside it.
     """
     members: list[Member] = []
-    types: dict[str, MemberType] = {}
+    types: dict[str, MemberType] = {}  # explicit members and implied parent directories
+    links: dict[str, str] = {}
     total = 0
     for raw in raw_members:
         if len(members) >= MAX_MEMBERS:
@@ -120,36 +164,35 @@ def validate(
             raise BadInput(f"archive member {raw.name!r} has a setuid or setgid bit")
         previous = types.get(path)
         if previous is not None and not (previous is kind is MemberType.DIR):
-            raise BadInput(f"archive member {raw.name!r} appears more than once")
+            raise BadInput(
+                f"archive member {raw.name!r} appears more than once"
+                + (
+                    " (an earlier member needs it to be a directory)"
+                    if previous is MemberType.DIR
+                    else ""
+                )
+            )
         # No member may live below a symlink (writing through it could land
-        # anywhere) or below a file.
+        # anywhere) or below a file. Parents not listed are implied directories.
         parent = posixpath.dirname(path)
         while parent:
-            ptype = types.get(parent)
-            if ptype is not None and ptype is not MemberType.DIR:
+            ptype = types.setdefault(parent, MemberType.DIR)
+            if ptype is not MemberType.DIR:
                 raise BadInput(f"archive member {raw.name!r} lies below a {ptype}, {parent!r}")
             parent = posixpath.dirname(parent)
         target = raw.target
-        if kind is MemberType.SYMLINK and not _link_stays_inside(path, target):
-            raise BadInput(
-                f"archive member {raw.name!r} is a symlink pointing outside the release "
-                f"({target!r})",
-                hint="links inside a release must be relative and stay inside it",
-            )
-        if kind is MemberType.HARDLINK:
-            linked = normalise_member_name(target) if target else None
-            if linked is None or types.get(linked) is not MemberType.FILE:
-                raise BadInput(
-                    f"archive member {raw.name!r} is a hard link to {target!r}, "
-                    "which is not a file earlier in the release"
-                )
-            target = linked
-        if kind is MemberType.FILE:
+        if kind is MemberType.SYMLINK:
+            if resolve_link(posixpath.dirname(path), target, {}) is None:
+                raise _outside(raw)
+            links[path] = target
+        elif kind is MemberType.HARDLINK:
+            target = _hardlink_target(raw, types)
+        elif kind is MemberType.FILE:
             total += raw.size
             if total > max_bytes:
                 raise BadInput(
                     f"archive expands to more than {max_bytes} bytes",
-                    hint="raise the limit with --max-size if this is expected",
+                    hint="raise the limit with install --max-size if this is expected",
                 )
         types[path] = kind
         # Releases are immutable: nobody but root may write into them.
@@ -157,7 +200,21 @@ def validate(
         members.append(Member(path, kind, mode, raw.size, target, raw.mtime))
     if not members:
         raise BadInput("the artifact is empty")
+    # Only now are all links known: a link may lead through one listed later.
+    for member in members:
+        if (
+            member.type is MemberType.SYMLINK
+            and resolve_link(posixpath.dirname(member.path), member.target, links) is None
+        ):
+            raise _outside(RawMember(member.path, member.type, 0, target=member.target))
     return members
+
+
+def _outside(raw: RawMember) -> BadInput:
+    return BadInput(
+        f"archive member {raw.name!r} is a symlink pointing outside the release ({raw.target!r})",
+        hint="links inside a release must be relative and stay inside it",
+    )
 
 
 class Artifact:
@@ -219,13 +276,13 @@ class Artifact:
 
     def extract(self, dest: Path) -> None:
         """Write every member below the new, empty directory ``dest``."""
-        dest.mkdir(mode=0o755)
+        dest.mkdir(mode=0o700)
         dirs: list[Member] = []
         for member, src in self._sources():
             target = dest / member.path
-            target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+            target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             if member.type is MemberType.DIR:
-                target.mkdir(mode=0o755, exist_ok=True)
+                target.mkdir(mode=0o700, exist_ok=True)
                 dirs.append(member)
             elif member.type is MemberType.FILE:
                 assert src is not None
@@ -239,7 +296,11 @@ class Artifact:
                 os.symlink(member.target, target)
             else:
                 os.link(dest / member.target, target, follow_symlinks=False)
-        # Directory times last: creating their entries changed them.
+        # Directory modes are set explicitly, never left to the umask (0077
+        # would hide the release from the service user); times last, since
+        # creating their entries changed them.
+        for dirpath, _dirnames, _files in os.walk(dest):
+            os.chmod(dirpath, 0o755)
         for member in reversed(dirs):
             os.utime(dest / member.path, (member.mtime, member.mtime), follow_symlinks=False)
 
@@ -323,6 +384,30 @@ def _walk_dir(root: Path) -> Iterator[RawMember]:
             )
 
 
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+def _check_archive_end(tar: tarfile.TarFile) -> None:
+    """Refuse an archive that is damaged past the last member tarfile listed.
+
+    tarfile ends its listing quietly at the first bad header after the first
+    member, which would install a release with members missing; and it stops
+    reading at the end-of-archive blocks, so a compressed stream's checksum
+    (gzip's CRC32 and size trailer) is never checked. Here the block where the
+    listing ended must be the zero end-of-archive block, and the rest of the
+    stream is read, so that the decompressor verifies its trailer.
+    """
+    fileobj = tar.fileobj
+    assert fileobj is not None
+    fileobj.seek(tar.offset)
+    block = fileobj.read(tarfile.BLOCKSIZE)
+    if block and block.strip(b"\0"):
+        raise tarfile.ReadError(f"damaged member header at byte {tar.offset}")
+    while fileobj.read(1024 * 1024):
+        pass
+
+
 def is_tarball(path: Path) -> bool:
     return path.name.endswith(TAR_SUFFIXES)
 
@@ -338,7 +423,8 @@ def open_artifact(path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Artifact
     try:
         tar = tarfile.open(path, "r:*")  # noqa: SIM115  # closed by the Artifact it is handed to
     except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
-        raise BadInput(f"{path}: not a readable tar archive ({e})") from e
+        # tarfile's message lists every compression it tried, one per line.
+        raise BadInput(f"{path}: not a readable tar archive") from e
     try:
         infos: dict[str, tarfile.TarInfo] = {}
         raws: list[RawMember] = []
@@ -356,10 +442,11 @@ def open_artifact(path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Artifact
             name = normalise_member_name(info.name)
             if name is not None:
                 infos[name] = info
+        _check_archive_end(tar)
         members = validate(raws, max_bytes=max_bytes)
-    except (tarfile.TarError, EOFError, zlib.error) as e:
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
         tar.close()
-        raise BadInput(f"{path}: corrupt or truncated archive ({e})") from e
+        raise BadInput(f"{path}: corrupt or truncated archive ({_first_line(e)})") from e
     except BaseException:
         tar.close()
         raise

@@ -16,11 +16,12 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, ClassVar, NoReturn, TypeVar
 
 import click
 
 from pyrelctl import __version__, journal
+from pyrelctl.archive import DEFAULT_MAX_BYTES
 from pyrelctl.deploy import (
     DEFAULT_GRACE,
     DEFAULT_KEEP,
@@ -71,6 +72,22 @@ class Ctx:
 
 
 pass_ctx = click.make_pass_decorator(Ctx)
+
+
+class ByteSize(click.ParamType):  # type: ignore[type-arg]  # generic only in click >= 8.2 stubs
+    """A size in bytes, with an optional K, M, G or T suffix (powers of 1024)."""
+
+    name = "size"
+    _UNITS: ClassVar[dict[str, int]] = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().upper().removesuffix("B").removesuffix("I")
+        number, unit = text.rstrip("KMGT"), text[len(text.rstrip("KMGT")) :]
+        if unit not in self._UNITS or not number.isascii() or not number.isdigit():
+            self.fail(f"{value!r} is not a size such as 500M or 8G", param, ctx)
+        return int(number) * self._UNITS[unit]
 
 
 def _no_wait_option(f: F) -> F:
@@ -178,6 +195,14 @@ def cli(ctx: click.Context, root: Path, as_json: bool, verbose: int, quiet: bool
     metavar="N",
     help="Releases to keep; older ones are pruned after a good install.",
 )
+@click.option(
+    "--max-size",
+    type=ByteSize(),
+    default=DEFAULT_MAX_BYTES,
+    show_default="8G",
+    metavar="SIZE",
+    help="Refuse a release that unpacks to more than SIZE (e.g. 500M, 20G).",
+)
 @_no_wait_option
 @pass_ctx
 def install(
@@ -188,6 +213,7 @@ def install(
     timeout: float,
     grace: float,
     keep: int,
+    max_size: int,
     no_wait: bool,
 ) -> None:
     """Install ARTIFACT (a release directory, .tar.gz, .tgz or .tar) and make it current.
@@ -204,6 +230,7 @@ def install(
         grace=grace,
         keep=keep,
         wait_lock=not no_wait,
+        max_bytes=max_size,
     )
     outcome = obj.deployer().install(artifact, opts)
 
@@ -533,10 +560,15 @@ def _fail(e: PyrelctlError, obj: Ctx) -> NoReturn:
                 json.dumps({"error": e.message, **e.report}, indent=2, sort_keys=True, default=str)
             )
         _print_report(e.report)
-    click.echo(f"error: {e.message}", err=True)
-    if e.hint:
-        click.echo(f"hint: {e.hint}", err=True)
+    _error_lines(e.message, e.hint)
     sys.exit(int(e.exit_code))
+
+
+def _error_lines(message: str, hint: str | None) -> None:
+    """The one ``error:`` line (and ``hint:`` line) a failure prints on stderr."""
+    click.echo("error: " + " ".join(message.split()), err=True)
+    if hint:
+        click.echo("hint: " + " ".join(hint.split()), err=True)
 
 
 def _print_report(report: dict[str, Any]) -> None:
@@ -565,9 +597,13 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         if obj.verbosity >= 1:
             traceback.print_exc()
         _fail(e, obj)
-    except click.ClickException as e:
-        e.show()
+    except click.UsageError as e:
+        command = e.ctx.command_path if e.ctx is not None else "pyrelctl"
+        _error_lines(e.format_message(), f"see: {command} --help")
         sys.exit(ExitCode.BAD_INPUT)
+    except click.ClickException as e:
+        _error_lines(e.format_message(), None)
+        sys.exit(e.exit_code)
     except click.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)

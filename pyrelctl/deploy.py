@@ -23,13 +23,15 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from pyrelctl import journal
-from pyrelctl.archive import DEFAULT_MAX_BYTES, open_artifact
+from pyrelctl.archive import DEFAULT_MAX_BYTES, Artifact, open_artifact
 from pyrelctl.errors import BadInput, DeployFailed, ExitCode, HostError, NotInstalled
 from pyrelctl.layout import (
     AppPaths,
     Layout,
     Mark,
     app_lock,
+    ensure_dir,
+    fsync_dir,
     remove_tree,
     symlink_atomic,
     write_atomic,
@@ -200,33 +202,37 @@ class Deployer:
         with open_artifact(path) as artifact:
             return detect(artifact)
 
-    def _unpack(self, app: AppPaths, artifact_path: Path, release: Release, max_bytes: int) -> None:
+    def _unpack(self, app: AppPaths, artifact: Artifact, release: Release) -> None:
         """Unpack into an incomplete directory, then rename it into place."""
         final = app.release(release.version)
         staging = app.new_incomplete_dir(release.version)
-        app.releases.mkdir(parents=True, exist_ok=True)
-        self.say(f"unpacking {artifact_path.name} into {final}")
-        with open_artifact(artifact_path, max_bytes=max_bytes) as artifact:
+        ensure_dir(app.releases)
+        self.say(f"unpacking {artifact.source.name} into {final}")
+        try:
             artifact.extract(staging)
-        if release.kind is Kind.MIX:
-            cookie = staging / "releases/COOKIE"
-            if cookie.is_file() and not cookie.is_symlink():
-                # The build's cookie is replaced by the app's own (see
-                # _app_config); never leave one readable by other users.
-                cookie.chmod(0o600)
-        # Everything must be on disk before the rename makes the release
-        # "complete"; one sync(2) beats an fsync per file of a big release.
-        os.sync()
+            if release.kind is Kind.MIX:
+                cookie = staging / "releases/COOKIE"
+                if cookie.is_file() and not cookie.is_symlink():
+                    # The build's cookie is replaced by the app's own (see
+                    # _app_config); never leave one readable by other users.
+                    cookie.chmod(0o600)
+            # Everything must be on disk before the rename makes the release
+            # "complete"; one sync(2) beats an fsync per file of a big release.
+            os.sync()
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)  # else recover() does it next time
+            raise
         if final.exists():
             remove_tree(final)
         os.rename(staging, final)
+        fsync_dir(app.releases)
         app.update_index(
             release.version,
             installed_at=time.time(),
             size=_dir_size(final),
             mark=Mark.NEW,
             release=release_to_json(release),
-            artifact=artifact_path.name,
+            artifact=artifact.source.name,
         )
 
     def _app_config(self, app: AppPaths, release: Release) -> None:
@@ -341,16 +347,20 @@ class Deployer:
     def install(self, artifact_path: Path, opts: InstallOptions) -> Outcome:
         """Install a release and make it current (DESIGN.md, "What an install does")."""
         started_at = time.monotonic()
+        # Opened once: what was validated and detected is what gets unpacked.
         with open_artifact(artifact_path, max_bytes=opts.max_bytes) as artifact:
             release = detect(artifact)
-        app = self.layout.app(opts.app or app_name_from_release(release.name))
-        with app_lock(app, "install", wait=opts.wait_lock, on_wait=self.say):
-            self.recover(app)
-            previous = app.current_version()
-            if previous == release.version and app.release(previous).is_dir():
-                return self._reinstall_current(app, release, opts, started_at)
-            self._unpack(app, artifact_path, release, opts.max_bytes)
-            return self._switch(app, release, previous, opts, "install", started_at, changed=True)
+            name = opts.app if opts.app is not None else app_name_from_release(release.name)
+            app = self.layout.app(name)
+            with app_lock(app, "install", wait=opts.wait_lock, on_wait=self.say):
+                self.recover(app)
+                previous = app.current_version()
+                if previous == release.version and app.release(previous).is_dir():
+                    return self._reinstall_current(app, release, opts, started_at)
+                self._unpack(app, artifact, release)
+                return self._switch(
+                    app, release, previous, opts, "install", started_at, changed=True
+                )
 
     def _reinstall_current(
         self, app: AppPaths, release: Release, opts: InstallOptions, started_at: float

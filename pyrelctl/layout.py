@@ -90,6 +90,21 @@ def symlink_atomic(target: str, link: Path) -> None:
     fsync_dir(link.parent)
 
 
+def ensure_dir(path: Path, mode: int = 0o755) -> None:
+    """Create ``path`` and missing parents with exactly ``mode`` (never the umask's).
+
+    Run under ``umask 077``, a plain mkdir would hide /opt/APP from the
+    unprivileged service user.
+    """
+    missing = []
+    while not path.is_dir():
+        missing.append(path)
+        path = path.parent
+    for directory in reversed(missing):
+        directory.mkdir(exist_ok=True)
+        directory.chmod(mode)
+
+
 def remove_tree(path: Path) -> None:
     """Delete a directory tree so that a crash never leaves it looking complete.
 

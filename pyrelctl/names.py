@@ -14,6 +14,8 @@ from pyrelctl.errors import BadInput
 
 APP_NAME_RE = re.compile(r"[a-z][a-z0-9-]{0,30}", re.ASCII)
 VERSION_RE = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+_~-]{0,63}", re.ASCII)
+#: Environment variable names systemd accepts in Environment= (and shells export).
+ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
 
 
 def check_app_name(name: str) -> str:
@@ -45,3 +47,8 @@ def app_name_from_release(release_name: str) -> str:
     read better with dashes, so ``_`` becomes ``-`` (``--app`` overrides).
     """
     return release_name.replace("_", "-")
+
+
+def is_env_name(name: str) -> bool:
+    """Whether ``name`` is a valid environment variable name."""
+    return ENV_NAME_RE.fullmatch(name) is not None

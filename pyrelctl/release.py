@@ -24,7 +24,7 @@ from typing import Any
 
 from pyrelctl.archive import Artifact, MemberType
 from pyrelctl.errors import BadInput
-from pyrelctl.names import check_version
+from pyrelctl.names import check_version, is_env_name
 
 MANIFEST = "release.toml"
 START_ERL = "releases/start_erl.data"
@@ -221,6 +221,8 @@ def parse_manifest(
         ) from None
 
     health = _parse_health(_table(doc, "health"))
+    if health is not None and health.kind is HealthKind.COMMAND:
+        _check_program(artifact, "health.command", health.command)
     hooks = {key: _argv("hooks", key, value) for key, value in _table(doc, "hooks").items()}
     for key, argv in hooks.items():
         _check_program(artifact, f"hooks.{key}", argv)
@@ -254,7 +256,8 @@ def _parse_health(table: Mapping[str, Any]) -> HealthCheck | None:
         raise BadInput(f"{MANIFEST}: health.http must be an http:// or https:// URL")
     if key == "tcp":
         host, sep, port = text.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        # isascii(): str.isdigit() admits "²" and fullwidth digits.
+        if not (sep and host and port.isascii() and port.isdigit() and 0 < int(port) < 65536):
             raise BadInput(f"{MANIFEST}: health.tcp must be HOST:PORT, not {text!r}")
         return HealthCheck(HealthKind.TCP, tcp=text)
     return HealthCheck(HealthKind.HTTP, http=text)
@@ -263,11 +266,7 @@ def _parse_health(table: Mapping[str, Any]) -> HealthCheck | None:
 def _parse_environment(table: Mapping[str, Any]) -> dict[str, str]:
     env: dict[str, str] = {}
     for key, value in table.items():
-        if (
-            not key.isascii()
-            or not (key[0].isalpha() or key[0] == "_")
-            or not all(c.isalnum() or c == "_" for c in key)
-        ):
+        if not is_env_name(key):
             raise BadInput(f"{MANIFEST}: environment variable name {key!r} is not valid")
         if not isinstance(value, str):
             raise BadInput(f"{MANIFEST}: environment.{key} must be a string")

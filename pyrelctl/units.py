@@ -23,6 +23,7 @@ import jinja2
 
 from pyrelctl import __version__
 from pyrelctl.errors import BadInput
+from pyrelctl.names import is_env_name
 from pyrelctl.release import Kind, Release, ServiceType
 
 #: Where pyrelctl puts an app on the target system (never prefixed by --root).
@@ -61,11 +62,7 @@ def environment_line(env: Mapping[str, str]) -> str:
     """The words of one ``Environment=`` directive (values are not ``$``-expanded there)."""
     words = []
     for key, value in env.items():
-        if (
-            not key
-            or not (key[0].isalpha() or key[0] == "_")
-            or not all(c.isascii() and (c.isalnum() or c == "_") for c in key)
-        ):
+        if not is_env_name(key):
             raise BadInput(f"environment variable name {key!r} is not valid")
         words.append(quote_value(f"{key}={value}", f"environment variable {key}"))
     return " ".join(words)
