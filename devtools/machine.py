@@ -159,6 +159,49 @@ def _mount_ns(pid: int | str) -> str | None:
         return None
 
 
+def _cgroup_dirs(name: str) -> list[Path]:
+    """A cgroup of its own for one container, in each hierarchy systemd-nspawn uses.
+
+    Without systemd on the host (`--keep-unit`), nspawn creates its
+    `payload/` and `supervisor/` cgroups below its *current* cgroup. Two
+    containers started from the same cgroup would then share
+    `/payload/system.slice/APP.service`, and each inner systemd would kill
+    and count the other's processes ("Failed to kill control group").
+    """
+    own = {}
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _id, controllers, path = line.split(":", 2)
+        own[controllers] = path
+    dirs = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        left, _, right = line.partition(" - ")
+        fstype, _source, options = [*right.split(), "", "", ""][:3]
+        mountpoint = left.split()[4]
+        if fstype == "cgroup2" and "" in own:
+            dirs.append(Path(mountpoint) / own[""].lstrip("/") / f"pyrelctl-{name}")
+        elif fstype == "cgroup" and "name=systemd" in options.split(",") and "name=systemd" in own:
+            dirs.append(Path(mountpoint) / own["name=systemd"].lstrip("/") / f"pyrelctl-{name}")
+    return dirs
+
+
+def _enter_cgroups(dirs: Sequence[Path]) -> None:
+    """In the child before exec: move this process into `dirs` (made by the parent)."""
+    for directory in dirs:
+        (directory / "cgroup.procs").write_text("0")
+
+
+def _remove_cgroups(dirs: Sequence[Path]) -> None:
+    """Remove a stopped container's cgroups, innermost first (rmdir works on empty ones)."""
+    for directory in dirs:
+        if not directory.is_dir():
+            continue
+        for root, _subdirs, _files in os.walk(directory, topdown=False):
+            try:
+                os.rmdir(root)
+            except OSError as e:
+                logger.warning("cannot remove cgroup %s: %s", root, e)
+
+
 class Machine:
     """A booted systemd container, entered with nsenter. Use `Machine.boot()`.
 
@@ -186,6 +229,7 @@ class Machine:
         # the single switch that allows anything to run through nsenter.
         self._booted = False
         self._stopped = False
+        self._cgroups: list[Path] = []
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -241,6 +285,9 @@ class Machine:
             "systemd.firstboot=off",
         ]
         log.parent.mkdir(parents=True, exist_ok=True)
+        cgroups = _cgroup_dirs(name)
+        for directory in cgroups:
+            directory.mkdir(exist_ok=True)
         log_file = log.open("wb")
         logger.info("booting machine %s: %s", name, shlex.join(argv))
         try:
@@ -253,11 +300,14 @@ class Machine:
                 # teardown then stops the container in order, rather than
                 # hitting systemd-nspawn at the same time.
                 start_new_session=True,
+                preexec_fn=lambda: _enter_cgroups(cgroups),
             )
         except BaseException:
             log_file.close()
+            _remove_cgroups(cgroups)
             raise
         machine = cls(name, process, log, log_file, nsenter, private_network)
+        machine._cgroups = cgroups
         try:
             machine._await_boot(Deadline.after(timeout), timeout)
         except BaseException:
@@ -396,6 +446,7 @@ class Machine:
             self._kill_orphaned_pid_1()
         finally:
             self._log_file.close()
+        _remove_cgroups(self._cgroups)
 
     def _kill_orphaned_pid_1(self) -> None:
         if self._pid is None or self._mount_ns is None:
