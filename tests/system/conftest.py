@@ -115,3 +115,12 @@ def pyrelctl(machine: Machine) -> MachineCommand:
     if not entry_point.is_file():
         pytest.fail(f"{entry_point} is missing: run `make venv`")
     return MachineCommand(machine, (os.fspath(entry_point),))
+
+
+@pytest.fixture
+def cleanup(pyrelctl: MachineCommand) -> Iterator[Callable[[str], None]]:
+    """Register app names to uninstall (with --purge) after the test."""
+    apps: list[str] = []
+    yield apps.append
+    for app in apps:
+        pyrelctl("uninstall", "--purge", app)

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-
-import pytest
 
 from devtools.machine import Machine, MachineCommand
 from devtools.proc import wait_until
@@ -37,15 +35,6 @@ def readlink(machine: Machine, path: str) -> str:
 def releases(pyrelctl: MachineCommand, app: str) -> dict[str, dict[str, object]]:
     proc = pyrelctl("--json", "releases", app, check=True)
     return {r["version"]: r for r in json.loads(proc.stdout)["releases"]}
-
-
-@pytest.fixture
-def cleanup(pyrelctl: MachineCommand) -> Iterator[Callable[[str], None]]:
-    """Register app names to uninstall (with --purge) after the test."""
-    apps: list[str] = []
-    yield apps.append
-    for app in apps:
-        pyrelctl("uninstall", "--purge", app)
 
 
 def test_mix_release_lifecycle(

@@ -1,0 +1,118 @@
+"""The CLI's read commands, --json, locking and option parsing, offline under --root."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from devtools.releases import make_generic_release
+from pyrelctl.cli import ByteSize
+from pyrelctl.layout import Layout, app_lock
+from tests.cli.conftest import run
+
+
+@pytest.fixture
+def root(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
+    """A root with app `hello` installed in 1.0 and 2.0 (offline)."""
+    root = tmp_path / "root"
+    root.mkdir()
+    for version in ("1.0", "2.0"):
+        artifact = make_generic_release(tmp_path / "a", name="hello", version=version)
+        assert run(capsys, "--root", root, "install", artifact).code == 0
+    return root
+
+
+def test_json_read_commands(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    releases = json.loads(run(capsys, "--root", root, "--json", "releases", "hello").out)
+    assert releases["current"] == "2.0"
+    assert [(r["version"], r["current"], r["mark"]) for r in releases["releases"]] == [
+        ("1.0", False, "new"),
+        ("2.0", True, "new"),
+    ]
+    assert all(r["size"] > 0 and r["installed_at"] > 0 for r in releases["releases"])
+
+    status = json.loads(run(capsys, "--root", root, "--json", "status").out)
+    assert [(a["app"], a["current"], a["state"]) for a in status["apps"]] == [
+        ("hello", "2.0", None)  # offline: no unit state
+    ]
+    history = json.loads(run(capsys, "--root", root, "--json", "history", "hello").out)
+    assert [(h["action"], h["from"], h["to"]) for h in history["history"]] == [
+        ("install", None, "1.0"),
+        ("install", "1.0", "2.0"),
+    ]
+    unit = json.loads(run(capsys, "--root", root, "--json", "unit", "hello").out)
+    text = unit["files"][str(root / "etc/systemd/system/hello.service")]
+    assert "ExecStart=" in text
+
+
+def test_human_tables(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = run(capsys, "--root", root, "releases", "hello").out.splitlines()
+    assert out[0].split() == ["VERSION", "INSTALLED", "SIZE", "MARK"]
+    assert out[2].startswith("*") and "2.0" in out[2]
+    status = run(capsys, "--root", root, "status").out
+    assert "hello" in status and "offline" in status
+
+
+def test_quiet_and_json_keep_progress_off_stdout(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    artifact = make_generic_release(tmp_path / "a", name="hello", version="1.0")
+    result = run(capsys, "--root", tmp_path / "r", "--json", "install", artifact)
+    assert json.loads(result.out)["version"] == "1.0"  # exactly one JSON document
+    assert result.err == ""
+    result = run(capsys, "--root", tmp_path / "q", "-q", "install", artifact)
+    assert result.err == "" and "installed" in result.out
+
+
+def test_a_held_lock_gives_exit_5_with_no_wait(
+    root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    app = Layout(root).app("hello")
+    with app_lock(app, "test"):
+        result = run(capsys, "--root", root, "rollback", "hello", "--no-wait")
+        assert result.code == 5
+        assert result.err.startswith("error: hello is locked by pid")
+        assert "(test)" in result.err
+    assert run(capsys, "--root", root, "rollback", "hello", "--no-wait").code == 0
+
+
+def test_rollback_and_prune_through_the_cli(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    result = run(capsys, "--root", root, "rollback", "hello")
+    assert result.code == 0 and "from 2.0 to 1.0" in result.out
+    # keep 1 keeps the newest (2.0), and the current one (1.0) on top of that
+    result = run(capsys, "--root", root, "--json", "prune", "hello", "--keep", "1")
+    assert json.loads(result.out)["pruned"] == []
+    assert run(capsys, "--root", root, "rollback", "hello", "--to", "2.0").code == 0
+    result = run(capsys, "--root", root, "--json", "prune", "hello", "--keep", "1")
+    assert json.loads(result.out)["pruned"] == ["1.0"]
+    result = run(capsys, "--root", root, "rollback", "hello", "--to", "3.0")
+    assert result.code == 2 and "not installed" in result.err
+
+
+def test_unknown_app_is_bad_input(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (["releases", "nope"], ["history", "nope"], ["rollback", "nope"]):
+        result = run(capsys, "--root", root, *argv)
+        assert result.code == 2 and result.err_lines[0] == "error: app 'nope' is not installed"
+
+
+def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
+    assert "pyrelctl, version" in run(capsys, "--version").out
+    helptext = run(capsys, "--help").out
+    for command in ("install", "rollback", "releases", "status", "history", "logs", "prune"):
+        assert command in helptext
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("500", 500), ("1K", 1024), ("2M", 2 * 1024**2), ("8G", 8 * 1024**3), ("3GiB", 3 * 1024**3)],
+)
+def test_byte_sizes(text: str, size: int) -> None:
+    assert ByteSize().convert(text, None, None) == size
+
+
+def test_bad_byte_size_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    result = run(capsys, "install", tmp_path, "--max-size", "lots")
+    assert result.code == 2
+    assert result.err_lines[0].startswith("error: Invalid value for '--max-size'")

@@ -1,0 +1,95 @@
+"""SIGKILL at random moments of install and rollback never leaves a broken host."""
+
+from __future__ import annotations
+
+import random
+import tarfile
+from collections.abc import Callable
+from pathlib import Path
+
+from devtools.machine import Machine, MachineCommand
+from devtools.releases import make_generic_release
+
+APP = "bulky"
+FILES = 3000  # per release, besides release.toml and bin/bulky
+RUNS = 24
+
+
+def bulky_release(dest: Path, version: str) -> Path:
+    """A generic release of a few thousand small files, as a tarball."""
+    root = make_generic_release(dest, name=APP, version=version, tarball=False)
+    data = root / "data"
+    for i in range(FILES):
+        sub = data / f"d{i % 30:02d}"
+        sub.mkdir(parents=True, exist_ok=True)
+        (sub / f"f{i:05d}.txt").write_text(f"{version} {i}\n" * 8)
+    archive = dest / f"{APP}-{version}.tar.gz"
+    with tarfile.open(archive, "w:gz", compresslevel=1) as tar:
+        for path in sorted(root.rglob("*")):
+            tar.add(path, arcname=str(path.relative_to(root)), recursive=False)
+    return archive
+
+
+def check_invariants(machine: Machine) -> str | None:
+    """`current` points to a complete release (or does not exist yet); return its version."""
+    link = machine.run(["readlink", f"/opt/{APP}/current"], check=False)
+    if link.returncode != 0:
+        return None
+    target = link.stdout.strip()
+    assert target.startswith("releases/") and "/" not in target.removeprefix("releases/"), target
+    version = target.removeprefix("releases/")
+    count = machine.run(
+        ["sh", "-c", f"find /opt/{APP}/releases/{version}/data -type f | wc -l"]
+    ).stdout.strip()
+    assert count == str(FILES), f"current -> {target} holds {count} of {FILES} files"
+    manifest = machine.run(["cat", f"/opt/{APP}/releases/{version}/release.toml"]).stdout
+    assert f'version = "{version}"' in manifest
+    return version
+
+
+def leftovers(machine: Machine) -> list[str]:
+    out = machine.run(["ls", "-A", f"/opt/{APP}/releases"], check=False).stdout.split()
+    return [name for name in out if name.startswith(".")]
+
+
+def test_sigkill_during_install_and_rollback_keeps_current_complete(
+    machine: Machine,
+    pyrelctl: MachineCommand,
+    scratch: Path,
+    cleanup: Callable[[str], None],
+) -> None:
+    cleanup(APP)
+    dest = scratch / "bulky"
+    dest.mkdir()
+    versions = [f"1.{i}" for i in range(4)]
+    artifacts = {v: bulky_release(dest, v) for v in versions}
+    assert pyrelctl("install", artifacts["1.0"], "--grace", "0.3").returncode == 0
+
+    rng = random.Random(20261123)  # fixed seed: a failure can be replayed
+    killed = 0
+    for run in range(RUNS):
+        if run % 3 == 2:
+            argv = ["rollback", APP, "--grace", "0.3"]
+        else:
+            argv = ["install", str(artifacts[rng.choice(versions)]), "--grace", "0.3"]
+        delay = rng.uniform(0.05, 1.5)
+        proc = machine.run(
+            ["timeout", "--signal=KILL", f"{delay:.3f}", str(pyrelctl.prefix[0]), *argv],
+            check=False,
+            timeout=120,
+        )
+        # 137 from timeout(1); nsenter re-raises its child's signal on itself (-9).
+        killed += proc.returncode in (137, -9)
+        # Right after the kill: current is whole, whatever was interrupted.
+        check_invariants(machine)
+        # The next command (a read) works, and a mutating one cleans up.
+        assert pyrelctl("status", APP).returncode == 0
+        assert pyrelctl("prune", APP, "--keep", "3").returncode == 0
+        assert leftovers(machine) == []
+        assert check_invariants(machine) is not None
+    assert killed >= RUNS // 3, f"only {killed} of {RUNS} runs were interrupted"
+    # After all that, the service runs the current release.
+    assert machine.systemctl("is-active", APP, check=False).stdout.strip() in (
+        "active",
+        "activating",
+    )
