@@ -11,6 +11,7 @@ import datetime
 import json
 import logging
 import os
+import shlex
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -31,6 +32,7 @@ from pyrelctl.deploy import (
 )
 from pyrelctl.errors import BadInput, DeployFailed, ExitCode, PyrelctlError
 from pyrelctl.layout import Layout, Mark
+from pyrelctl.release import HealthCheck, parse_health_table
 from pyrelctl.systemd import OfflineSystemd, Systemd, UnitState
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -114,11 +116,50 @@ def _grace_option(f: F) -> F:
     return click.option(
         "--grace",
         type=click.FloatRange(min=0),
-        default=DEFAULT_GRACE,
-        show_default=True,
+        default=None,
         metavar="S",
-        help="Seconds the new release must stay up after it is ready.",
+        help=f"Seconds the new release must stay up after it is ready (default "
+        f"{DEFAULT_GRACE:g}); remembered for the app.",
     )(f)
+
+
+def _health_options(f: F) -> F:
+    options = [
+        click.option(
+            "--health-http",
+            metavar="URL",
+            help="Ready when GET URL answers 2xx; remembered for the app.",
+        ),
+        click.option(
+            "--health-tcp",
+            metavar="HOST:PORT",
+            help="Ready when HOST:PORT accepts a connection; remembered.",
+        ),
+        click.option(
+            "--health-command",
+            metavar="CMD",
+            help="Ready when CMD (run as the service's user) exits 0; remembered.",
+        ),
+        click.option(
+            "--health-reset",
+            is_flag=True,
+            help="Forget the remembered check: use the release's own [health].",
+        ),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _health_override(http: str | None, tcp: str | None, command: str | None) -> HealthCheck | None:
+    """The health check given on the command line, checked like a manifest's."""
+    given = {k: v for k, v in (("http", http), ("tcp", tcp), ("command", command)) if v}
+    if len(given) > 1:
+        raise BadInput("give at most one of --health-http, --health-tcp, --health-command")
+    if not given:
+        return None
+    ((key, value),) = given.items()
+    return parse_health_table({key: shlex.split(value) if key == "command" else value})
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -187,6 +228,7 @@ def cli(ctx: click.Context, root: Path, as_json: bool, verbose: int, quiet: bool
 )
 @_timeout_option
 @_grace_option
+@_health_options
 @click.option(
     "--keep",
     type=click.IntRange(min=1),
@@ -211,7 +253,11 @@ def install(
     app_name: str | None,
     no_start: bool,
     timeout: float,
-    grace: float,
+    grace: float | None,
+    health_http: str | None,
+    health_tcp: str | None,
+    health_command: str | None,
+    health_reset: bool,
     keep: int,
     max_size: int,
     no_wait: bool,
@@ -231,6 +277,8 @@ def install(
         keep=keep,
         wait_lock=not no_wait,
         max_bytes=max_size,
+        health=_health_override(health_http, health_tcp, health_command),
+        reset_health=health_reset,
     )
     outcome = obj.deployer().install(artifact, opts)
 
@@ -261,7 +309,7 @@ def install(
 @_no_wait_option
 @pass_ctx
 def rollback(
-    obj: Ctx, app: str, to_version: str | None, timeout: float, grace: float, no_wait: bool
+    obj: Ctx, app: str, to_version: str | None, timeout: float, grace: float | None, no_wait: bool
 ) -> None:
     """Make an earlier release of APP current again and restart it.
 
@@ -573,6 +621,11 @@ def _error_lines(message: str, hint: str | None) -> None:
 
 def _print_report(report: dict[str, Any]) -> None:
     failed = report.get("failed") or {}
+    hook_lines = failed.get("hook_output") or []
+    if hook_lines:
+        click.echo("output of the failed hook:", err=True)
+        for line in hook_lines:
+            click.echo(f"  {line}", err=True)
     lines = failed.get("journal") or []
     if lines:
         click.echo(

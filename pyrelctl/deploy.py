@@ -17,12 +17,12 @@ import os
 import secrets
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
-from pyrelctl import journal
+from pyrelctl import health, journal
 from pyrelctl.archive import DEFAULT_MAX_BYTES, Artifact, open_artifact
 from pyrelctl.errors import BadInput, DeployFailed, ExitCode, HostError, NotInstalled
 from pyrelctl.layout import (
@@ -38,14 +38,25 @@ from pyrelctl.layout import (
 )
 from pyrelctl.names import app_name_from_release
 from pyrelctl.release import HealthCheck, HealthKind, Kind, Release, ServiceType, detect
+from pyrelctl.run import run
 from pyrelctl.systemd import Systemd, UnitState
-from pyrelctl.units import ServiceSpec, render_service
+from pyrelctl.units import (
+    ServiceSpec,
+    default_environment_files,
+    environment_line,
+    mix_environment,
+    render_service,
+)
 
 DEFAULT_KEEP = 5
 DEFAULT_TIMEOUT = 60.0
 DEFAULT_GRACE = 3.0
 #: How often the unit is polled while it must prove it stays up.
 POLL_INTERVAL = 0.1
+#: Pause between two failed health probes.
+HEALTH_INTERVAL = 0.25
+#: Longest a pre_switch or post_switch hook may run (migrations can be slow).
+HOOK_TIMEOUT = 900.0
 
 Say = Callable[[str], None]
 
@@ -56,13 +67,27 @@ def _quiet(_: str) -> None:
 
 @dataclass(frozen=True)
 class InstallOptions:
+    """What ``install`` (and ``rollback``) were asked to do."""
+
     app: str | None = None
     start: bool = True
     timeout: float = DEFAULT_TIMEOUT
-    grace: float = DEFAULT_GRACE
+    grace: float | None = None  # None: the app's remembered grace, else DEFAULT_GRACE
     keep: int = DEFAULT_KEEP
     wait_lock: bool = True
     max_bytes: int = DEFAULT_MAX_BYTES
+    health: HealthCheck | None = None  # remembered for the app, overriding the release's
+    reset_health: bool = False  # forget the remembered health check
+    run_hooks: bool = True  # the release's pre_switch / post_switch hooks
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """When a started release counts as up (see Deployer._verify)."""
+
+    timeout: float = DEFAULT_TIMEOUT
+    grace: float = DEFAULT_GRACE
+    health: HealthCheck | None = None
 
 
 @dataclass(frozen=True)
@@ -94,6 +119,7 @@ class Failure:
     exit: str = ""
     invocation_id: str = ""
     journal: list[str] = field(default_factory=list)
+    hook_output: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -104,6 +130,24 @@ def release_to_json(release: Release) -> dict[str, Any]:
     return {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
 
 
+def health_to_json(check: HealthCheck) -> dict[str, Any]:
+    return {
+        "kind": check.kind.value,
+        "http": check.http,
+        "tcp": check.tcp,
+        "command": list(check.command),
+    }
+
+
+def health_from_json(data: dict[str, Any]) -> HealthCheck:
+    return HealthCheck(
+        HealthKind(data["kind"]),
+        http=data.get("http", ""),
+        tcp=data.get("tcp", ""),
+        command=tuple(data.get("command", ())),
+    )
+
+
 def release_from_json(data: dict[str, Any]) -> Release:
     health = data.get("health")
     return Release(
@@ -112,14 +156,7 @@ def release_from_json(data: dict[str, Any]) -> Release:
         kind=Kind(data["kind"]),
         commands={k: tuple(v) for k, v in data.get("commands", {}).items()},
         service_type=ServiceType(data.get("service_type", "exec")),
-        health=None
-        if not health
-        else HealthCheck(
-            HealthKind(health["kind"]),
-            http=health.get("http", ""),
-            tcp=health.get("tcp", ""),
-            command=tuple(health.get("command", ())),
-        ),
+        health=health_from_json(health) if health else None,
         hooks={k: tuple(v) for k, v in data.get("hooks", {}).items()},
         environment=dict(data.get("environment", {})),
         description=data.get("description", ""),
@@ -255,13 +292,9 @@ class Deployer:
 
     @staticmethod
     def _env_files(app: AppPaths, release: Release) -> tuple[str, ...]:
-        """EnvironmentFile= lines: the operator's optional ``env``, and for mix the
-        cookie (root-only files read by PID 1; unlike Environment= they are not
-        shown over D-Bus)."""
-        files = [f"-/etc/pyrelctl/{app.name}/env"]
-        if release.kind is Kind.MIX:
-            files.append(f"/etc/pyrelctl/{app.name}/release.env")
-        return tuple(files)
+        """EnvironmentFile= lines (units.default_environment_files: one definition
+        for the service and the transient units of rpc/eval/remote)."""
+        return default_environment_files(app.name, release)
 
     def _write_units(self, app: AppPaths, release: Release) -> bool:
         """Write the unit if its content changed; daemon-reload only then."""
@@ -291,11 +324,17 @@ class Deployer:
 
     # -- starting and verifying --------------------------------------------
 
-    def _verify(
-        self, app: AppPaths, version: str, timeout: float, grace: float
-    ) -> UnitState | Failure:
-        """Restart the unit and wait until the release is really up, or say why not."""
-        unit = app.service_name
+    def _verify(self, app: AppPaths, release: Release, readiness: Readiness) -> UnitState | Failure:
+        """Restart the unit and wait until the release is really up, or say why not.
+
+        Up means: systemd's start job is done (for Type=notify: READY=1 was
+        sent), the health check passes (if there is one), and the unit then
+        stays running under the same invocation for ``grace`` seconds. All of
+        it within ``timeout`` seconds of the restart, the grace period aside.
+        """
+        unit, version = app.service_name, release.version
+        timeout, grace, check = readiness.timeout, readiness.grace, readiness.health
+        deadline = time.monotonic() + timeout
         self.say(f"restarting {unit} ({version})")
         # Deploys in quick succession (an install, its automatic rollback, the
         # next try) must not trip the unit's start rate limit, which is meant
@@ -304,18 +343,26 @@ class Deployer:
         self.systemd.reset_failed(unit)
         job = self.systemd.restart(unit, timeout=timeout)
         state = self.systemd.state(unit)
-        if not job.ok or not state.running:
-            return self._failure(
-                version,
-                state,
-                job.result,
-                "start job " + job.result if not job.ok else "did not stay up",
+        if not job.ok:
+            reason = (
+                f"not ready within {timeout:g} s"
+                if job.result == "timeout"
+                else f"start job {job.result}"
             )
+            return self._failure(version, state, job.result, reason)
+        if not state.running:
+            return self._failure(version, state, job.result, "exited right after it started")
         invocation = state.invocation_id
-        deadline = time.monotonic() + grace
+        if check is not None:
+            self.say(f"started (pid {state.main_pid}); waiting for health check {check.describe()}")
+            error = self._wait_healthy(app, release, check, deadline, invocation)
+            if error is not None:
+                state = self.systemd.state(unit)
+                return self._failure(version, state, job.result, error, invocation)
         if grace > 0:
             self.say(f"up (pid {state.main_pid}); watching it for {grace:g} s")
-        while (remaining := deadline - time.monotonic()) > 0:
+        grace_end = time.monotonic() + grace
+        while (remaining := grace_end - time.monotonic()) > 0:
             time.sleep(min(POLL_INTERVAL, remaining))
             state = self.systemd.state(unit)
             if not state.running or state.invocation_id != invocation:
@@ -323,6 +370,28 @@ class Deployer:
                     version, state, job.result, "crashed within the grace period", invocation
                 )
         return state
+
+    def _wait_healthy(
+        self,
+        app: AppPaths,
+        release: Release,
+        check: HealthCheck,
+        deadline: float,
+        invocation: str,
+    ) -> str | None:
+        """Probe until healthy; return why not if the deadline passes or the unit dies."""
+        runner = self._command_runner(app, release)
+        while True:
+            error = health.probe(check, runner)
+            if error is None:
+                return None
+            state = self.systemd.state(app.service_name)
+            if not state.running or state.invocation_id != invocation:
+                return f"exited before its health check passed (last: {error})"
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return f"health check never passed: {error}"
+            time.sleep(min(HEALTH_INTERVAL, remaining))
 
     def _failure(
         self,
@@ -397,12 +466,24 @@ class Deployer:
         *,
         changed: bool,
     ) -> Outcome:
-        """Render units, move ``current``, restart, verify; restore on failure."""
+        """Run hooks, render units, move ``current``, restart, verify; restore on failure."""
         self._app_config(app, release)
+        settings = self._settings(app, opts)
+        readiness = Readiness(
+            timeout=opts.timeout,
+            grace=float(settings.get("grace", DEFAULT_GRACE)),
+            health=self._health(settings, release),
+        )
+        online_start = opts.start and self.online
+        hooks = release.hooks if opts.run_hooks and online_start else {}
+        if "pre_switch" in hooks:
+            failure = self._hook(app, release, "pre_switch")
+            if failure is not None:
+                self._fail(app, release, previous, failure, readiness, action, switched=False)
         self._write_units(app, release)
         app.switch(release.version)
         self.say(f"current -> releases/{release.version}")
-        if not (opts.start and self.online):
+        if not online_start:
             if not self.online:
                 self._enable(app)
             self._record(app, action, previous, release.version, "switched, not started")
@@ -418,9 +499,13 @@ class Deployer:
                 seconds=round(time.monotonic() - started_at, 3),
             )
 
-        result = self._verify(app, release.version, opts.timeout, opts.grace)
+        result = self._verify(app, release, readiness)
         if isinstance(result, Failure):
-            self._fail(app, release, previous, result, opts, action)
+            self._fail(app, release, previous, result, readiness, action)
+        if "post_switch" in hooks:
+            failure = self._hook(app, release, "post_switch")
+            if failure is not None:
+                self._fail(app, release, previous, failure, readiness, action)
         app.update_index(release.version, mark=Mark.GOOD, last_good_at=time.time())
         self._enable(app)
         self._record(app, action, previous, release.version, "ok")
@@ -439,16 +524,125 @@ class Deployer:
             seconds=round(time.monotonic() - started_at, 3),
         )
 
+    def _settings(self, app: AppPaths, opts: InstallOptions) -> dict[str, Any]:
+        """The app's remembered settings, updated with what this command set."""
+        settings = app.read_settings()
+        updated = dict(settings)
+        if opts.grace is not None:
+            updated["grace"] = opts.grace
+        if opts.health is not None:
+            updated["health"] = health_to_json(opts.health)
+        if opts.reset_health:
+            updated.pop("health", None)
+        if updated != settings:
+            app.write_settings(updated)
+        return updated
+
+    @staticmethod
+    def _health(settings: dict[str, Any], release: Release) -> HealthCheck | None:
+        """The host's health check for the app if one was set, else the release's own."""
+        data = settings.get("health")
+        return health_from_json(data) if data else release.health
+
+    def _hook(self, app: AppPaths, release: Release, name: str) -> Failure | None:
+        """Run a release's hook from its own directory, as the service's user."""
+        argv = release.hooks[name]
+        self.say(f"running {name} hook: {' '.join(argv)}")
+        status, output = self._run_as_service(
+            app, release, argv, timeout=HOOK_TIMEOUT, release_dir=app.release(release.version)
+        )
+        if status == 0:
+            return None
+        return Failure(
+            version=release.version,
+            reason=f"{name} hook {' '.join(argv)} exited with status {status}",
+            hook_output=output.splitlines()[-60:],
+        )
+
+    def _transient_properties(
+        self, app: AppPaths, release: Release, working_directory: str, runtime: str
+    ) -> list[str]:
+        """The service's identity and environment, as ``systemd-run --property`` values."""
+        env = dict(release.environment)
+        if release.kind is Kind.MIX:
+            env.update(mix_environment(app.name))
+        # Its own runtime directory: RuntimeDirectory=APP would be removed
+        # (under the running service) when this transient unit stops.
+        env.update({"RELEASE_TMP": f"/run/{runtime}", "HOME": f"/run/{runtime}"})
+        props = [
+            "DynamicUser=yes",
+            f"User={app.name}",
+            f"StateDirectory={app.name}",
+            f"RuntimeDirectory={runtime}",
+            f"WorkingDirectory={working_directory}",
+            "UMask=0077",
+            *(f"EnvironmentFile={f}" for f in self._env_files(app, release)),
+        ]
+        if env:
+            props.append(f"Environment={environment_line(env)}")
+        return props
+
+    def _command_runner(self, app: AppPaths, release: Release) -> health.CommandRunner:
+        def run_check(argv: Sequence[str], timeout: float) -> tuple[int, str]:
+            return self._run_as_service(app, release, argv, timeout=timeout)
+
+        return run_check
+
+    def _run_as_service(
+        self,
+        app: AppPaths,
+        release: Release,
+        argv: Sequence[str],
+        *,
+        timeout: float,
+        release_dir: Path | None = None,
+    ) -> tuple[int, str]:
+        """Run ``argv`` in a transient unit with the service's user and environment.
+
+        ``systemd-run --wait --pipe`` gives the command's exit status and
+        output; the program of a release-relative argv runs from
+        ``release_dir`` (a hook runs the *new* release, before ``current``
+        points to it), else through ``current``.
+        """
+        base = release_dir if release_dir is not None else app.current
+        target = Path("/") / base.relative_to(self.layout.root)
+        program = str(target / argv[0]) if "/" in argv[0] else argv[0]
+        runtime = f"pyrelctl-{app.name}-{secrets.token_hex(3)}"
+        properties = self._transient_properties(app, release, str(target), runtime)
+        command = [
+            "systemd-run",
+            "--wait",
+            "--pipe",
+            "--collect",
+            "--quiet",
+            f"--unit={runtime}",
+            *(f"--property={p}" for p in properties),
+            "--",
+            program,
+            *argv[1:],
+        ]
+        try:
+            proc = run(command, check=False, timeout=timeout + 5)
+        except HostError as e:
+            return 124, e.message
+        return proc.returncode, proc.stdout + proc.stderr
+
     def _fail(
         self,
         app: AppPaths,
         release: Release,
         previous: str | None,
         failure: Failure,
-        opts: InstallOptions,
+        readiness: Readiness,
         action: str,
+        *,
+        switched: bool = True,
     ) -> NoReturn:
-        """The new release did not come up: mark it, restore ``previous``, raise."""
+        """The new release did not come up: mark it, restore ``previous``, raise.
+
+        With ``switched=False`` (a pre_switch hook failed) nothing was changed
+        yet: the previous release never stopped serving.
+        """
         app.update_index(release.version, mark=Mark.FAILED, failed_at=time.time())
         report: dict[str, Any] = {
             "app": app.name,
@@ -456,26 +650,39 @@ class Deployer:
             "failed": failure.to_json(),
             "previous": previous,
         }
-        message = f"{app.name} {release.version} failed to come up: {failure.reason}"
-        if failure.exit != "not started":
+        message = f"{app.name} {release.version} failed: {failure.reason}"
+        if failure.exit not in ("", "not started"):
             message += f" (main process {failure.exit})"
         if previous is None or previous == release.version:
             # Nothing to go back to: leave it stopped rather than crash-looping.
-            self.systemd.stop(app.service_name, timeout=opts.timeout)
-            self._record(app, action, previous, release.version, "failed, stopped")
+            if switched:
+                self.systemd.stop(app.service_name, timeout=readiness.timeout)
+            self._record(app, action, previous, release.version, f"failed: {failure.reason}")
             report["restored"] = None
             raise DeployFailed(
                 message,
                 exit_code=ExitCode.FAILED,
                 report=report,
-                hint=f"the service is stopped; see: journalctl -u {app.name}",
+                hint=f"nothing to roll back to; the service is stopped (journalctl -u {app.name})",
+            )
+        if not switched:
+            state = self.systemd.state(app.service_name)
+            self._record(app, action, previous, release.version, f"failed: {failure.reason}")
+            report["restored"] = {"version": previous, "main_pid": state.main_pid}
+            raise DeployFailed(
+                message,
+                exit_code=ExitCode.ROLLED_BACK,
+                report=report,
+                hint=f"nothing was switched: {previous} kept running",
             )
         self.say(f"{release.version} failed; restoring {previous}")
         try:
             old = self.release_of(app, previous)
             self._write_units(app, old)
             app.switch(previous)
-            restored = self._verify(app, previous, opts.timeout, min(opts.grace, 1.0))
+            restored = self._verify(
+                app, old, dataclasses.replace(readiness, grace=min(readiness.grace, 1.0))
+            )
         except HostError as e:
             restored = Failure(version=previous, reason=e.message)
         if isinstance(restored, Failure):
@@ -488,7 +695,7 @@ class Deployer:
                 message + f"; restoring {previous} FAILED too: {restored.reason}",
                 exit_code=ExitCode.ROLLBACK_FAILED,
                 report=report,
-                hint=f"the app is down; see: journalctl -u {app.name}",
+                hint=f"THE APP IS DOWN; see: journalctl -u {app.name}",
             )
         self._record(app, action, previous, release.version, f"failed: {failure.reason}")
         self._record(app, "auto-rollback", release.version, previous, "ok")
@@ -527,10 +734,14 @@ class Deployer:
         *,
         to: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
-        grace: float = DEFAULT_GRACE,
+        grace: float | None = None,
         wait_lock: bool = True,
     ) -> Outcome:
-        """Make an earlier release current again (the previous good one, or ``to``)."""
+        """Make an earlier release current again (the previous good one, or ``to``).
+
+        The release's hooks do not run: a pre_switch migration is for going
+        forward, and the release it returns to ran them when it was installed.
+        """
         started_at = time.monotonic()
         app = self.layout.app(name).require()
         with app_lock(app, "rollback", wait=wait_lock, on_wait=self.say):
@@ -538,7 +749,7 @@ class Deployer:
             current = app.current_version()
             target = self._rollback_target(app, current, to)
             release = self.release_of(app, target)
-            opts = InstallOptions(timeout=timeout, grace=grace, keep=0)
+            opts = InstallOptions(timeout=timeout, grace=grace, keep=0, run_hooks=False)
             return self._switch(app, release, current, opts, "rollback", started_at, changed=True)
 
     @staticmethod

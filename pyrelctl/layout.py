@@ -191,6 +191,10 @@ class AppPaths:
         return self.state / "releases.json"
 
     @property
+    def settings_file(self) -> Path:
+        return self.etc / "settings.json"
+
+    @property
     def lock_file(self) -> Path:
         # Outside the app's own state directory, so that `uninstall --purge`
         # can remove that directory while holding the lock.
@@ -296,6 +300,25 @@ class AppPaths:
 
     def mark(self, version: str) -> Mark:
         return Mark(self.read_index().get(version, {}).get("mark", Mark.NEW))
+
+    def read_settings(self) -> dict[str, Any]:
+        """Settings the operator gave for this app on this host (health check, grace)."""
+        try:
+            data = json.loads(self.settings_file.read_text())
+        except FileNotFoundError:
+            return {}
+        except (ValueError, OSError) as e:
+            raise HostError(
+                f"{self.settings_file} is unreadable ({e})",
+                hint="fix or delete it; pyrelctl then uses the release's settings",
+            ) from e
+        return data if isinstance(data, dict) else {}
+
+    def write_settings(self, settings: dict[str, Any]) -> None:
+        ensure_dir(self.etc, 0o700)
+        write_atomic(
+            self.settings_file, json.dumps(settings, indent=1, sort_keys=True).encode(), mode=0o600
+        )
 
     def append_history(self, record: dict[str, Any]) -> None:
         """Add one JSON line to the app's history, durably."""

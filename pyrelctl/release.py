@@ -220,7 +220,7 @@ def parse_manifest(
             f'{MANIFEST}: service.type must be "exec" or "notify", not {type_text!r}'
         ) from None
 
-    health = _parse_health(_table(doc, "health"))
+    health = parse_health_table(_table(doc, "health"))
     if health is not None and health.kind is HealthKind.COMMAND:
         _check_program(artifact, "health.command", health.command)
     hooks = {key: _argv("hooks", key, value) for key, value in _table(doc, "hooks").items()}
@@ -243,7 +243,8 @@ def parse_manifest(
     )
 
 
-def _parse_health(table: Mapping[str, Any]) -> HealthCheck | None:
+def parse_health_table(table: Mapping[str, Any]) -> HealthCheck | None:
+    """A ``[health]`` table (from a manifest, or the install options) as a check."""
     if not table:
         return None
     if len(table) != 1:

@@ -1,0 +1,69 @@
+"""Health checks: is a started release really serving?
+
+One probe answers ``None`` (healthy) or the reason it is not, in words that
+go straight into the failure report ("HTTP 503 from http://...", "connection
+refused"): Kamal's "target failed to become healthy" without a reason
+(kamal #1041) is what this avoids.
+"""
+
+from __future__ import annotations
+
+import socket
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+
+from pyrelctl.release import HealthCheck, HealthKind
+
+#: Seconds one probe may take before it counts as failed.
+PER_TRY_TIMEOUT = 2.0
+
+#: Runs an argv as the service would; returns (exit status, combined output).
+CommandRunner = Callable[[Sequence[str], float], tuple[int, str]]
+
+# Health URLs point at the service on this host: never through a proxy from
+# the caller's environment (http_proxy would send the probe elsewhere).
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def probe_http(url: str, timeout: float = PER_TRY_TIMEOUT) -> str | None:
+    """GET ``url``: healthy on any 2xx answer."""
+    try:
+        with _OPENER.open(url, timeout=timeout) as response:
+            status = int(response.status)
+    except urllib.error.HTTPError as e:
+        return f"HTTP {e.code} from {url}"
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        reason = getattr(e, "reason", e)
+        return f"GET {url}: {reason}"
+    if not 200 <= status < 300:
+        return f"HTTP {status} from {url}"
+    return None
+
+
+def probe_tcp(address: str, timeout: float = PER_TRY_TIMEOUT) -> str | None:
+    """Connect to ``HOST:PORT``: healthy once something accepts."""
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")  # [::1]:80
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            return None
+    except OSError as e:
+        return f"connect {address}: {e.strerror or e}"
+
+
+def probe(
+    check: HealthCheck, run_command: CommandRunner | None = None, timeout: float = PER_TRY_TIMEOUT
+) -> str | None:
+    """Run one probe of ``check``; ``None`` when healthy, else why not."""
+    if check.kind is HealthKind.HTTP:
+        return probe_http(check.http, timeout)
+    if check.kind is HealthKind.TCP:
+        return probe_tcp(check.tcp, timeout)
+    if run_command is None:
+        raise ValueError("a command health check needs a runner")
+    status, output = run_command(check.command, timeout)
+    if status == 0:
+        return None
+    last = output.strip().splitlines()[-1] if output.strip() else ""
+    return f"{check.describe()} exited with status {status}" + (f": {last}" if last else "")
