@@ -48,6 +48,16 @@ class Behaviour(enum.StrEnum):
     """Prints `<name> <version> started` and keeps running."""
     CRASH = "crash"
     """Prints `<name> <version> crashing on purpose` and exits with status 3."""
+    FLAP = "flap"
+    """Prints `started`, then exits with status 1 after a random 0-2.9 s."""
+    SIGNAL = "signal"
+    """Prints `started`, then kills itself with SIGKILL."""
+    NOTIFY = "notify"
+    """Prints `started`, sends READY=1 to systemd (Type=notify), keeps running."""
+    SERVE = "serve"
+    """Prints `started` and serves HTTP on 127.0.0.1:$PORT (python3 -m http.server)."""
+    HOOKFAIL = "hookfail"
+    """Starts like OK, but its `hook` verb (used as pre_switch/post_switch) exits 4."""
 
 
 # -- mix ---------------------------------------------------------------------
@@ -221,6 +231,7 @@ set -eu
 NAME='${name}'
 VERSION='${version}'
 BEHAVIOUR='${behaviour}'
+PORT='${port}'
 
 case "$${1:-}" in
 start)
@@ -229,9 +240,41 @@ start)
         exit 3
     fi
     echo "$$NAME $$VERSION started"
+    case "$$BEHAVIOUR" in
+    flap)
+        n=$$(od -An -N1 -tu1 /dev/urandom | tr -d ' ')
+        sleep "$$((n % 3)).$$((n % 10))"
+        echo "$$NAME $$VERSION flapping out"
+        exit 1
+        ;;
+    signal)
+        kill -KILL $$$$
+        ;;
+    notify)
+        # exec: READY=1 must come from the main process (NotifyAccess=main).
+        exec python3 -c 'if True:
+            import os, socket, time
+            addr = os.environ["NOTIFY_SOCKET"]
+            addr = "\0" + addr[1:] if addr.startswith("@") else addr
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            s.connect(addr)
+            s.sendall(b"READY=1")
+            time.sleep(1e9)'
+        ;;
+    serve)
+        exec python3 -m http.server "$$PORT" --bind 127.0.0.1 --directory "$$(dirname "$$0")/../www"
+        ;;
+    esac
     # exec: the service's main PID stays this process, and SIGTERM from
     # systemd ends it at once.
     exec sleep infinity
+    ;;
+hook)
+    echo "$$NAME $$VERSION hook $${2:-} as uid $$(id -u)"
+    if [ "$$BEHAVIOUR" = hookfail ]; then
+        echo "$$NAME $$VERSION hook failing on purpose" >&2
+        exit 4
+    fi
     ;;
 version)
     echo "$$NAME $$VERSION"
@@ -254,7 +297,7 @@ def _toml_string(value: str) -> str:
     return json.dumps(value)
 
 
-def _release_toml(name: str, version: str) -> str:
+def _release_toml(name: str, version: str, extra: str = "") -> str:
     launcher = f"bin/{name}"
     commands: Mapping[str, list[str]] = {
         "start": [launcher, "start"],
@@ -270,7 +313,7 @@ def _release_toml(name: str, version: str) -> str:
         "[commands]",
         *(f"{k} = [{', '.join(_toml_string(a) for a in v)}]" for k, v in commands.items()),
     ]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + (f"\n{extra.strip()}\n" if extra.strip() else "")
 
 
 def make_generic_release(
@@ -280,13 +323,18 @@ def make_generic_release(
     version: str,
     behaviour: Behaviour | str = Behaviour.OK,
     tarball: bool = True,
+    extra_toml: str = "",
+    port: int = 0,
 ) -> Path:
     """Write a generic release to `dest/NAME-VERSION/`; return it, or its tarball.
 
     The release is a `release.toml` and an executable `bin/NAME`: `start`
     prints `NAME VERSION started` and sleeps forever (or, with behaviour
     "crash", prints `NAME VERSION crashing on purpose` and exits 3),
-    `version` prints `NAME VERSION`, `eval ARGS` echoes ARGS. With `tarball`,
+    `version` prints `NAME VERSION`, `eval ARGS` echoes ARGS, `hook WHICH`
+    prints a line (the other behaviours are in `Behaviour`). `extra_toml` is
+    appended to release.toml (e.g. `[service]`, `[health]`, `[hooks]`);
+    `port` is where the "serve" behaviour listens. With `tarball`,
     also writes `dest/NAME-VERSION.tar.gz` with members relative to the
     release root (no top-level folder, like mix's) and returns its path.
     """
@@ -298,10 +346,14 @@ def make_generic_release(
 
     root = dest / f"{name}-{version}"
     root.mkdir(parents=True)  # fails if it exists: never mix two releases
-    (root / "release.toml").write_text(_release_toml(name, version))
+    (root / "release.toml").write_text(_release_toml(name, version, extra_toml))
+    (root / "www").mkdir()
+    (root / "www" / "index.html").write_text(f"{name} {version}\n")
     launcher = root / "bin" / name
     launcher.parent.mkdir()
-    launcher.write_text(_LAUNCHER.substitute(name=name, version=version, behaviour=behaviour.value))
+    launcher.write_text(
+        _LAUNCHER.substitute(name=name, version=version, behaviour=behaviour.value, port=port)
+    )
     launcher.chmod(0o755)
     if not tarball:
         return root

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
-from pyrelctl import health, journal
+from pyrelctl import checksums, health, journal, pyrelease
 from pyrelctl.archive import DEFAULT_MAX_BYTES, Artifact, open_artifact
 from pyrelctl.errors import BadInput, DeployFailed, ExitCode, HostError, NotInstalled
 from pyrelctl.layout import (
@@ -253,6 +253,17 @@ class Deployer:
                     # The build's cookie is replaced by the app's own (see
                     # _app_config); never leave one readable by other users.
                     cookie.chmod(0o600)
+            if release.kind is Kind.PYTHON:
+                # The venv is made for the path the release has once renamed,
+                # on the running system (no --root prefix): venvs are not movable.
+                pyrelease.prepare(
+                    staging,
+                    Path("/", final.relative_to(self.layout.root)),
+                    app=app.name,
+                    name=release.name,
+                    version=release.version,
+                    say=self.say,
+                )
             # Everything must be on disk before the rename makes the release
             # "complete"; one sync(2) beats an fsync per file of a big release.
             os.sync()
@@ -419,6 +430,8 @@ class Deployer:
         # Opened once: what was validated and detected is what gets unpacked.
         with open_artifact(artifact_path, max_bytes=opts.max_bytes) as artifact:
             release = detect(artifact)
+            # Before anything is written; required where `pyrelctl build` made the release.
+            checksums.verify_artifact(artifact, required=release.kind is Kind.PYTHON)
             name = opts.app if opts.app is not None else app_name_from_release(release.name)
             app = self.layout.app(name)
             with app_lock(app, "install", wait=opts.wait_lock, on_wait=self.say):
@@ -486,6 +499,7 @@ class Deployer:
         if not online_start:
             if not self.online:
                 self._enable(app)
+            self._remember(app, settings)
             self._record(app, action, previous, release.version, "switched, not started")
             pruned = self._prune(app, opts.keep)
             return Outcome(
@@ -507,6 +521,7 @@ class Deployer:
             if failure is not None:
                 self._fail(app, release, previous, failure, readiness, action)
         app.update_index(release.version, mark=Mark.GOOD, last_good_at=time.time())
+        self._remember(app, settings)
         self._enable(app)
         self._record(app, action, previous, release.version, "ok")
         pruned = self._prune(app, opts.keep)
@@ -524,19 +539,27 @@ class Deployer:
             seconds=round(time.monotonic() - started_at, 3),
         )
 
-    def _settings(self, app: AppPaths, opts: InstallOptions) -> dict[str, Any]:
-        """The app's remembered settings, updated with what this command set."""
-        settings = app.read_settings()
-        updated = dict(settings)
+    @staticmethod
+    def _settings(app: AppPaths, opts: InstallOptions) -> dict[str, Any]:
+        """The app's remembered settings, updated with what this command sets.
+
+        They are written (by :meth:`_remember`) only once the deploy worked: a
+        failed deploy changes nothing, and restoring the previous release
+        uses the settings it ran with.
+        """
+        updated = app.read_settings()
         if opts.grace is not None:
             updated["grace"] = opts.grace
         if opts.health is not None:
             updated["health"] = health_to_json(opts.health)
         if opts.reset_health:
             updated.pop("health", None)
-        if updated != settings:
-            app.write_settings(updated)
         return updated
+
+    @staticmethod
+    def _remember(app: AppPaths, settings: dict[str, Any]) -> None:
+        if settings != app.read_settings():
+            app.write_settings(settings)
 
     @staticmethod
     def _health(settings: dict[str, Any], release: Release) -> HealthCheck | None:
@@ -680,8 +703,16 @@ class Deployer:
             old = self.release_of(app, previous)
             self._write_units(app, old)
             app.switch(previous)
+            # The previous release is verified as it ran before this command:
+            # its own health check, or the app's settings as they were.
             restored = self._verify(
-                app, old, dataclasses.replace(readiness, grace=min(readiness.grace, 1.0))
+                app,
+                old,
+                Readiness(
+                    timeout=readiness.timeout,
+                    grace=min(readiness.grace, 1.0),
+                    health=self._health(app.read_settings(), old),
+                ),
             )
         except HostError as e:
             restored = Failure(version=previous, reason=e.message)
