@@ -66,6 +66,14 @@ class SystemdError(HostError):
     """A call to systemd failed, or a unit did not reach the state asked for."""
 
 
+class NotRunning(HostError):
+    """The app's service is not running, and the command needs it to be."""
+
+
+class NotRoot(HostError):
+    """The command needs root (it runs units, or reads root-only settings)."""
+
+
 class Locked(PyrelctlError):
     """Another pyrelctl operation holds the app's lock."""
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shlex
+import signal
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from pyrelctl.errors import CommandFailed, HostError
@@ -49,3 +51,53 @@ def run(
     if check and proc.returncode != 0:
         raise CommandFailed(args, proc.returncode, proc.stderr)
     return proc
+
+
+#: Signals passed on to an attached child (see run_attached).
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def run_attached(
+    argv: Sequence[str | os.PathLike[str]], *, interrupted: Callable[[int], None]
+) -> int:
+    """Run ``argv`` on pyrelctl's own stdin, stdout, stderr and terminal; return its status.
+
+    For commands a user talks to (``rpc``, ``eval``, ``remote``): nothing is
+    captured, and the child stays in pyrelctl's process group, so it may
+    own the terminal. Not an exec, for one reason: SIGINT, SIGTERM and
+    SIGHUP also need cleaning up after. Each is passed on to the child; once
+    the child has exited, ``interrupted(signum)`` is called (to stop what
+    the child started and leaves behind) and 128 + signum is returned, as
+    a shell reports it. A child killed by a signal also gives 128 + signum.
+    """
+    args = [os.fspath(a) for a in argv]
+    log.debug("+ %s", shlex.join(args))
+    received: list[int] = []
+    child: list[subprocess.Popen[bytes]] = []
+
+    def forward(signum: int, _frame: object) -> None:
+        received.append(signum)
+        for proc in child:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signum)
+
+    # Installed before the child exists, so that no signal finds Python's
+    # default (KeyboardInterrupt) handler in between; exec resets them in the
+    # child.
+    previous = {sig: signal.signal(sig, forward) for sig in FORWARDED_SIGNALS}
+    try:
+        try:
+            proc = subprocess.Popen(args)
+        except FileNotFoundError as e:
+            raise HostError(f"{args[0]} not found", hint="is it installed and on PATH?") from e
+        child.append(proc)
+        if received:
+            forward(received[0], None)
+        status = proc.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if received:
+        interrupted(received[0])
+        return 128 + received[0]
+    return status if status >= 0 else 128 - status

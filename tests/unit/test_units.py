@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from pyrelctl.errors import BadInput
 from pyrelctl.release import Kind, Release, ServiceType, mix_commands
-from pyrelctl.units import ServiceSpec, environment_line, exec_line, quote_value, render_service
+from pyrelctl.units import (
+    ServiceSpec,
+    default_environment_files,
+    environment_line,
+    exec_line,
+    exec_settings,
+    mix_environment,
+    quote_value,
+    quote_word,
+    render_service,
+)
 
 
 def directives(text: str) -> dict[str, list[str]]:
@@ -110,3 +122,55 @@ def unquote(word: str) -> str:
 @given(st.text(st.characters(min_codepoint=0x20, blacklist_characters="\x7f")))
 def test_quote_value_round_trips(value: str) -> None:
     assert unquote(quote_value(value)) == value
+
+
+def test_exec_settings_render_as_the_service_block() -> None:
+    release = mix_release()
+    files = default_environment_files("shop", release)
+    spec = ServiceSpec("shop", release, environment_files=files)
+    settings = exec_settings(spec)
+    d = directives(render_service(spec))
+    for key in {k for k, _ in settings}:
+        assert d[key] == [v.replace("%", "%%") for k, v in settings if k == key]
+    assert dict(settings)["User"] == "shop" and dict(settings)["DynamicUser"] == "yes"
+    assert d["EnvironmentFile"] == ["-/etc/pyrelctl/shop/env", "/etc/pyrelctl/shop/release.env"]
+
+
+def test_exec_settings_for_a_command_move_only_cwd_and_runtime_dir() -> None:
+    spec = ServiceSpec("shop", mix_release())
+    service = dict(exec_settings(spec))
+    other = dict(
+        exec_settings(spec, root=Path("/opt/shop/releases/1.0.0"), runtime_directory="x/y")
+    )
+    assert other["WorkingDirectory"] == "/opt/shop/releases/1.0.0"
+    assert other["RuntimeDirectory"] == "x/y"
+    assert '"HOME=/run/x/y"' in other["Environment"]
+    assert '"HOME=/run/shop"' in service["Environment"]
+    assert {k for k in service if service[k] != other[k]} == {
+        "WorkingDirectory",
+        "RuntimeDirectory",
+        "Environment",
+    }
+
+
+def test_mix_node_and_distribution_are_on_loopback() -> None:
+    env = mix_environment("shop")
+    assert env["RELEASE_DISTRIBUTION"] == "name"
+    assert env["RELEASE_NODE"] == "shop@127.0.0.1"
+    assert env["ERL_EPMD_ADDRESS"] == "127.0.0.1"
+    assert env["ELIXIR_ERL_OPTIONS"] == "-kernel inet_dist_use_interface {127,0,0,1}"
+    assert env["ERL_CRASH_DUMP"].startswith("/var/lib/shop/")
+
+
+def test_environment_files_hold_the_cookie_only_for_mix() -> None:
+    generic = Release(name="g", version="1", kind=Kind.GENERIC, commands={"start": ("g",)})
+    assert default_environment_files("g", generic) == ("-/etc/pyrelctl/g/env",)
+    assert default_environment_files("shop", mix_release())[-1] == "/etc/pyrelctl/shop/release.env"
+
+
+@given(st.text(st.characters(min_codepoint=0x20, blacklist_characters="\x7f")))
+def test_quote_word_round_trips_without_specifiers(value: str) -> None:
+    # A systemd-run --property value: unquoted and unescaped, no % expansion.
+    word = quote_word(value)
+    assert unquote(word.replace("%", "%%")) == value
+    assert word.count("%") == value.count("%")
