@@ -266,6 +266,13 @@ class Artifact:
     def _open(self, member: Member) -> IO[bytes]:
         raise NotImplementedError
 
+    def iter_files(self) -> Iterator[tuple[Member, IO[bytes] | None]]:
+        """Regular files with a stream of their content, and hard links (stream
+        None: their content is their target's), in archive order, in one pass."""
+        for member, src in self._sources():
+            if member.type in (MemberType.FILE, MemberType.HARDLINK):
+                yield member, src
+
     def _sources(self) -> Iterator[tuple[Member, IO[bytes] | None]]:
         for member in self.members:
             if member.type is MemberType.FILE:

@@ -1,0 +1,649 @@
+"""``pyrelctl build``: a Python project -> a python release tarball.
+
+The tarball ``<name>-<version>.tar.gz`` holds:
+
+* ``wheelhouse/``: the project and every dependency as wheels, resolved by
+  pip for the build interpreter and pinned by the project's lock where it
+  has one (``pylock.toml``, ``requirements.lock`` or ``requirements.txt``),
+  plus ``pyrelctl_runtime`` (written here from its sources, so the app
+  needs no index that carries it);
+* ``tools/pip-*.whl``: the pip that installs the wheelhouse on a host
+  without uv (pyrelease.py runs it straight from the wheel);
+* ``release.toml``: kind "python", from ``[project]`` and
+  ``[tool.pyrelctl]`` (see :func:`read_config`);
+* ``SHA256SUMS``: every other file's checksum, verified at install.
+
+The same input gives the same bytes: members sorted, owned by 0:0 with no
+names, modes normalised, every mtime ``SOURCE_DATE_EPOCH`` (default
+1980-01-01, the earliest a wheel's zip can hold), gzip without a file name
+or time stamp. ``SOURCE_DATE_EPOCH`` is passed on to the project's build
+backend, and the project's wheel is repacked with the same times, so
+backends that ignore it still build identical releases. Wheels of the
+dependencies are the index's own files (their hashes stay those of the
+index); dependencies available only as sdists are built by pip once and
+then reused from its wheel cache.
+"""
+
+from __future__ import annotations
+
+import base64
+import configparser
+import gzip
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import stat
+import sys
+import tarfile
+import tempfile
+import time
+import tomllib
+import zipfile
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pyrelctl import checksums
+from pyrelctl.archive import open_artifact
+from pyrelctl.errors import BadInput, HostError
+from pyrelctl.names import APP_NAME_RE, check_version
+from pyrelctl.pyrelease import WHEELHOUSE, canonical_name, wheel_name_version
+from pyrelctl.release import MANIFEST, HealthKind, ServiceType, detect
+from pyrelctl.run import run
+
+#: The earliest time a zip entry can carry; the default SOURCE_DATE_EPOCH.
+ZIP_EPOCH = 315532800
+#: Lock files looked for, in this order, when [tool.pyrelctl] names none.
+LOCK_FILES = ("pylock.toml", "requirements.lock", "requirements.txt")
+#: What [tool.pyrelctl] accepts.
+CONFIG_KEYS = frozenset({"name", "start", "type", "health", "environment", "requirements"})
+RUNTIME_DIST = "pyrelctl-runtime"
+TOOLS = "tools"
+
+Say = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+# -- configuration -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """``[tool.pyrelctl]`` of the project, checked."""
+
+    start: tuple[str, ...]
+    name: str | None = None
+    service_type: ServiceType = ServiceType.NOTIFY
+    health: Mapping[str, Any] = field(default_factory=dict)
+    environment: Mapping[str, str] = field(default_factory=dict)
+    requirements: str | None = None
+
+
+def read_config(pyproject: Mapping[str, Any]) -> BuildConfig:
+    """Check ``[tool.pyrelctl]``.
+
+    ``start`` is an entry point name (a console script of the project or a
+    dependency) or an argv whose program is one (or ``python``): ``"shop"``,
+    ``["gunicorn", "shop.web:app"]``, ``["python", "-m", "shop"]``.
+    ``type`` is ``"notify"`` (default: the app calls pyrelctl_runtime) or
+    ``"exec"``; ``health`` and ``environment`` are release.toml's tables;
+    ``name`` overrides the release name; ``requirements`` names the lock.
+    """
+    tool = pyproject.get("tool", {}).get("pyrelctl")
+    where = "pyproject.toml: [tool.pyrelctl]"
+    if not isinstance(tool, dict):
+        raise BadInput(
+            f"{where} is missing",
+            hint='add at least: [tool.pyrelctl] start = "<console script of the project>"',
+        )
+    unknown = sorted(set(tool) - CONFIG_KEYS)
+    if unknown:
+        raise BadInput(
+            f"{where}: unknown key {unknown[0]!r}",
+            hint=f"it accepts: {', '.join(sorted(CONFIG_KEYS))}",
+        )
+    start = tool.get("start")
+    argv = [start] if isinstance(start, str) else start
+    if (
+        not isinstance(argv, list)
+        or not argv
+        or not all(isinstance(a, str) and a for a in argv)
+        or "/" in argv[0]
+    ):
+        raise BadInput(
+            f"{where}: start must be an entry point name or an argv such as "
+            '["gunicorn", "app:app"] (its program a script the packages install)'
+        )
+    name = tool.get("name")
+    if name is not None and (not isinstance(name, str) or not APP_NAME_RE.fullmatch(name)):
+        raise BadInput(f"{where}: name {name!r} is not a valid app name")
+    type_text = tool.get("type", "notify")
+    try:
+        service_type = ServiceType(type_text)
+    except ValueError:
+        raise BadInput(f'{where}: type must be "notify" or "exec", not {type_text!r}') from None
+    health = tool.get("health", {})
+    if not isinstance(health, dict) or (
+        health and (len(health) != 1 or next(iter(health)) not in set(HealthKind))
+    ):
+        raise BadInput(f"{where}: health takes exactly one of http, tcp, command")
+    environment = tool.get("environment", {})
+    if not isinstance(environment, dict) or not all(
+        isinstance(v, str) for v in environment.values()
+    ):
+        raise BadInput(f"{where}: environment must be a table of strings")
+    requirements = tool.get("requirements")
+    if requirements is not None and not isinstance(requirements, str):
+        raise BadInput(f"{where}: requirements must be a file name")
+    return BuildConfig(
+        start=tuple(argv),
+        name=name,
+        service_type=service_type,
+        health=dict(health),
+        environment=dict(environment),
+        requirements=requirements,
+    )
+
+
+# -- locks ---------------------------------------------------------------------
+
+_REQ_RE = re.compile(
+    r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)\s*(\[[^\]]*\])?\s*(?P<spec>[^;]*?)\s*(;(?P<marker>.*))?$"
+)
+
+
+@dataclass(frozen=True)
+class Lock:
+    """Version constraints from the project's lock or requirements file."""
+
+    path: Path
+    constraints: tuple[str, ...]  # lines for pip's -c (no extras, no hashes)
+    pins: Mapping[str, str]  # canonical name -> pinned version
+    complete: bool  # every entry pinned with ==: nothing else may be resolved
+
+
+def _requirement_lines(path: Path, seen: set[Path]) -> Iterable[str]:
+    if path in seen:
+        return
+    seen.add(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise BadInput(f"cannot read {path}: {e.strerror}") from e
+    for line in text.replace("\\\n", " ").splitlines():
+        line = re.sub(r"(^|\s)#.*", "", line).strip()
+        if not line:
+            continue
+        option, _, value = line.partition(" ")
+        if option in ("-r", "--requirement"):
+            yield from _requirement_lines(path.parent / value.strip(), seen)
+        elif not line.startswith("-"):
+            # Options of a requirement (--hash=...) follow it, after a space.
+            yield re.split(r"\s+--", line, maxsplit=1)[0].strip()
+
+
+def read_lock(path: Path) -> Lock:
+    """Pins from a ``pylock.toml`` (PEP 751) or a pip requirements file."""
+    entries: list[tuple[str, str, str]] = []  # name, specifier, marker
+    if path.name.endswith(".toml"):
+        try:
+            doc = tomllib.loads(path.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as e:
+            raise BadInput(f"{path}: not a readable pylock.toml ({e})") from e
+        for package in doc.get("packages", []):
+            name, version = package.get("name"), package.get("version")
+            if not isinstance(name, str) or not isinstance(version, str):
+                raise BadInput(f"{path}: every [[packages]] entry needs a name and a version")
+            entries.append((name, f"=={version}", str(package.get("marker", ""))))
+    else:
+        for line in _requirement_lines(path, set()):
+            match = _REQ_RE.match(line)
+            if match is None or "://" in line or line.startswith((".", "/")):
+                raise BadInput(
+                    f"{path}: cannot use the requirement {line!r}",
+                    hint="list packages by name and version (name==1.2.3)",
+                )
+            entries.append((match["name"], match["spec"].replace(" ", ""), match["marker"] or ""))
+    pins: dict[str, str] = {}
+    constraints = []
+    for name, spec, marker in entries:
+        if spec.startswith("==") and "," not in spec and "*" not in spec:
+            pins[canonical_name(name)] = spec[2:]
+        constraints.append(f"{name}{spec}" + (f" ; {marker.strip()}" if marker.strip() else ""))
+    complete = bool(entries) and len(pins) == len(entries)
+    return Lock(path, tuple(constraints), pins, complete)
+
+
+def find_lock(project: Path, config: BuildConfig) -> Lock | None:
+    if config.requirements is not None:
+        path = project / config.requirements
+        if not path.is_file():
+            raise BadInput(f"[tool.pyrelctl] requirements: {path} does not exist")
+        return read_lock(path)
+    for name in LOCK_FILES:
+        if (project / name).is_file():
+            return read_lock(project / name)
+    return None
+
+
+# -- wheels --------------------------------------------------------------------
+
+
+def _zip_time(epoch: int) -> tuple[int, int, int, int, int, int]:
+    t = time.gmtime(max(epoch, ZIP_EPOCH))
+    return (t.tm_year, t.tm_mon, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec)
+
+
+def _zip_write(zf: zipfile.ZipFile, name: str, data: bytes, epoch: int, mode: int = 0o644) -> None:
+    info = zipfile.ZipInfo(name, date_time=_zip_time(epoch))
+    info.external_attr = (stat.S_IFREG | mode) << 16
+    info.compress_type = zipfile.ZIP_DEFLATED
+    info.create_system = 3  # Unix, whatever the build host
+    zf.writestr(info, data, compresslevel=9)
+
+
+def repack_wheel(path: Path, epoch: int) -> None:
+    """Rewrite a wheel with fixed times and compression (same members, same order)."""
+    with zipfile.ZipFile(path) as src:
+        entries = [(info, src.read(info)) for info in src.infolist() if not info.is_dir()]
+    tmp = path.with_name(path.name + ".tmp")
+    with zipfile.ZipFile(tmp, "w") as dst:
+        for info, data in entries:
+            mode = (info.external_attr >> 16) & 0o777
+            _zip_write(dst, info.filename, data, epoch, 0o755 if mode & 0o100 else 0o644)
+    tmp.replace(path)
+
+
+def _record_hash(data: bytes) -> str:
+    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+    return f"sha256={digest}"
+
+
+def runtime_source() -> Path:
+    """The runtime's project directory: ``runtime/`` of a checkout, or the copy
+    the pyrelctl wheel carries (``pyrelctl/_runtime``)."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "_runtime", here.parent / "runtime"):
+        if (candidate / "pyproject.toml").is_file():
+            return candidate
+    raise HostError("pyrelctl_runtime's sources are missing from this pyrelctl installation")
+
+
+def write_runtime_wheel(dest: Path, epoch: int) -> Path:
+    """Build the ``pyrelctl-runtime`` wheel from its sources, byte-reproducibly.
+
+    The package is pure Python, so a wheel is a zip of its files and three
+    metadata files; writing it here needs no build backend and no index.
+    """
+    base = runtime_source()
+    project = tomllib.loads((base / "pyproject.toml").read_text())["project"]
+    version = project["version"]
+    package = base / "src" / "pyrelctl_runtime"
+    files: dict[str, bytes] = {}
+    for path in sorted(package.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts and path.suffix in (".py", ".typed"):
+            files[path.relative_to(package.parent).as_posix()] = path.read_bytes()
+    info = f"pyrelctl_runtime-{version}.dist-info"
+    metadata = [
+        "Metadata-Version: 2.1",
+        f"Name: {project['name']}",
+        f"Version: {version}",
+        f"Summary: {project.get('description', '')}",
+        f"Requires-Python: {project.get('requires-python', '>=3')}",
+        *(f"Requires-Dist: {dep}" for dep in project.get("dependencies", [])),
+    ]
+    files[f"{info}/METADATA"] = ("\n".join(metadata) + "\n").encode()
+    files[f"{info}/WHEEL"] = (
+        b"Wheel-Version: 1.0\nGenerator: pyrelctl build\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    )
+    record = "".join(f"{name},{_record_hash(data)},{len(data)}\n" for name, data in files.items())
+    files[f"{info}/RECORD"] = (record + f"{info}/RECORD,,\n").encode()
+    wheel = dest / f"pyrelctl_runtime-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        for name, data in files.items():
+            _zip_write(zf, name, data, epoch)
+    return wheel
+
+
+def wheel_metadata(wheel: Path) -> dict[str, str]:
+    """The first value of each field of a wheel's METADATA."""
+    with zipfile.ZipFile(wheel) as zf:
+        name = next(
+            (n for n in zf.namelist() if n.count("/") == 1 and n.endswith(".dist-info/METADATA")),
+            None,
+        )
+        if name is None:
+            raise BadInput(f"{wheel.name} has no .dist-info/METADATA")
+        text = zf.read(name).decode("utf-8", "replace")
+    fields: dict[str, str] = {}
+    for line in text.split("\n\n", 1)[0].splitlines():
+        key, sep, value = line.partition(": ")
+        if sep and key not in fields:
+            fields[key] = value.strip()
+    return fields
+
+
+def wheel_scripts(wheel: Path) -> set[str]:
+    """The programs a wheel installs into ``bin/``: console/gui scripts and data scripts."""
+    found: set[str] = set()
+    with zipfile.ZipFile(wheel) as zf:
+        for name in zf.namelist():
+            parts = name.split("/")
+            if (
+                len(parts) == 2
+                and parts[1] == "entry_points.txt"
+                and parts[0].endswith(".dist-info")
+            ):
+                parser = configparser.ConfigParser(delimiters=("=",), interpolation=None)
+                parser.optionxform = str  # type: ignore[assignment,method-assign]  # keep case
+                parser.read_string(zf.read(name).decode("utf-8", "replace"))
+                for section in ("console_scripts", "gui_scripts"):
+                    if parser.has_section(section):
+                        found.update(parser.options(section))
+            elif len(parts) == 3 and parts[0].endswith(".data") and parts[1] == "scripts":
+                found.add(parts[2])
+    return found
+
+
+# -- the tarball ---------------------------------------------------------------
+
+
+def write_tarball(root: Path, dest: Path, epoch: int) -> None:
+    """Tar ``root``'s tree into ``dest`` (gzip), byte-reproducibly."""
+    paths = sorted(p.relative_to(root).as_posix() for p in root.rglob("*"))
+    raw = io.BytesIO()
+    # No file name and mtime 0 in the gzip header; its OS byte is always 255.
+    with (
+        gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=9) as gz,
+        tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
+    ):
+        for rel in paths:
+            path = root / rel
+            info = tarfile.TarInfo(rel)
+            info.mtime = epoch
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            if path.is_dir():
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                tar.addfile(info)
+            else:
+                info.size = path.stat().st_size
+                info.mode = 0o755 if path.stat().st_mode & stat.S_IXUSR else 0o644
+                with path.open("rb") as f:
+                    tar.addfile(info, f)
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    tmp.write_bytes(raw.getvalue())
+    tmp.replace(dest)
+
+
+def _toml(value: object) -> str:
+    """A TOML value for strings, lists of strings and inline tables of strings."""
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} as TOML here")
+
+
+def render_manifest(
+    *,
+    name: str,
+    version: str,
+    description: str,
+    python: str,
+    config: BuildConfig,
+    packages: Iterable[str],
+    pip: str,
+) -> str:
+    """The text of a python release's release.toml."""
+    lines = [
+        "# Written by `pyrelctl build`; `pyrelctl install` reads it.",
+        "[release]",
+        f"name = {_toml(name)}",
+        f"version = {_toml(version)}",
+        'kind = "python"',
+    ]
+    if description:
+        lines.append(f"description = {_toml(description)}")
+    lines += [
+        "",
+        "[python]",
+        f"python = {_toml(python)}",
+        f"start = {_toml(list(config.start))}",
+        "packages = [",
+        *(f"  {_toml(p)}," for p in sorted(packages)),
+        "]",
+        f"pip = {_toml(pip)}",
+        "",
+        "[service]",
+        f"type = {_toml(config.service_type.value)}",
+    ]
+    if config.health:
+        ((key, value),) = config.health.items()
+        lines += ["", "[health]", f"{key} = {_toml(value)}"]
+    if config.environment:
+        lines += ["", "[environment]"]
+        lines += [f"{key} = {_toml(value)}" for key, value in sorted(config.environment.items())]
+    return "\n".join(lines) + "\n"
+
+
+# -- the build -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    artifact: Path
+    name: str
+    version: str
+    sha256: str
+    packages: tuple[str, ...]
+    lock: str | None
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "artifact": str(self.artifact),
+            "name": self.name,
+            "version": self.version,
+            "sha256": self.sha256,
+            "packages": list(self.packages),
+            "lock": self.lock,
+            "seconds": self.seconds,
+        }
+
+
+def source_date_epoch(value: str | None = None) -> int:
+    """SOURCE_DATE_EPOCH (reproducible-builds.org) as an int, else ZIP_EPOCH."""
+    text = os.environ.get("SOURCE_DATE_EPOCH", "") if value is None else value
+    if not text:
+        return ZIP_EPOCH
+    if not text.isascii() or not text.isdigit():
+        raise BadInput(f"SOURCE_DATE_EPOCH must be a number of seconds, not {text!r}")
+    return int(text)
+
+
+class _Step:
+    """Says what a slow step does, then how long it took."""
+
+    def __init__(self, say: Say, what: str) -> None:
+        self.say, self.what = say, what
+
+    def __enter__(self) -> None:
+        self.started = time.monotonic()
+        self.say(f"{self.what} ...")
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        if exc_type is None:
+            self.say(f"{self.what}: done ({time.monotonic() - self.started:.1f} s)")
+
+
+def _python_version(python: str) -> str:
+    code = "import sys; print('%d.%d' % sys.version_info[:2])"
+    return run([python, "-c", code]).stdout.strip()
+
+
+def _pip_version(python: str) -> str:
+    out = run([python, "-m", "pip", "--version"]).stdout.split()
+    if len(out) < 2:
+        raise HostError(f"cannot tell the version of {python}'s pip")
+    return out[1]
+
+
+def build(
+    project: Path,
+    output: Path | None = None,
+    *,
+    python: str = sys.executable,
+    epoch: int | None = None,
+    say: Say = _quiet,
+) -> BuildResult:
+    """Build the python release of the project in ``project``; see the module doc."""
+    started = time.monotonic()
+    project = project.resolve()
+    pyproject_file = project / "pyproject.toml"
+    if not pyproject_file.is_file():
+        raise BadInput(
+            f"{project}: no pyproject.toml", hint="pyrelctl build needs a Python project"
+        )
+    try:
+        pyproject = tomllib.loads(pyproject_file.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise BadInput(f"{pyproject_file}: not valid TOML ({e})") from e
+    config = read_config(pyproject)
+    lock = find_lock(project, config)
+    epoch = source_date_epoch() if epoch is None else epoch
+    output = (output or project / "dist").resolve()
+    output.mkdir(parents=True, exist_ok=True)
+    pip_env = {**os.environ, "SOURCE_DATE_EPOCH": str(max(epoch, ZIP_EPOCH))}
+    py_version = _python_version(python)
+
+    with tempfile.TemporaryDirectory(prefix=".pyrelctl-build-", dir=output) as tmp_name:
+        tmp = Path(tmp_name)
+        local, release = tmp / "local", tmp / "release"
+        wheelhouse, tools = release / WHEELHOUSE, release / TOOLS
+        for d in (local, wheelhouse, tools, tmp / "project"):
+            d.mkdir(parents=True)
+        runtime_wheel = write_runtime_wheel(local, epoch)
+
+        with _Step(say, f"building the wheel of {project.name}"):
+            run(
+                [
+                    python,
+                    "-m",
+                    "pip",
+                    "wheel",
+                    "--no-deps",
+                    "--wheel-dir",
+                    tmp / "project",
+                    project,
+                ],
+                env=pip_env,
+            )
+        built = sorted((tmp / "project").glob("*.whl"))
+        if len(built) != 1:
+            raise HostError(f"pip wheel made {len(built)} wheels of {project}, not one")
+        project_wheel = Path(shutil.move(built[0], local / built[0].name))
+        repack_wheel(project_wheel, epoch)
+        meta = wheel_metadata(project_wheel)
+        dist, version = canonical_name(meta["Name"]), meta["Version"]
+        name = config.name or dist
+        if not APP_NAME_RE.fullmatch(name):
+            raise BadInput(
+                f"the project name {meta['Name']!r} is not a valid release name",
+                hint='set one in pyproject.toml: [tool.pyrelctl] name = "my-app"',
+            )
+        check_version(version)
+
+        argv: list[str | os.PathLike[str]] = [
+            python, "-m", "pip", "wheel", "--wheel-dir", wheelhouse, "--find-links", local,
+            project_wheel, f"{RUNTIME_DIST}=={runtime_wheel.name.split('-')[1]}",
+        ]  # fmt: skip
+        if lock is not None:
+            constraints = tmp / "constraints.txt"
+            constraints.write_text("\n".join(lock.constraints) + "\n")
+            argv += ["--constraint", constraints]
+        what = "resolving and fetching dependencies" + (
+            f" pinned by {lock.path.name}" if lock else ""
+        )
+        with _Step(say, what):
+            run(argv, env=pip_env)
+
+        packages: list[str] = []
+        scripts: set[str] = set()
+        runtime_deps = {RUNTIME_DIST, "sdnotify"}
+        for wheel in sorted(wheelhouse.iterdir()):
+            parsed = wheel_name_version(wheel.name)
+            if parsed is None:
+                raise HostError(f"pip left {wheel.name} in the wheelhouse, which is not a wheel")
+            pkg, pkg_version = parsed
+            packages.append(f"{pkg}=={pkg_version}")
+            scripts |= wheel_scripts(wheel)
+            if (
+                lock is not None
+                and lock.complete
+                and pkg not in (dist, *runtime_deps)
+                and lock.pins.get(pkg) != pkg_version
+            ):
+                raise BadInput(
+                    f"{pkg} {pkg_version} was resolved but {lock.path.name} does not pin it",
+                    hint=f"regenerate {lock.path.name} so that it pins every dependency",
+                )
+        program = config.start[0]
+        if program not in ("python", "python3") and program not in scripts:
+            raise BadInput(
+                f"[tool.pyrelctl] start runs {program!r}, which no package installs",
+                hint="scripts of the release: " + ", ".join(sorted(scripts) or ["none"]),
+            )
+
+        with _Step(say, "fetching pip for hosts without uv"):
+            pip_version = _pip_version(python)
+            run(
+                [
+                    python, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
+                    "--dest", tools, f"pip=={pip_version}",
+                ],
+                env=pip_env,
+            )  # fmt: skip
+        pip_wheels = sorted(tools.glob("pip-*.whl"))
+        if len(pip_wheels) != 1:
+            raise HostError(f"expected one pip wheel, found {[p.name for p in pip_wheels]}")
+
+        manifest = render_manifest(
+            name=name,
+            version=version,
+            description=meta.get("Summary", ""),
+            python=py_version,
+            config=config,
+            packages=packages,
+            pip=f"{TOOLS}/{pip_wheels[0].name}",
+        )
+        (release / MANIFEST).write_text(manifest)
+        sums = {
+            p.relative_to(release).as_posix(): checksums.sha256_file(p)
+            for p in release.rglob("*")
+            if p.is_file()
+        }
+        (release / checksums.SUMS_FILE).write_bytes(checksums.render(sums))
+        # What install will check: the manifest parses, the files are there.
+        with open_artifact(release) as artifact:
+            detect(artifact)
+        artifact_path = output / f"{name}-{version}.tar.gz"
+        with _Step(say, f"writing {artifact_path.name}"):
+            write_tarball(release, artifact_path, epoch)
+
+    return BuildResult(
+        artifact=artifact_path,
+        name=name,
+        version=version,
+        sha256=checksums.sha256_file(artifact_path),
+        packages=tuple(packages),
+        lock=str(lock.path) if lock else None,
+        seconds=round(time.monotonic() - started, 1),
+    )

@@ -1,0 +1,359 @@
+"""Python releases: the ``[python]`` table of release.toml, and preparing one at install.
+
+A python release (made by ``pyrelctl build``) ships wheels, not a
+virtualenv: a venv holds absolute paths and is bound to an interpreter, so
+it is made on the host, at install, offline:
+
+1. the unpacked files are checked against ``SHA256SUMS`` once more (the
+   bytes on disk are the bytes that will run);
+2. ``venv/`` is created with the host's interpreter (``--without-pip``:
+   no ensurepip needed, nothing to install into it later);
+3. the packages are installed from ``wheelhouse/`` only (``--no-index``):
+   by uv when it is on PATH, else by the pip wheel the release carries
+   (``tools/pip-*.whl``, run straight from the wheel file), so the host
+   needs neither network nor pip;
+4. the venv is moved to its final path in the files that name it (console
+   script shebangs, ``pyvenv.cfg``): it is built in the ``.incomplete-``
+   staging directory, which is renamed to ``releases/VERSION`` only once
+   complete. The interpreter finds its venv from ``pyvenv.cfg`` next to
+   ``bin/``, so the tree itself is position-independent;
+5. every module is compiled to ``unchecked-hash`` pycs with the final path
+   as file name: the release is read-only to the service (ProtectSystem=
+   strict), and timestamp pycs would be ignored (and recompiled in memory
+   at every start) as soon as a source mtime changed;
+6. ``bin/NAME`` is written: ``start`` execs the service, ``eval`` runs
+   code in a fresh interpreter, ``rpc``/``remote``/``pid`` reach the live
+   process through the runtime's socket.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import stat
+import tomllib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pyrelctl import checksums
+from pyrelctl.archive import Artifact, MemberType
+from pyrelctl.errors import BadInput, HostError
+from pyrelctl.run import run
+
+WHEELHOUSE = "wheelhouse"
+VENV = "venv"
+#: The keys of release.toml's ``[python]`` table.
+KEYS = frozenset({"python", "start", "packages", "pip"})
+
+#: A wheel file name (PEP 427): name-version(-build)?-python-abi-platform.whl
+_WHEEL_RE = re.compile(
+    r"^(?P<name>[A-Za-z0-9_.]+)-(?P<version>[A-Za-z0-9_.!+]+)(-\d[^-]*)?-[^-]+-[^-]+-[^-]+\.whl$"
+)
+_PIN_RE = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>[A-Za-z0-9_.!+-]+)$")
+_PYTHON_RE = re.compile(r"^3\.\d{1,3}$")
+#: Where the interpreter is looked for: systemd's fixed PATH for services
+#: (systemd.exec(5)), not the operator's, which may hold pyenv shims or a
+#: venv the service can neither see (ProtectHome=) nor keep after logout.
+SERVICE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+Say = Callable[[str], None]
+
+
+def canonical_name(name: str) -> str:
+    """PEP 503 normalisation: ``Flask_Login`` and ``flask.login`` are ``flask-login``."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def wheel_name_version(filename: str) -> tuple[str, str] | None:
+    """``(canonical name, version)`` of a wheel file name, or None if it is not one."""
+    match = _WHEEL_RE.match(filename)
+    if match is None:
+        return None
+    return canonical_name(match["name"]), match["version"]
+
+
+@dataclass(frozen=True)
+class PythonSpec:
+    """release.toml's ``[python]``: how to build the venv and start the service."""
+
+    python: str  # "3.11": the X.Y the wheels were resolved for
+    start: tuple[str, ...]  # argv; argv[0] is a program of the venv's bin/
+    packages: tuple[str, ...]  # "name==version" for every distribution to install
+    pip: str  # release-relative path of the pip wheel used when uv is absent
+
+    @property
+    def interpreter(self) -> str:
+        return f"python{self.python}"
+
+
+def parse_spec(table: Any, artifact: Artifact | None = None) -> PythonSpec:
+    """Check a ``[python]`` table (and, given the artifact, that its files are there)."""
+    where = "release.toml: python"
+    if not isinstance(table, dict) or not table:
+        raise BadInput("release.toml: a python release needs a [python] table")
+    unknown = sorted(set(table) - KEYS)
+    if unknown:
+        raise BadInput(
+            f"{where}.{unknown[0]} is not a known key",
+            hint=f"[python] accepts: {', '.join(sorted(KEYS))}",
+        )
+    python = table.get("python")
+    if not isinstance(python, str) or not _PYTHON_RE.match(python):
+        raise BadInput(f'{where}.python must be a Python version such as "3.11"')
+    start = table.get("start")
+    if (
+        not isinstance(start, list)
+        or not start
+        or not all(isinstance(a, str) for a in start)
+        or not _is_program(start[0])
+    ):
+        raise BadInput(
+            f"{where}.start must be an argv whose program is a script of the venv "
+            '(e.g. ["gunicorn", "app:app"]) or "python"'
+        )
+    packages = table.get("packages")
+    if (
+        not isinstance(packages, list)
+        or not packages
+        or not all(isinstance(p, str) and _PIN_RE.match(p) for p in packages)
+    ):
+        raise BadInput(f'{where}.packages must list every package as "name==version"')
+    pip = table.get("pip")
+    if not isinstance(pip, str) or not pip.startswith("tools/") or not pip.endswith(".whl"):
+        raise BadInput(f'{where}.pip must be the release\'s pip wheel ("tools/pip-*.whl")')
+    spec = PythonSpec(python, tuple(start), tuple(packages), pip)
+    if artifact is not None:
+        _check_files(spec, artifact)
+    return spec
+
+
+def _is_program(name: str) -> bool:
+    return bool(name) and "/" not in name and not name.startswith((".", "-")) and "\0" not in name
+
+
+def _check_files(spec: PythonSpec, artifact: Artifact) -> None:
+    wheels = {}
+    for member in artifact.list_dir(WHEELHOUSE):
+        parsed = wheel_name_version(member.path.rpartition("/")[2])
+        if member.type is MemberType.FILE and parsed is not None:
+            wheels[parsed] = member.path
+    for pin in spec.packages:
+        match = _PIN_RE.match(pin)
+        assert match is not None  # parse_spec checked
+        if (canonical_name(match["name"]), match["version"]) not in wheels:
+            raise BadInput(
+                f"release.toml: python.packages names {pin}, which has no wheel in {WHEELHOUSE}/"
+            )
+    pip = artifact.member(spec.pip)
+    if pip is None or pip.type is not MemberType.FILE:
+        raise BadInput(f"release.toml: python.pip names {spec.pip}, which is not in the release")
+
+
+def read_spec(release_dir: Path) -> PythonSpec:
+    """The ``[python]`` table of an unpacked release."""
+    with (release_dir / "release.toml").open("rb") as f:
+        doc = tomllib.load(f)
+    return parse_spec(doc.get("python"))
+
+
+def find_interpreter(spec: PythonSpec) -> Path:
+    """The host's ``pythonX.Y``, or a :class:`HostError` saying how to get it."""
+    found = shutil.which(spec.interpreter, path=SERVICE_PATH)
+    if found is None:
+        raise HostError(
+            f"this release needs {spec.interpreter}, which is not installed on this host",
+            hint=f"install it (Debian: apt-get install {spec.interpreter}), or rebuild the "
+            "release with the Python this host has",
+        )
+    return Path(found)
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    """The environment for the installer: no PIP_*/UV_*/PYTHON* settings of the
+    operator's shell (an index URL, a constraint file) leak into an install
+    that must use the wheelhouse alone."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PIP_", "UV_", "PYTHON", "VIRTUAL_ENV"))
+    }
+    env.update(extra)
+    return env
+
+
+def _install_packages(staging: Path, spec: PythonSpec, say: Say) -> str:
+    """Install every pinned package from the wheelhouse into ``staging/venv``; name the tool."""
+    python = staging / VENV / "bin/python"
+    wheelhouse = staging / WHEELHOUSE
+    uv = shutil.which("uv")
+    if uv is not None:
+        say(f"installing {len(spec.packages)} packages with uv (offline, from {WHEELHOUSE}/)")
+        argv: list[str | os.PathLike[str]] = [
+            uv, "pip", "install", "--python", python, "--offline", "--no-index",
+            "--find-links", wheelhouse, "--no-config", "--no-cache",
+            # Copies, not hard links into uv's cache: a release must not
+            # share inodes with anything that can change.
+            "--link-mode", "copy", *spec.packages,
+        ]  # fmt: skip
+        run(argv, env=_clean_env(UV_NO_PROGRESS="1"))
+        return "uv"
+    say(f"installing {len(spec.packages)} packages with pip (offline, from {WHEELHOUSE}/)")
+    # pip runs straight from its wheel (pip/__main__.py supports it): the
+    # host needs no pip, and the release pins the pip that installs it.
+    pip_main = staging / spec.pip / "pip"
+    run(
+        [
+            python, "-I", pip_main, "install", "--no-index", "--find-links", wheelhouse,
+            "--no-compile", "--no-cache-dir", "--disable-pip-version-check", "--no-input",
+            "--no-warn-script-location", "--quiet", *spec.packages,
+        ],
+        env=_clean_env(PIP_CONFIG_FILE=os.devnull),
+    )  # fmt: skip
+    return "pip"
+
+
+#: The shebang pip (distlib) writes when the interpreter's path is too long
+#: for the kernel's shebang buffer (127 bytes on older kernels) or has spaces.
+_SH_SHEBANG = re.compile(
+    rb"\A#!/bin/sh\n'''exec' \"?(?P<python>[^\" ]+)\"? \"\$0\" \"\$@\"\n' '''\n"
+)
+_MAX_SHEBANG = 127
+
+
+def _relocate(staging: Path, final: Path) -> None:
+    """Replace the staging path by the final one where the venv names itself."""
+    old, new = os.fsencode(staging), os.fsencode(final)
+    venv = staging / VENV
+    candidates = [venv / "pyvenv.cfg", *sorted((venv / "bin").iterdir())]
+    for path in candidates:
+        if path.is_symlink() or not path.is_file():
+            continue
+        data = path.read_bytes()
+        if old in data:
+            data = data.replace(old, new)
+            # The staging path is longer than the final one: where it made
+            # pip fall back to a /bin/sh trampoline, a plain shebang may fit now.
+            match = _SH_SHEBANG.match(data)
+            python = match["python"] if match else b""
+            if match and len(python) + 2 <= _MAX_SHEBANG and b" " not in python:
+                data = b"#!" + python + b"\n" + data[match.end() :]
+            mode = stat.S_IMODE(path.stat().st_mode)
+            tmp = path.with_name(path.name + ".pyrelctl-tmp")
+            tmp.write_bytes(data)
+            tmp.chmod(mode)
+            tmp.replace(path)
+
+
+def _compile(staging: Path, final: Path, say: Say) -> None:
+    say("compiling bytecode (unchecked-hash pycs)")
+    proc = run(
+        [
+            staging / VENV / "bin/python", "-I", "-m", "compileall", "-q", "-j", "0",
+            "--invalidation-mode", "unchecked-hash",
+            # The file name recorded in each code object: the final path,
+            # so tracebacks name files that exist.
+            "-s", staging, "-p", final, staging / VENV / "lib",
+        ],
+        check=False,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        # A module that does not compile cannot be imported either; pip too
+        # installs such packages (test data, templates named *.py) and skips them.
+        lines = [line for line in proc.stdout.splitlines() if line.startswith("***")]
+        say(f"warning: {len(lines) or 'some'} files do not compile (left as source)")
+
+
+def _normalise_modes(root: Path) -> None:
+    """Readable by the service user whatever pyrelctl's umask was; writable by nobody else."""
+    for dirpath, _dirnames, filenames in os.walk(root):
+        os.chmod(dirpath, 0o755)
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            st = os.lstat(path)
+            if stat.S_ISREG(st.st_mode):
+                os.chmod(path, 0o755 if st.st_mode & stat.S_IXUSR else 0o644)
+
+
+def launcher(*, app: str, name: str, version: str, final: Path, start: Sequence[str]) -> str:
+    """The text of ``bin/NAME`` for a release whose venv is at ``final/venv``."""
+    program = start[0]
+    bindir = final / VENV / "bin"
+    argv = [str(bindir / ("python" if program in ("python", "python3") else program)), *start[1:]]
+    q = shlex.quote
+    return f"""\
+#!/bin/sh
+# bin/{name} of the python release {name} {version}, written by pyrelctl at install.
+#   start          run the service (in the foreground; systemd's ExecStart)
+#   eval CODE      run Python code in a fresh interpreter of this release
+#   rpc CODE       run Python code inside the running service
+#   remote         an interactive console inside the running service
+#   pid            the pid of the service process that serves rpc
+#   version        print "{name} {version}"
+set -eu
+PYTHON={q(str(bindir / "python"))}
+SOCKET="${{PYRELCTL_RPC_SOCKET:-/run/{app}/rpc.sock}}"
+case "${{1:-}}" in
+start)
+    shift
+    # Unbuffered: print() lines reach the journal at once. No bytecode
+    # writes: the release is read-only and precompiled.
+    export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+    exec {" ".join(q(a) for a in argv)} "$@"
+    ;;
+version)
+    echo {q(f"{name} {version}")}
+    ;;
+rpc | remote | pid)
+    PYRELCTL_PROG="$0" exec "$PYTHON" -I -m pyrelctl_runtime --socket "$SOCKET" "$@"
+    ;;
+eval)
+    PYRELCTL_PROG="$0" exec "$PYTHON" -I -m pyrelctl_runtime "$@"
+    ;;
+*)
+    echo "usage: $0 start | eval CODE | rpc CODE | remote | pid | version" >&2
+    exit 2
+    ;;
+esac
+"""
+
+
+def prepare(
+    staging: Path,
+    final: Path,
+    *,
+    app: str,
+    name: str,
+    version: str,
+    say: Say,
+) -> None:
+    """Turn an unpacked python release in ``staging`` into a runnable one for ``final``.
+
+    ``final`` is the path the release will have on the running system
+    (``/opt/APP/releases/VERSION``, without any ``--root`` prefix); ``app``
+    names the runtime directory (``/run/APP``) where rpc finds the service.
+    """
+    sums_file = staging / checksums.SUMS_FILE
+    if not sums_file.is_file():
+        raise BadInput(f"no {checksums.SUMS_FILE} in the python release")
+    checksums.verify_tree(staging, checksums.parse(sums_file.read_bytes()))
+    spec = read_spec(staging)
+    interpreter = find_interpreter(spec)
+    say(f"creating the virtualenv with {interpreter}")
+    run([interpreter, "-I", "-m", "venv", "--without-pip", staging / VENV], env=_clean_env())
+    _install_packages(staging, spec, say)
+    program = spec.start[0]
+    if program not in ("python", "python3") and not (staging / VENV / "bin" / program).is_file():
+        raise BadInput(
+            f"release.toml: python.start runs {program!r}, which no package of the release installs"
+        )
+    _relocate(staging, final)
+    _compile(staging, final, say)
+    script = staging / "bin" / name
+    script.parent.mkdir(exist_ok=True)
+    script.write_text(launcher(app=app, name=name, version=version, final=final, start=spec.start))
+    _normalise_modes(staging)
+    script.chmod(0o755)

@@ -1,0 +1,217 @@
+"""Python releases under a real systemd: build the example on the host, install it offline.
+
+The container has a network namespace of its own with only `lo` (devtools
+Machine, private_network): whatever the install needs must be in the
+tarball. The example (examples/pyshop) is Flask on gunicorn with
+pyrelctl_runtime: READY=1 from the worker, journal priorities, rpc.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from devtools.machine import Machine, MachineCommand
+from devtools.proc import run
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "examples" / "pyshop"
+PYRELCTL = REPO / ".venv" / "bin" / "pyrelctl"
+GRACE = ("--grace", "1")
+APP = "pyshop"
+PORT = 8101
+#: Seconds the example warms up before it serves (PYSHOP_START_DELAY).
+WARM_UP = 1.5
+
+
+def build_version(workdir: Path, version: str, *, failing: bool = False) -> Path:
+    """Build examples/pyshop as `version` (failing: exits 3 before READY) with pyrelctl build."""
+    project = workdir / f"pyshop-{version}"
+    shutil.copytree(EXAMPLE, project, ignore=shutil.ignore_patterns("dist", "__pycache__"))
+    pyproject = project / "pyproject.toml"
+    text = pyproject.read_text().replace('version = "1.0.0"', f'version = "{version}"', 1)
+    if failing:
+        text = text.replace(
+            'environment = { PYSHOP_BIND = "127.0.0.1:8000" }',
+            'environment = { PYSHOP_BIND = "127.0.0.1:8000", PYSHOP_FAIL_AT_START = "1" }',
+        )
+        assert "PYSHOP_FAIL_AT_START" in text
+    pyproject.write_text(text)
+    result = run([PYRELCTL, "--json", "build", project, "-o", workdir / "artifacts"], timeout=600)
+    artifact = Path(json.loads(result.stdout)["artifact"])
+    assert artifact.name == f"pyshop-{version}.tar.gz"
+    return artifact
+
+
+@pytest.fixture(scope="module")
+def artifacts(scratch: Path) -> dict[str, Path]:
+    workdir = scratch / "python"
+    workdir.mkdir()
+    return {
+        "1.0.0": build_version(workdir, "1.0.0"),
+        "1.1.0": build_version(workdir, "1.1.0"),
+        "2.0.0": build_version(workdir, "2.0.0", failing=True),
+    }
+
+
+@pytest.fixture
+def app(machine: Machine, pyrelctl: MachineCommand) -> Iterator[str]:
+    """The app name, with its settings file (port, warm-up); uninstalled (purged) afterwards."""
+    machine.run(["mkdir", "-p", f"/etc/pyrelctl/{APP}"])
+    machine.run(
+        ["tee", f"/etc/pyrelctl/{APP}/env"],
+        input=f"PYSHOP_BIND=127.0.0.1:{PORT}\nPYSHOP_START_DELAY={WARM_UP}\n",
+    )
+    yield APP
+    pyrelctl("uninstall", "--purge", APP)
+
+
+def show(machine: Machine, prop: str) -> str:
+    return machine.systemctl("show", "-p", prop, "--value", APP).stdout.strip()
+
+
+def http_post(machine: Machine, path: str) -> str:
+    code = (
+        "import sys, urllib.request as u; "
+        "r = u.urlopen(u.Request(sys.argv[1], method='POST'), timeout=10); "
+        "print(r.read().decode())"
+    )
+    url = f"http://127.0.0.1:{PORT}{path}"
+    return machine.run(["python3", "-c", code, url]).stdout.strip()
+
+
+def rpc(pyrelctl: MachineCommand, expr: str) -> str:
+    proc = pyrelctl("rpc", APP, expr)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout.strip()
+
+
+def test_python_release_lifecycle(
+    machine: Machine,
+    pyrelctl: MachineCommand,
+    artifacts: dict[str, Path],
+    app: str,
+) -> None:
+    # The container has no network but loopback: the install below is offline.
+    links = machine.run(["ls", "/sys/class/net"]).stdout.split()
+    assert links == ["lo"]
+
+    first = pyrelctl("--json", "install", artifacts["1.0.0"], *GRACE)
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["started"] is True
+
+    # Type=notify, and active only once the worker sent READY=1: activation
+    # took at least the warm-up, which a Type=exec unit would not wait for.
+    assert show(machine, "Type") == "notify"
+    assert show(machine, "NotifyAccess") == "all"
+    started = int(show(machine, "ExecMainStartTimestampMonotonic"))
+    active = int(show(machine, "ActiveEnterTimestampMonotonic"))
+    assert active - started >= WARM_UP * 1e6, (started, active)
+    assert show(machine, "StatusText") == f"pyshop 1.0.0 serving on 127.0.0.1:{PORT}"
+    # The hardened unit: dynamic user, read-only release.
+    assert show(machine, "DynamicUser") == "yes"
+    assert show(machine, "ProtectSystem") == "strict"
+
+    # State only the live process has: requests it served, read through rpc.
+    for _ in range(3):
+        http_post(machine, "/items/apple")
+    assert rpc(pyrelctl, "STATS['requests'], INVENTORY") == "(3, {'apple': 3})"
+    # The same through the release's own bin/ script, as root on the host.
+    direct = machine.run(
+        ["/opt/pyshop/current/bin/pyshop", "rpc", "sorted(INVENTORY.items())"]
+    ).stdout.strip()
+    assert direct == "[('apple', 3)]"
+    # rpc runs in a process of the service (its cgroup), as its dynamic user.
+    worker_pid = int(rpc(pyrelctl, "os.getpid()"))
+    cgroup = machine.run(["cat", f"/proc/{worker_pid}/cgroup"]).stdout
+    assert f"/system.slice/{APP}.service" in cgroup, cgroup
+    assert rpc(pyrelctl, "os.getuid() != 0") == "True"
+    # The release is read-only to the service; an rpc exception is its status.
+    denied = pyrelctl("rpc", APP, "open('/opt/pyshop/current/x', 'w')")
+    assert denied.returncode == 1
+    assert "Read-only file system" in denied.stdout or "Permission denied" in denied.stdout
+
+    # Log levels as journal priorities.
+    rpc(
+        pyrelctl,
+        "import logging; log = logging.getLogger('pyshop'); "
+        "log.error('err-marker-7f3a'); log.info('info-marker-7f3a')",
+    )
+    machine.wait_for_journal(APP, "info-marker-7f3a")
+    errors = machine.journalctl("-u", APP, "-p", "err", "-o", "cat").stdout
+    assert "err-marker-7f3a" in errors
+    assert "info-marker-7f3a" not in errors
+    assert "ready on" not in errors  # info lines of the app stay out of -p err
+
+    # remote: an interactive console in the live process, fed on stdin.
+    console = machine.run(
+        ["/opt/pyshop/current/bin/pyshop", "remote"],
+        input="total = sum(INVENTORY.values())\ntotal * 10\n",
+    )
+    assert re.search(r"^>>> >>> 30$", console.stdout, re.M), console.stdout
+
+    # eval: a fresh interpreter of the release, not the service.
+    fresh = pyrelctl("eval", APP, "import pyshop.app; pyshop.app.STATS['requests']")
+    assert fresh.returncode == 0, fresh.stderr
+    assert fresh.stdout.strip() == "0"
+
+    # Upgrade: the new release runs (its live process says so), the old stays.
+    upgrade = pyrelctl("--json", "install", artifacts["1.1.0"], *GRACE)
+    assert upgrade.returncode == 0, upgrade.stderr
+    assert machine.run(["readlink", "/opt/pyshop/current"]).stdout.strip() == "releases/1.1.0"
+    assert rpc(pyrelctl, "STATS['version']") == "'1.1.0'"
+
+    # A failing release: exit 3, its own journal lines, 1.1.0 restored and serving.
+    failed = pyrelctl("install", artifacts["2.0.0"], *GRACE)
+    assert failed.returncode == 3, failed.stderr
+    assert "PYSHOP_FAIL_AT_START is set" in failed.stderr
+    assert "1.1.0 was restored" in failed.stderr
+    assert machine.run(["readlink", "/opt/pyshop/current"]).stdout.strip() == "releases/1.1.0"
+    assert machine.systemctl("is-active", APP, check=False).stdout.strip() == "active"
+    assert rpc(pyrelctl, "STATS['version']") == "'1.1.0'"
+    marks = {
+        r["version"]: r["mark"]
+        for r in json.loads(pyrelctl("--json", "releases", APP, check=True).stdout)["releases"]
+    }
+    assert marks == {"1.0.0": "good", "1.1.0": "good", "2.0.0": "failed"}
+
+
+def test_python_release_runs_from_precompiled_bytecode(
+    machine: Machine,
+    pyrelctl: MachineCommand,
+    artifacts: dict[str, Path],
+    app: str,
+) -> None:
+    """Nothing is compiled at start: every module the service imported came from a pyc."""
+    assert pyrelctl("install", artifacts["1.0.0"], *GRACE).returncode == 0
+    # A module loaded from source has no cached pyc the loader could use:
+    # list the release's modules whose __cached__ file does not exist (but
+    # the console script itself, __main__, which Python never caches).
+    check = (
+        "import sys, os; "
+        "[m.__name__ for m in list(sys.modules.values()) "
+        "if (getattr(m, '__file__', '') or '').startswith('/opt/pyshop/') "
+        "and m.__file__.endswith('.py') and m.__name__ != '__main__' "
+        "and not os.path.exists(getattr(m, '__cached__', None) or '')]"
+    )
+    assert rpc(pyrelctl, check) == "[]"
+    count = (
+        "len([m for m in sys.modules.values() "
+        "if (getattr(m, '__file__', '') or '').startswith('/opt/pyshop/')])"
+    )
+    loaded = int(rpc(pyrelctl, count))
+    assert loaded > 50  # flask, werkzeug, gunicorn, jinja2... really came from the release
+    flags = machine.run(
+        [
+            "python3",
+            "-c",
+            "import glob; p = glob.glob('/opt/pyshop/current/venv/lib/python3*/site-packages/"
+            "flask/__pycache__/app.*.pyc')[0]; print(open(p, 'rb').read(8)[4])",
+        ]
+    ).stdout.strip()
+    assert flags == "1"  # hash-based, source never checked (PEP 552 unchecked-hash)

@@ -1,0 +1,375 @@
+"""`pyrelctl build` and installing python releases offline (under --root).
+
+The example project (examples/pyshop) is built for real: pip may fetch its
+dependencies from the index on this host. The install runs in a network
+namespace of its own (`unshare -n`), so it could not reach any index.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from pyrelctl import checksums
+from pyrelctl.archive import open_artifact
+from pyrelctl.build import (
+    BuildConfig,
+    read_config,
+    read_lock,
+    render_manifest,
+    repack_wheel,
+    write_runtime_wheel,
+)
+from pyrelctl.errors import BadInput
+from pyrelctl.release import Kind, ServiceType, detect
+from pyrelctl.units import ServiceSpec, render_service
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "examples" / "pyshop"
+PYRELCTL = Path(sys.executable).parent / "pyrelctl"
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def pyrelctl(
+    *args: str | os.PathLike[str], env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [PYRELCTL, *(os.fspath(a) for a in args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
+    )
+
+
+def build_example(tmp: Path, *, epoch: str | None = None, touch: bool = False) -> Path:
+    """Copy the example (fresh mtimes, another path) and build it; return the tarball."""
+    project = tmp / "project"
+    shutil.copytree(EXAMPLE, project, ignore=shutil.ignore_patterns("dist", "__pycache__"))
+    if touch:
+        for path in project.rglob("*"):
+            os.utime(path, (1_700_000_000, 1_700_000_000))
+    env = {k: v for k, v in os.environ.items() if k != "SOURCE_DATE_EPOCH"}
+    if epoch is not None:
+        env["SOURCE_DATE_EPOCH"] = epoch
+    proc = pyrelctl("--json", "build", project, "-o", tmp / "out", env=env)
+    assert proc.returncode == 0, proc.stderr
+    return Path(json.loads(proc.stdout)["artifact"])
+
+
+@pytest.fixture(scope="module")
+def example(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_example(tmp_path_factory.mktemp("build-a"))
+
+
+# -- build ---------------------------------------------------------------------
+
+
+def test_build_is_byte_identical(example: Path, tmp_path: Path) -> None:
+    again = build_example(tmp_path, touch=True)
+    assert again.name == example.name == "pyshop-1.0.0.tar.gz"
+    assert sha256(again) == sha256(example)
+
+
+def test_build_honours_source_date_epoch(example: Path, tmp_path: Path) -> None:
+    dated = build_example(tmp_path, epoch="1700000000")
+    assert sha256(dated) != sha256(example)
+    raw = dated.read_bytes()
+    # gzip: no FNAME flag, MTIME 0.
+    assert raw[3] & 0x08 == 0
+    assert raw[4:8] == b"\0\0\0\0"
+    with tarfile.open(dated) as tar:
+        members = tar.getmembers()
+    assert {m.mtime for m in members} == {1_700_000_000}
+    assert {(m.uid, m.gid, m.uname, m.gname) for m in members} == {(0, 0, "", "")}
+    assert [m.name for m in members] == sorted(m.name for m in members)
+
+
+def test_build_contents_and_manifest(example: Path) -> None:
+    with tarfile.open(example) as tar:
+        names = tar.getnames()
+        manifest = tomllib.loads(tar.extractfile("release.toml").read().decode())  # type: ignore[union-attr]
+        sums = checksums.parse(tar.extractfile("SHA256SUMS").read())  # type: ignore[union-attr]
+    wheels = {n for n in names if n.startswith("wheelhouse/") and n.endswith(".whl")}
+    assert any(n.startswith("wheelhouse/flask-3.1.3-") for n in wheels)
+    assert any(n.startswith("wheelhouse/pyrelctl_runtime-0.1.0-") for n in wheels)
+    assert any(n.startswith("wheelhouse/pyshop-1.0.0-") for n in wheels)
+    assert set(sums) == {n for n in names if n.endswith((".whl", ".toml"))}
+    assert manifest["release"] == {
+        "name": "pyshop",
+        "version": "1.0.0",
+        "kind": "python",
+        "description": manifest["release"]["description"],
+    }
+    assert manifest["python"]["start"] == ["pyshop"]
+    assert manifest["python"]["python"] == f"{sys.version_info[0]}.{sys.version_info[1]}"
+    # Pinned by the example's requirements.txt, and one wheel per package.
+    assert "gunicorn==27.0.1" in manifest["python"]["packages"]
+    assert len(manifest["python"]["packages"]) == len(wheels)
+    assert manifest["service"] == {"type": "notify"}
+    assert manifest["environment"] == {"PYSHOP_BIND": "127.0.0.1:8000"}
+    with open_artifact(example) as artifact:
+        release = detect(artifact)
+    assert (release.kind, release.service_type) == (Kind.PYTHON, ServiceType.NOTIFY)
+    assert release.command("rpc") == ("bin/pyshop", "rpc")
+
+
+# -- manifest and configuration --------------------------------------------------
+
+
+def fake_release(root: Path, manifest: str) -> Path:
+    """A release directory with the files a manifest names (empty wheels)."""
+    for name in ("wheelhouse/demo-2.0-py3-none-any.whl", "tools/pip-24.0-py3-none-any.whl"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"")
+    (root / "release.toml").write_text(manifest)
+    return root
+
+
+def test_manifest_round_trips_through_detect(tmp_path: Path) -> None:
+    config = read_config(
+        {
+            "tool": {
+                "pyrelctl": {
+                    "start": ["gunicorn", "demo:app", "--bind", "unix:/run/demo/web.sock"],
+                    "type": "exec",
+                    "health": {"http": "http://127.0.0.1:9000/ok"},
+                    "environment": {"DEMO_MODE": 'quoted "value" \\ here'},
+                }
+            }
+        }
+    )
+    text = render_manifest(
+        name="demo",
+        version="2.0",
+        description="A demo",
+        python="3.11",
+        config=config,
+        packages=["demo==2.0"],
+        pip="tools/pip-24.0-py3-none-any.whl",
+    )
+    with open_artifact(fake_release(tmp_path, text)) as artifact:
+        release = detect(artifact)
+    assert release.kind is Kind.PYTHON
+    assert release.service_type is ServiceType.EXEC
+    assert release.health is not None and release.health.http == "http://127.0.0.1:9000/ok"
+    assert release.environment == {"DEMO_MODE": 'quoted "value" \\ here'}
+    assert tomllib.loads(text)["python"]["start"][3] == "unix:/run/demo/web.sock"
+
+
+@pytest.mark.parametrize(
+    ("tool", "message"),
+    [
+        ({}, "[tool.pyrelctl] is missing"),
+        ({"pyrelctl": {"start": "x", "sart": 1}}, "unknown key 'sart'"),
+        ({"pyrelctl": {"start": []}}, "start must be"),
+        ({"pyrelctl": {"start": ["bin/x"]}}, "start must be"),
+        ({"pyrelctl": {"start": "x", "type": "forking"}}, "type must be"),
+        ({"pyrelctl": {"start": "x", "health": {"http": "a", "tcp": "b"}}}, "exactly one"),
+        ({"pyrelctl": {"start": "x", "name": "Bad_Name"}}, "not a valid app name"),
+    ],
+)
+def test_bad_tool_config_is_refused(tool: dict[str, object], message: str) -> None:
+    with pytest.raises(BadInput, match=message.replace("[", r"\[").replace("]", r"\]")):
+        read_config({"tool": tool})
+
+
+def test_manifest_packages_must_have_wheels(tmp_path: Path) -> None:
+    text = render_manifest(
+        name="demo",
+        version="2.0",
+        description="",
+        python="3.11",
+        config=BuildConfig(start=("demo",)),
+        packages=["demo==2.0", "missing==1.0"],
+        pip="tools/pip-24.0-py3-none-any.whl",
+    )
+    with (
+        open_artifact(fake_release(tmp_path, text)) as artifact,
+        pytest.raises(BadInput, match=r"missing==1\.0, which has no wheel"),
+    ):
+        detect(artifact)
+
+
+def test_read_lock_requirements_and_pylock(tmp_path: Path) -> None:
+    (tmp_path / "base.txt").write_text("Werkzeug==3.1.9 \\\n    --hash=sha256:abc\n")
+    (tmp_path / "requirements.txt").write_text(
+        "# pinned\n-r base.txt\nflask[async]==3.1.3 ; python_version >= '3.9'  # web\n"
+        "--index-url https://example.invalid/simple\n"
+    )
+    lock = read_lock(tmp_path / "requirements.txt")
+    assert lock.pins == {"werkzeug": "3.1.9", "flask": "3.1.3"}
+    assert lock.complete
+    assert "flask==3.1.3 ; python_version >= '3.9'" in lock.constraints  # no extras
+    (tmp_path / "loose.txt").write_text("flask>=3\n")
+    assert not read_lock(tmp_path / "loose.txt").complete
+    (tmp_path / "pylock.toml").write_text(
+        'lock-version = "1.0"\n[[packages]]\nname = "Flask"\nversion = "3.1.3"\n'
+    )
+    assert read_lock(tmp_path / "pylock.toml").pins == {"flask": "3.1.3"}
+
+
+def test_runtime_wheel_and_repack_are_reproducible(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = write_runtime_wheel(tmp_path / "a", 1_700_000_000)
+    b = write_runtime_wheel(tmp_path / "b", 1_700_000_000)
+    assert a.read_bytes() == b.read_bytes()
+    before = a.read_bytes()
+    repack_wheel(a, 0)  # clamped to 1980: a zip cannot hold earlier times
+    assert a.read_bytes() != before
+    repack_wheel(b, 0)
+    assert a.read_bytes() == b.read_bytes()
+
+
+# -- checksums and offline install ----------------------------------------------
+
+
+def rewrite(src: Path, dest: Path, change: Callable[[str, bytes], bytes | None]) -> Path:
+    """Copy a release tarball, passing each file through `change` (None drops it)."""
+    out = io.BytesIO()
+    with tarfile.open(src) as tin, tarfile.open(fileobj=out, mode="w") as tout:
+        for member in tin.getmembers():
+            data = tin.extractfile(member).read() if member.isfile() else None  # type: ignore[union-attr]
+            if data is not None:
+                data = change(member.name, data)
+                if data is None:
+                    continue
+                member.size = len(data)
+            tout.addfile(member, io.BytesIO(data) if data is not None else None)
+    dest.write_bytes(gzip.compress(out.getvalue()))
+    return dest
+
+
+def flip_a_byte(name: str, data: bytes) -> bytes:
+    if name.startswith("wheelhouse/flask-"):
+        return data[:100] + bytes([data[100] ^ 1]) + data[101:]
+    return data
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (flip_a_byte, "checksum mismatch for wheelhouse/flask-"),
+        (lambda n, d: None if n == "SHA256SUMS" else d, "no SHA256SUMS"),
+        (lambda n, d: None if n.startswith("wheelhouse/click-") else d, "has no wheel in"),
+    ],
+    ids=["tampered", "no-sums", "missing-file"],
+)
+def test_bad_checksums_are_refused_before_anything_is_written(
+    example: Path, tmp_path: Path, change: Callable[[str, bytes], bytes | None], message: str
+) -> None:
+    bad = rewrite(example, tmp_path / "pyshop-1.0.0.tar.gz", change)
+    root = tmp_path / "root"
+    root.mkdir()
+    proc = pyrelctl("--root", root, "install", bad)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr
+    assert list(root.iterdir()) == []
+
+
+def test_offline_install_makes_a_relocated_precompiled_venv(example: Path, tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    # A network namespace of its own, with not even loopback up: no index is reachable.
+    proc = subprocess.run(
+        ["unshare", "--net", PYRELCTL, "--root", root, "install", example],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    release = root / "opt/pyshop/releases/1.0.0"
+    final = "/opt/pyshop/releases/1.0.0"
+    assert os.readlink(root / "opt/pyshop/current") == "releases/1.0.0"
+    # The venv names its final path, never the staging directory it was built in.
+    assert (release / "venv/bin/pyshop").read_text().splitlines()[0] == f"#!{final}/venv/bin/python"
+    for path in [release / "venv/pyvenv.cfg", *(release / "venv/bin").iterdir()]:
+        if path.is_file() and not path.is_symlink():
+            assert b".incomplete-" not in path.read_bytes(), path
+    script = (release / "bin/pyshop").read_text()
+    assert f"exec {final}/venv/bin/pyshop" in script
+    assert "/run/pyshop/rpc.sock" in script
+    assert os.stat(release / "bin/pyshop").st_mode & 0o777 == 0o755
+    # Every module has an unchecked-hash pyc (PEP 552 flags == 0b01), and the
+    # file name compiled into it is the final path.
+    sources = list((release / "venv/lib").rglob("*.py"))
+    assert len(sources) > 100
+    for source in sources:
+        tag = sys.implementation.cache_tag
+        pyc = source.parent / "__pycache__" / f"{source.stem}.{tag}.pyc"
+        assert pyc.read_bytes()[4] == 1, pyc
+    flask_pyc = next((release / "venv/lib").rglob("flask/__pycache__/app.*.pyc")).read_bytes()
+    assert f"{final}/venv/lib/".encode() in flask_pyc
+    assert b".incomplete-" not in flask_pyc
+    # Readable by the service's user, writable by nobody but root.
+    modes = {p.stat().st_mode & 0o022 for p in release.rglob("*") if not p.is_symlink()}
+    assert modes == {0}
+    # The venv works (it finds itself from pyvenv.cfg, wherever it lies now).
+    check = subprocess.run(
+        [
+            release / "venv/bin/python",
+            "-c",
+            "import flask, gunicorn, pyrelctl_runtime, pyshop.server",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert check.returncode == 0, check.stderr
+
+
+def test_missing_interpreter_is_a_clear_error(example: Path, tmp_path: Path) -> None:
+    def python_399(name: str, data: bytes) -> bytes:
+        return (
+            data.replace(b'python = "3.', b'python = "3.99"\n#') if name == "release.toml" else data
+        )
+
+    odd = rewrite(example, tmp_path / "odd.tar.gz", python_399)
+    # Keep the checksums right: only the interpreter is wrong.
+    with tarfile.open(odd) as tar:
+        manifest = tar.extractfile("release.toml").read()  # type: ignore[union-attr]
+    digest = hashlib.sha256(manifest).hexdigest()
+
+    def fix_sums(name: str, data: bytes) -> bytes:
+        if name != "SHA256SUMS":
+            return data
+        sums = checksums.parse(data)
+        sums["release.toml"] = digest
+        return checksums.render(sums)
+
+    odd = rewrite(odd, tmp_path / "pyshop-1.0.0.tar.gz", fix_sums)
+    root = tmp_path / "root"
+    root.mkdir()
+    proc = pyrelctl("--root", root, "install", odd)
+    assert proc.returncode == 1, proc.stderr
+    assert "needs python3.99, which is not installed" in proc.stderr
+    assert "hint: install it" in proc.stderr
+    assert list((root / "opt/pyshop/releases").iterdir()) == []
+
+
+def test_python_unit_is_notify_with_notify_access_all(example: Path) -> None:
+    with open_artifact(example) as artifact:
+        release = detect(artifact)
+    text = render_service(ServiceSpec(app="shop", release=release))
+    assert "\nType=notify\n" in text
+    # READY=1 comes from a gunicorn worker, not the main process.
+    assert "\nNotifyAccess=all\n" in text
+    assert '\nExecStart="/opt/shop/current/bin/pyshop" "start"\n' in text
