@@ -15,6 +15,7 @@ the target pid still has the container's mount namespace.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -22,6 +23,8 @@ import shlex
 import shutil
 import signal
 import subprocess
+import tempfile
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -202,6 +205,84 @@ def _remove_cgroups(dirs: Sequence[Path]) -> None:
                 logger.warning("cannot remove cgroup %s: %s", root, e)
 
 
+class _WritableRoot:
+    """A copy-on-write view of the host's / for one container (SYSTEMD.md, Recipe B).
+
+    An overlay whose lower layer is the host's root filesystem and whose upper
+    layer lives in a tmpfs of its own: whatever the container writes (apt
+    installing a package, dpkg's database, /etc) lands in memory, and the
+    host's files are never changed. Only the root filesystem is the lower
+    layer: mounts below / (/proc, /tmp if it is a tmpfs, bind mounts) are not
+    part of it, so directories on them must be bound like with Recipe A.
+    """
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.root = base / "root"
+        self._mounted: list[Path] = []
+
+    @classmethod
+    def mount(cls, name: str) -> _WritableRoot:
+        """Mount the tmpfs and the overlay, and give the copy a machine id of its own."""
+        made = cls(Path(tempfile.mkdtemp(prefix=f"{name}-root-")))
+        try:
+            made._mount(["-t", "tmpfs", "-o", "mode=0700", "tmpfs"], made.base)
+            for sub in ("upper", "work", "root"):
+                (made.base / sub).mkdir()
+            made._mount(
+                [
+                    "-t",
+                    "overlay",
+                    "-o",
+                    f"lowerdir=/,upperdir={made.base / 'upper'},workdir={made.base / 'work'}",
+                    "overlay",
+                ],
+                made.root,
+            )
+            if _mount_fstype(made.root) != "overlay":
+                raise MachineError(f"{made.root} is not an overlay mount after mounting it")
+            # The host's id, copied up, would make two machines one to systemd
+            # and journald: `systemd-id128 new` is what SYSTEMD.md's recipe uses.
+            (made.root / "etc/machine-id").write_text(uuid.uuid4().hex + "\n")
+        except BaseException:
+            made.unmount()
+            raise
+        return made
+
+    def _mount(self, options: list[str], target: Path) -> None:
+        run(["mount", *options, target])
+        self._mounted.append(target)
+
+    def unmount(self) -> None:
+        """Unmount the overlay, then the tmpfs (its content goes with it); idempotent.
+
+        Called only once the container has exited. A mount that is still busy
+        is detached lazily (`umount -l`): nothing runs in it any more, and the
+        host must not keep it. Directories are removed with rmdir only, never
+        recursively: a mistake here must not delete through a live overlay.
+        """
+        while self._mounted:
+            target = self._mounted.pop()
+            result = run(["umount", target], check=False)
+            if result.returncode != 0:
+                logger.warning("umount %s: %s; detaching it", target, result.stderr.strip())
+                run(["umount", "-l", target], check=False)
+        if self.base.is_dir() and not os.path.ismount(self.base):
+            for sub in ("root", "upper", "work", ""):
+                # Not empty or gone: leave it rather than guess.
+                with contextlib.suppress(OSError):
+                    (self.base / sub).rmdir()
+
+
+def _mount_fstype(path: Path) -> str | None:
+    """The file system type mounted exactly at `path`, from /proc/self/mountinfo."""
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        left, _, right = line.partition(" - ")
+        if left.split()[4] == str(path):
+            return right.split()[0]
+    return None
+
+
 class Machine:
     """A booted systemd container, entered with nsenter. Use `Machine.boot()`.
 
@@ -230,6 +311,7 @@ class Machine:
         self._booted = False
         self._stopped = False
         self._cgroups: list[Path] = []
+        self._writable_root: _WritableRoot | None = None
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -242,6 +324,7 @@ class Machine:
         timeout: float = 60.0,
         *,
         private_network: bool = True,
+        writable_root: bool = False,
     ) -> Machine:
         """Boot a container named `name` and return it once verified running.
 
@@ -254,17 +337,24 @@ class Machine:
         With `private_network` (the default) the container has its own
         network namespace with only a loopback interface, so the ports its
         services open cannot collide with the host's or another container's.
+
+        With `writable_root` the container's / is a copy-on-write overlay of
+        the host's root file system on a tmpfs of its own (SYSTEMD.md, Recipe
+        B) instead of a fresh tmpfs with the host's /usr read-only: packages
+        can be installed inside, and every write stays in memory. The overlay
+        is unmounted by `stop()`, also when the boot fails.
         """
         nspawn, nsenter = _preflight()
         if not _NAME_RE.fullmatch(name):
             raise MachineError(f"invalid machine name {name!r}: use letters, digits and '-'")
         bind_paths = _check_binds(binds)
+        writable = _WritableRoot.mount(name) if writable_root else None
         argv = [
             nspawn,
             "-q",
-            "-D",
-            "/",
-            "--volatile=yes",
+            # Never `--volatile` together with an overlay: that combination left
+            # the host's /usr writable from the "container" (SYSTEMD.md).
+            *(["-D", str(writable.root)] if writable else ["-D", "/", "--volatile=yes"]),
             # No machined and no system bus on the host: do not register, and
             # stay in our own cgroup instead of asking for a scope unit.
             "--register=no",
@@ -273,7 +363,9 @@ class Machine:
             "-M",
             name,
             *(f"--bind={p}" for p in bind_paths),
-            *_alternatives_bind(),
+            # The copy-on-write root has the host's /etc, alternatives included
+            # (and writable: dpkg updates them when it installs a package).
+            *([] if writable else _alternatives_bind()),
             # shared/SYSTEMD.md says --private-network did not boot on some
             # machine; it boots here (and as fast). Without it the container
             # shares the host's ports: another container's epmd.socket on
@@ -305,9 +397,12 @@ class Machine:
         except BaseException:
             log_file.close()
             _remove_cgroups(cgroups)
+            if writable is not None:
+                writable.unmount()
             raise
         machine = cls(name, process, log, log_file, nsenter, private_network)
         machine._cgroups = cgroups
+        machine._writable_root = writable
         try:
             machine._await_boot(Deadline.after(timeout), timeout)
         except BaseException:
@@ -446,7 +541,12 @@ class Machine:
             self._kill_orphaned_pid_1()
         finally:
             self._log_file.close()
-        _remove_cgroups(self._cgroups)
+            try:
+                _remove_cgroups(self._cgroups)
+            finally:
+                # Only now: systemd-nspawn and the container's PID 1 are gone.
+                if self._writable_root is not None:
+                    self._writable_root.unmount()
 
     def _kill_orphaned_pid_1(self) -> None:
         if self._pid is None or self._mount_ns is None:
@@ -565,6 +665,10 @@ class Machine:
         `timeout` kills nsenter (a process it started inside may live on).
         Refuses with `MachineError` unless the container is verified running.
         """
+        self._check_enterable(argv)
+        return self._enter(argv, input=input, check=check, timeout=timeout, env=env, cwd=cwd)
+
+    def _check_enterable(self, argv: Sequence[StrPath]) -> None:
         if not self._booted:
             state = "was stopped" if self._stopped else "was never verified booted"
             raise MachineError(f"refusing to run {list(argv)}: machine {self.name} {state}")
@@ -573,7 +677,19 @@ class Machine:
         # gone; entering that would run the command on the host.
         if _mount_ns(self.pid) != self._mount_ns:
             raise MachineError(f"machine {self.name}: PID {self.pid} is no longer its PID 1")
-        return self._enter(argv, input=input, check=check, timeout=timeout, env=env, cwd=cwd)
+
+    def enter_argv(
+        self, argv: Sequence[StrPath], env: Mapping[str, str] | None = None
+    ) -> list[str]:
+        """The host command line that runs `argv` inside, for a caller that starts it
+        itself (on a pseudo-terminal, say). Checked like `run()`: refuses unless
+        the container is verified running, so run it at once. The command gets
+        the minimal PATH/HOME/LANG environment plus `env`, whatever the caller's.
+        """
+        self._check_enterable(argv)
+        variables = [f"{k}={v}" for k, v in {**_BASE_ENV, **(env or {})}.items()]
+        inner = ["env", "-i", *variables, *(os.fspath(a) for a in argv)]
+        return [self._nsenter, f"--target={self.pid}", "--all", "--", *inner]
 
     def systemctl(
         self, *args: str, check: bool = True, timeout: float | None = 60.0

@@ -41,6 +41,7 @@ class UnitState:
     n_restarts: int = 0
     active_enter_usec: int = 0
     state_change_usec: int = 0
+    need_daemon_reload: bool = False  # the unit file changed on disk since the last reload
 
     @property
     def running(self) -> bool:
@@ -146,6 +147,11 @@ class Systemd:
     def disable(self, unit: str) -> None:
         self._call(b"DisableUnitFiles", b"asb", [unit.encode()], False)
 
+    def version(self) -> str:
+        """The running systemd's version string, e.g. ``252.39-1~deb12u2``."""
+        value = self._call(b"Get", b"ss", MANAGER, b"Version", interface=PROPERTIES)
+        return _text(value)
+
     def reset_failed(self, unit: str) -> None:
         """Clear the failed state and the start rate-limit counter of ``unit``."""
         # On the unit object after LoadUnit: the manager's ResetFailedUnit
@@ -172,6 +178,7 @@ class Systemd:
             n_restarts=int(s.get(b"NRestarts", 0)),
             active_enter_usec=int(u.get(b"ActiveEnterTimestamp", 0)),
             state_change_usec=int(u.get(b"StateChangeTimestamp", 0)),
+            need_daemon_reload=bool(u.get(b"NeedDaemonReload", False)),
         )
 
     # -- jobs --------------------------------------------------------------

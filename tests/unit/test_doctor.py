@@ -1,0 +1,187 @@
+"""doctor's systemd-facing checks with a stand-in systemd (the real one: tests/system)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from devtools.releases import make_generic_release
+from pyrelctl.deploy import Deployer, InstallOptions
+from pyrelctl.doctor import (
+    MIN_SYSTEMD,
+    Doctor,
+    Finding,
+    Report,
+    Severity,
+    parse_systemd_version,
+    report_lines,
+)
+from pyrelctl.errors import SystemdError
+from pyrelctl.layout import Layout
+from pyrelctl.systemd import OfflineSystemd, Systemd, UnitState
+
+
+@dataclass(frozen=True)
+class OnlineLayout(Layout):
+    """A tree in tmp_path that doctor treats as the running host (no --root)."""
+
+    @property
+    def offline(self) -> bool:
+        return False
+
+
+@dataclass
+class FakeSystemd:
+    version_text: str = "252.39-1~deb12u2"
+    states: dict[str, UnitState] = field(default_factory=dict)
+
+    def version(self) -> str:
+        return self.version_text
+
+    def state(self, unit: str) -> UnitState:
+        return self.states.get(unit, UnitState(unit))
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> OnlineLayout:
+    """`hello` installed (offline) into a tree that then plays the running host."""
+    root = tmp_path / "root"
+    artifact = make_generic_release(tmp_path / "a", name="hello", version="1.0")
+    Deployer(Layout(root), OfflineSystemd()).install(artifact, InstallOptions())
+    (root / "run/systemd/system").mkdir(parents=True)
+    return OnlineLayout(root)
+
+
+RUNNING = UnitState(
+    "hello.service", load_state="loaded", active_state="active", sub_state="running", main_pid=42
+)
+
+
+def check(
+    layout: Layout, systemd: object, *, which: dict[str, str | None] | None = None
+) -> list[Finding]:
+    def connect() -> Systemd:
+        if isinstance(systemd, Exception):
+            raise systemd
+        return systemd  # type: ignore[return-value]  # a duck-typed stand-in
+
+    found = which or {}
+    doctor = Doctor(
+        layout, connect, euid=lambda: 0, which=lambda name: found.get(name, f"/usr/bin/{name}")
+    )
+    return list(doctor.run().findings)
+
+
+def problems(found: list[Finding]) -> list[tuple[str, str]]:
+    return [(f.check, f.message) for f in found if f.severity is Severity.PROBLEM]
+
+
+@pytest.mark.parametrize(
+    ("text", "major"),
+    [("252.39-1~deb12u2", 252), ("247", 247), ("256.1", 256), ("v255", None), ("", None)],
+)
+def test_parse_systemd_version(text: str, major: int | None) -> None:
+    assert parse_systemd_version(text) == major
+
+
+def test_a_running_service_on_a_recent_systemd(host: OnlineLayout) -> None:
+    found = check(host, FakeSystemd(states={"hello.service": RUNNING}))
+    assert problems(found) == []
+    ok = {f.check: f.message for f in found if f.severity is Severity.OK}
+    assert ok["systemd-version"].startswith("systemd 252.39-1~deb12u2")
+    assert ok["unit-state"] == "hello.service is active (running), pid 42"
+
+
+def test_an_old_systemd_names_what_it_lacks(host: OnlineLayout) -> None:
+    found = check(host, FakeSystemd("245.4-4ubuntu3", {"hello.service": RUNNING}))
+    ((name, message),) = problems(found)
+    assert name == "systemd-version"
+    assert "LoadCredential=" in message and "Type=exec" not in message
+    fix = next(f.fix for f in found if f.check == "systemd-version")
+    assert fix is not None and str(MIN_SYSTEMD) in fix
+
+
+def test_dbus_unreachable(host: OnlineLayout) -> None:
+    found = check(host, SystemdError("cannot reach systemd over D-Bus (No such file)"))
+    assert [name for name, _ in problems(found)] == ["dbus"]
+    assert not [f for f in found if f.check == "unit-state"]  # nothing to ask without a bus
+
+
+def test_no_systemd_as_init(host: OnlineLayout) -> None:
+    (host.root / "run/systemd/system").rmdir()
+    found = check(host, FakeSystemd())
+    assert [name for name, _ in problems(found)] == ["systemd"]
+
+
+def test_missing_programs(host: OnlineLayout) -> None:
+    found = check(host, FakeSystemd(states={"hello.service": RUNNING}), which={"systemd-run": None})
+    ((name, message),) = problems(found)
+    assert name == "programs" and "systemd-run" in message
+
+
+@pytest.mark.parametrize(
+    ("state", "severity", "fix"),
+    [
+        (UnitState("hello.service", load_state="masked"), Severity.PROBLEM, "systemctl unmask"),
+        (
+            UnitState(
+                "hello.service",
+                load_state="loaded",
+                active_state="failed",
+                result="exit-code",
+                exec_main_code=1,
+                exec_main_status=3,
+            ),
+            Severity.PROBLEM,
+            "pyrelctl restart hello",
+        ),
+        (
+            UnitState("hello.service", load_state="loaded", active_state="inactive"),
+            Severity.WARNING,
+            "pyrelctl start hello",
+        ),
+        (
+            UnitState(
+                "hello.service",
+                load_state="loaded",
+                active_state="active",
+                sub_state="running",
+                need_daemon_reload=True,
+            ),
+            Severity.PROBLEM,
+            "systemctl daemon-reload",
+        ),
+    ],
+    ids=["masked", "failed", "stopped", "needs-reload"],
+)
+def test_unit_states(host: OnlineLayout, state: UnitState, severity: Severity, fix: str) -> None:
+    found = check(host, FakeSystemd(states={"hello.service": state}))
+    # (a unit that needs a reload can be running fine otherwise: two findings)
+    (finding,) = [f for f in found if f.check == "unit-state" and f.severity is not Severity.OK]
+    assert finding.severity is severity
+    assert finding.fix is not None and fix in finding.fix
+    if state.active_state == "failed":
+        assert "exited with status 3" in finding.message
+
+
+def test_report_lines() -> None:
+    report = Report(
+        (
+            Finding("dbus", "host", Severity.OK, "fine"),
+            Finding("secrets", "shop", Severity.PROBLEM, "bad", fix="chmod 0600 x", details=("x",)),
+        )
+    )
+    lines = report_lines(report)
+    assert lines == [
+        "host",
+        "  ok       dbus: fine",
+        "shop",
+        "  PROBLEM  secrets: bad",
+        "           | x",
+        "           fix: chmod 0600 x",
+        "1 problem, 0 warnings",
+    ]
+    assert report_lines(report, quiet=True)[0] == "shop"
+    assert "\033[1;31m" in report_lines(report, colour=True)[3]
