@@ -18,6 +18,7 @@ STAMP_VENV := $(VENV)/.venv-ok
 help:
 	@echo "make demo   install what is needed, then show pyrelctl deploying in a throwaway systemd"
 	@echo "make test   install what is needed, then run the whole test suite"
+	@echo "make deb    build dist/pyrelctl_VERSION_all.deb (and lint it); make rpm: the RPM"
 
 # apt only when something is missing, so repeated runs stay fast and offline.
 $(STAMP_APT):
@@ -34,14 +35,14 @@ deps: $(STAMP_APT)
 $(STAMP_VENV): $(STAMP_APT) pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[test]'
+	$(VENV)/bin/pip install -q -e '.[test,ansible]'
 	@touch $@
 
 venv: $(STAMP_VENV)
 
 lint: $(STAMP_VENV)
-	$(VENV)/bin/ruff check pyrelctl devtools demo tests
-	$(VENV)/bin/ruff format --check pyrelctl devtools demo tests
+	$(VENV)/bin/ruff check pyrelctl devtools demo tests runtime examples bench packaging/ansible
+	$(VENV)/bin/ruff format --check pyrelctl devtools demo tests runtime examples bench packaging/ansible
 	$(VENV)/bin/mypy
 
 test: $(STAMP_VENV)
@@ -53,6 +54,39 @@ test-fast: $(STAMP_VENV)
 
 demo: $(STAMP_VENV)
 	$(VENV)/bin/python -m demo
+
+# ansible-test sanity on the Ansible collection (docs/ansible.md); `make test` runs it too.
+.PHONY: ansible-sanity
+ansible-sanity: $(STAMP_VENV)
+	VENV=$(VENV) packaging/ansible/sanity
+
+# -- packages (docs/packaging.md) ----------------------------------------------
+# Debian's own tooling builds the .deb; rpmbuild (Debian's rpm package) proves
+# the RPM spec. Build dependencies are installed with apt first, never assumed.
+DEB_BUILD_DEPS := dpkg-dev debhelper dh-python pybuild-plugin-pyproject python3-all \
+  python3-hatchling python3-click python3-jinja2 lintian
+RPM_BUILD_DEPS := rpm python3-build python3-installer python3-hatchling python3-click \
+  python3-jinja2
+# Where the packages land, and a scratch directory to build in (the checkout
+# stays clean: dpkg-buildpackage writes into its source tree and its parent).
+DIST ?= dist
+PKG_BUILD ?= build/pkg
+
+.PHONY: deb deb-deps rpm rpm-deps
+
+deb-deps:
+	@packaging/apt-ensure $(DEB_BUILD_DEPS)
+
+rpm-deps:
+	@packaging/apt-ensure $(RPM_BUILD_DEPS)
+
+# pyrelctl_VERSION_all.deb in $(DIST), then lintian (errors fail the build).
+deb: deb-deps
+	packaging/build-deb "$(PKG_BUILD)/deb" "$(DIST)"
+
+# pyrelctl-VERSION-1.noarch.rpm in $(DIST), built from a source tarball of the checkout.
+rpm: rpm-deps
+	packaging/build-rpm "$(PKG_BUILD)/rpm" "$(DIST)"
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache .hypothesis

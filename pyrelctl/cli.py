@@ -7,6 +7,7 @@ prints exactly one JSON document on stdout. Errors are one ``error:`` line
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import logging
@@ -21,8 +22,9 @@ from typing import Any, ClassVar, NoReturn, TypeVar
 
 import click
 
-from pyrelctl import __version__, journal
+from pyrelctl import __version__, credentials, journal
 from pyrelctl.archive import DEFAULT_MAX_BYTES
+from pyrelctl.completion import complete_app, complete_rollback_target, complete_version
 from pyrelctl.deploy import (
     DEFAULT_GRACE,
     DEFAULT_KEEP,
@@ -30,8 +32,10 @@ from pyrelctl.deploy import (
     Deployer,
     InstallOptions,
 )
+from pyrelctl.doctor import Doctor, report_lines
 from pyrelctl.errors import BadInput, DeployFailed, ExitCode, PyrelctlError
 from pyrelctl.layout import Layout, Mark
+from pyrelctl.operate import Operator, require_root
 from pyrelctl.release import HealthCheck, parse_health_table
 from pyrelctl.systemd import OfflineSystemd, Systemd, UnitState
 
@@ -65,6 +69,9 @@ class Ctx:
 
     def deployer(self) -> Deployer:
         return Deployer(self.layout, self.systemd, self.say)
+
+    def operator(self) -> Operator:
+        return Operator(self.layout, self.systemd, self.say)
 
     def emit(self, document: object, human: Callable[[], None]) -> None:
         if self.as_json:
@@ -297,11 +304,12 @@ def install(
 
 
 @cli.command()
-@click.argument("app")
+@click.argument("app", shell_complete=complete_app)
 @click.option(
     "--to",
     "to_version",
     metavar="VERSION",
+    shell_complete=complete_rollback_target,
     help="The release to go back to (default: the previous good one).",
 )
 @_timeout_option
@@ -354,7 +362,7 @@ def _table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> None:
 
 
 @cli.command()
-@click.argument("app")
+@click.argument("app", shell_complete=complete_app)
 @pass_ctx
 def releases(obj: Ctx, app: str) -> None:
     """List APP's releases: version, install time, size; marks current and failed ones."""
@@ -407,7 +415,7 @@ def _state_json(state: UnitState | None) -> dict[str, Any] | None:
 
 
 @cli.command()
-@click.argument("app", required=False)
+@click.argument("app", required=False, shell_complete=complete_app)
 @pass_ctx
 def status(obj: Ctx, app: str | None) -> None:
     """Show the unit state and current release of APP (or of every app)."""
@@ -450,7 +458,7 @@ def status(obj: Ctx, app: str | None) -> None:
 
 
 @cli.command()
-@click.argument("app")
+@click.argument("app", shell_complete=complete_app)
 @pass_ctx
 def history(obj: Ctx, app: str) -> None:
     """Show every install, rollback and automatic rollback of APP, with its result."""
@@ -475,7 +483,7 @@ def history(obj: Ctx, app: str) -> None:
 
 
 @cli.command()
-@click.argument("app")
+@click.argument("app", shell_complete=complete_app)
 @pass_ctx
 def unit(obj: Ctx, app: str) -> None:
     """Print APP's generated unit file, and the drop-ins that amend it."""
@@ -503,7 +511,7 @@ def unit(obj: Ctx, app: str) -> None:
 def _control(verb: str) -> click.Command:
     @_timeout_option
     @_no_wait_option
-    @click.argument("app")
+    @click.argument("app", shell_complete=complete_app)
     @pass_ctx
     def command(obj: Ctx, app: str, timeout: float, no_wait: bool) -> None:
         state = obj.deployer().control(app, verb, timeout=timeout, wait_lock=not no_wait)
@@ -524,7 +532,7 @@ for _verb in ("start", "stop", "restart"):
 
 
 @cli.command()
-@click.argument("app")
+@click.argument("app", shell_complete=complete_app)
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
 @click.option(
     "-n", "--lines", type=click.IntRange(min=0), metavar="N", help="Show the last N lines."
@@ -546,11 +554,283 @@ def logs(obj: Ctx, app: str, follow: bool, lines: int | None) -> None:
         raise PyrelctlError("journalctl not found", hint="install systemd's journalctl") from e
 
 
+# -- the release's own commands -------------------------------------------------
+
+
+def _release_command(
+    obj: Ctx, app: str, verb: str, args: Sequence[str] = (), version: str | None = None
+) -> int:
+    # Root first, before systemd or any file is touched: the command runs as
+    # the service's user with root-only settings (the cookie).
+    require_root(verb, app)
+    return obj.operator().run_command(
+        app, verb, args, version=version, stdin_tty=sys.stdin.isatty()
+    )
+
+
+@cli.command()
+@click.argument("app", shell_complete=complete_app)
+@click.argument("expr")
+@pass_ctx
+def rpc(obj: Ctx, app: str, expr: str) -> int:
+    """Evaluate EXPR inside APP's running service.
+
+    For a mix release this is `bin/NAME rpc EXPR`: Elixir code run in the
+    service's node, e.g. 'IO.inspect(Application.started_applications())'.
+    Other releases run the `rpc` argv of their release.toml with EXPR
+    appended.
+
+    Like eval and remote, the command runs exactly as the service would: as
+    its (dynamic) user, with its environment, environment files (the mix
+    cookie), working directory and sandbox, from the current release, in a
+    transient systemd unit. stdin, stdout and stderr pass through, and
+    pyrelctl exits with the command's own status. Needs root, and the service
+    running (exit 1 otherwise).
+    """
+    return _release_command(obj, app, "rpc", [expr])
+
+
+@cli.command("eval")
+@click.argument("app", shell_complete=complete_app)
+@click.argument("expr")
+@click.option(
+    "--release",
+    "release_version",
+    metavar="VERSION",
+    shell_complete=complete_version,
+    help="Run it from this installed release instead of the current one.",
+)
+@pass_ctx
+def eval_(obj: Ctx, app: str, expr: str, release_version: str | None) -> int:
+    """Evaluate EXPR in a fresh instance of APP's release; the service need not run.
+
+    For a mix release this is `bin/NAME eval EXPR`: a new VM with the
+    release's code loaded and its applications not started, the place for
+    migrations ('Shop.Release.migrate()'). Other releases run the `eval` argv
+    of their release.toml with EXPR appended.
+
+    It runs as the service would (its user, environment, environment files,
+    working directory and sandbox; see `pyrelctl rpc --help`), from the
+    current release or from --release VERSION. pyrelctl exits with the
+    command's own status. Needs root.
+    """
+    return _release_command(obj, app, "eval", [expr], release_version)
+
+
+@cli.command()
+@click.argument("app", shell_complete=complete_app)
+@pass_ctx
+def remote(obj: Ctx, app: str) -> int:
+    """Open an interactive console attached to APP's running service.
+
+    For a mix release this is `bin/NAME remote`: an IEx shell whose
+    expressions run in the service's node (so System.halt() there stops the
+    service). Leave it with Ctrl-C twice. Other releases run the `remote`
+    argv of their release.toml.
+
+    It runs as the service would (see `pyrelctl rpc --help`) on a
+    pseudo-terminal of its own. Needs root, a terminal on stdin (exit 2
+    otherwise) and the service running (exit 1 otherwise).
+    """
+    return _release_command(obj, app, "remote")
+
+
+@cli.command()
+@click.argument("app", shell_complete=complete_app)
+@pass_ctx
+def pid(obj: Ctx, app: str) -> None:
+    """Print the PID of APP's main process (systemd's MainPID); exit 1 if it is not running."""
+    main_pid = obj.operator().pid(app)
+    obj.emit({"app": app, "pid": main_pid}, lambda: click.echo(str(main_pid)))
+
+
+@cli.command()
+@click.argument("app", shell_complete=complete_app)
+@pass_ctx
+def version(obj: Ctx, app: str) -> None:
+    """Print the version of the release APP runs; if it is stopped, the current one.
+
+    The running release is read from the main process itself (its working
+    directory is the release it started from), so after `install --no-start`
+    this still names the old release until the service restarts. stderr (and
+    --json) says where the answer came from.
+    """
+    found = obj.operator().version(app)
+
+    def human() -> None:
+        click.echo(found.version)
+        if found.source == "process":
+            where = f"running (pid {found.main_pid})"
+        else:
+            where = f"current release; {found.detail}" if found.detail else "current release"
+        if found.current is not None and found.current != found.version:
+            where += f"; current is {found.current} (runs after a restart)"
+        obj.say(f"{app} {found.version}: {where}")
+
+    obj.emit(found.to_json(), human)
+
+
+# -- build ---------------------------------------------------------------------
+
+
+@cli.command("build")
+@click.argument(
+    "project_dir", required=False, default=".", type=click.Path(file_okay=False, path_type=Path)
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    metavar="DIR",
+    help="Where to write the tarball (default: PROJECT_DIR/dist).",
+)
+@click.option(
+    "--python",
+    default=sys.executable,
+    show_default="pyrelctl's own Python",
+    metavar="PYTHON",
+    help="The interpreter (with pip) to resolve wheels for: the X.Y the target host runs.",
+)
+@pass_ctx
+def build_command(obj: Ctx, project_dir: Path, output: Path | None, python: str) -> None:
+    """Build a python release tarball from the Python project in PROJECT_DIR.
+
+    Writes NAME-VERSION.tar.gz: the project and every dependency as wheels
+    (pinned by pylock.toml, requirements.lock or requirements.txt when the
+    project has one), pyrelctl_runtime, release.toml (from [project] and
+    [tool.pyrelctl]) and SHA256SUMS. The same input gives the same bytes;
+    SOURCE_DATE_EPOCH sets every time stamp. pip may download from your
+    index here; `pyrelctl install` later needs no network. See docs/python.md.
+    """
+    from pyrelctl.build import build as build_release  # only here: ~30 ms of imports
+
+    # Progress for the slow steps on a terminal (or with -v); logs stay clean.
+    say = obj.say if sys.stderr.isatty() or obj.verbosity >= 1 else (lambda _line: None)
+    result = build_release(project_dir, output, python=python, say=say)
+    obj.emit(
+        result.to_json(),
+        lambda: click.echo(
+            f"{result.artifact}\n  {result.name} {result.version}, "
+            f"{len(result.packages)} packages, sha256 {result.sha256}"
+        ),
+    )
+
+
+# -- doctor --------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("app", required=False, shell_complete=complete_app)
+@pass_ctx
+def doctor(obj: Ctx, app: str | None) -> int:
+    """Check this host and APP (default: every app); print each problem and its fix.
+
+    The host: systemd's version and the features pyrelctl relies on, D-Bus,
+    the ownership and modes of /opt, /etc/pyrelctl (0700) and pyrelctl's
+    state, free space for the next release. Each app: its current release
+    (complete, root-owned, matching its SHA256SUMS), the unit file against
+    what pyrelctl renders now, drop-ins (listed), settings and secrets
+    (root-only), and the unit's state in systemd. Under --root only the
+    files are checked. Changes nothing; exits 1 when it found a problem.
+    """
+    report = Doctor(obj.layout, lambda: obj.systemd).run([app] if app else None)
+    colour = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+
+    def human() -> None:
+        for line in report_lines(report, quiet=obj.verbosity < 0, colour=colour):
+            click.echo(line)
+
+    obj.emit(report.to_json(), human)
+    return int(ExitCode.FAILED) if report.problems else 0
+
+
+# -- secrets -----------------------------------------------------------------
+
+
+@cli.group()
+def secret() -> None:
+    """Manage APP's secrets, handed to the service as systemd credentials.
+
+    The service reads secret NAME from the file $CREDENTIALS_DIRECTORY/NAME.
+    Secrets are stored root-only under /etc/pyrelctl/APP/credentials and are
+    never put in the environment, where `systemctl show` would print them to
+    any user. A running service sees a new or changed secret after a restart.
+    """
+
+
+@secret.command("set")
+@click.argument("app", shell_complete=complete_app)
+@click.argument("name")
+@click.option(
+    "--file",
+    "source",
+    type=click.File("rb"),
+    metavar="PATH",
+    help="Read the value from PATH instead of stdin (never from the command line).",
+)
+@click.option("--restart", is_flag=True, help="Restart the service so that it sees the value.")
+@_no_wait_option
+@pass_ctx
+def secret_set(obj: Ctx, app: str, name: str, source: Any, restart: bool, no_wait: bool) -> None:
+    """Store secret NAME of APP, read from stdin (or --file).
+
+    On a terminal the value is asked for without echo; piped, stdin is read
+    to its end: `printf %s "$TOKEN" | pyrelctl secret set shop api-token`.
+    """
+    if source is not None:
+        value = source.read()
+    elif sys.stdin.isatty():
+        value = click.prompt(f"value of {name}", hide_input=True, err=True).encode()
+    else:
+        value = sys.stdin.buffer.read()
+    deployer = obj.deployer()
+    needs_restart = credentials.set_secret(deployer, app, name, value, wait_lock=not no_wait)
+    if needs_restart and restart:
+        deployer.control(app, "restart", wait_lock=not no_wait)
+        needs_restart = False
+    obj.emit(
+        {"app": app, "secret": name, "size": len(value), "restart_needed": needs_restart},
+        lambda: click.echo(
+            f"stored secret {name} of {app} ({len(value)} bytes)"
+            + (f"; restart to apply: pyrelctl restart {app}" if needs_restart else "")
+        ),
+    )
+
+
+@secret.command("list")
+@click.argument("app", shell_complete=complete_app)
+@pass_ctx
+def secret_list(obj: Ctx, app: str) -> None:
+    """List APP's secrets: names, sizes and times, never values."""
+    found = credentials.list_secrets(obj.layout.app(app).require())
+    obj.emit(
+        {"app": app, "secrets": [dataclasses.asdict(s) for s in found]},
+        lambda: _table(
+            [(s.name, f"{s.size} B", _when(s.modified)) for s in found],
+            ("NAME", "SIZE", "MODIFIED"),
+        ),
+    )
+
+
+@secret.command("rm")
+@click.argument("app", shell_complete=complete_app)
+@click.argument("name")
+@_no_wait_option
+@pass_ctx
+def secret_rm(obj: Ctx, app: str, name: str, no_wait: bool) -> None:
+    """Delete secret NAME of APP (the running service keeps its copy until restarted)."""
+    needs_restart = credentials.remove_secret(obj.deployer(), app, name, wait_lock=not no_wait)
+    obj.emit(
+        {"app": app, "secret": name, "removed": True, "restart_needed": needs_restart},
+        lambda: click.echo(f"removed secret {name} of {app}"),
+    )
+
+
 # -- housekeeping --------------------------------------------------------------
 
 
 @cli.command()
-@click.argument("app")
+@click.argument("app", shell_complete=complete_app)
 @click.option(
     "--keep",
     type=click.IntRange(min=1),
@@ -574,7 +854,7 @@ def prune(obj: Ctx, app: str, keep: int, no_wait: bool) -> None:
 
 
 @cli.command()
-@click.argument("app")
+@click.argument("app", shell_complete=complete_app)
 @click.option(
     "--purge",
     is_flag=True,

@@ -37,14 +37,21 @@ from pyrelctl.layout import (
     write_atomic,
 )
 from pyrelctl.names import app_name_from_release
-from pyrelctl.release import HealthCheck, HealthKind, Kind, Release, ServiceType, detect
+from pyrelctl.release import (
+    HealthCheck,
+    HealthKind,
+    Kind,
+    Release,
+    Sandbox,
+    ServiceType,
+    detect,
+)
 from pyrelctl.run import run
 from pyrelctl.systemd import Systemd, UnitState
+from pyrelctl.transient import transient_argv
 from pyrelctl.units import (
     ServiceSpec,
     default_environment_files,
-    environment_line,
-    mix_environment,
     render_service,
 )
 
@@ -160,6 +167,12 @@ def release_from_json(data: dict[str, Any]) -> Release:
         hooks={k: tuple(v) for k, v in data.get("hooks", {}).items()},
         environment=dict(data.get("environment", {})),
         description=data.get("description", ""),
+        sandbox=Sandbox(
+            **{
+                **data.get("sandbox", {}),
+                "writable_paths": tuple(data.get("sandbox", {}).get("writable_paths", ())),
+            }
+        ),
     )
 
 
@@ -285,6 +298,10 @@ class Deployer:
 
     def _app_config(self, app: AppPaths, release: Release) -> None:
         """Create the app's root-only settings directory (and a mix release's cookie)."""
+        # /etc/pyrelctl too is root-only when pyrelctl creates it (doctor checks it).
+        if not app.etc.parent.is_dir():
+            app.etc.parent.mkdir(parents=True, exist_ok=True)
+            app.etc.parent.chmod(0o700)
         app.etc.mkdir(parents=True, exist_ok=True, mode=0o700)
         app.etc.chmod(0o700)
         if release.kind is Kind.MIX:
@@ -298,7 +315,12 @@ class Deployer:
     def render(self, app: AppPaths, release: Release) -> str:
         env_files = self._env_files(app, release)
         return render_service(
-            ServiceSpec(app=app.name, release=release, environment_files=env_files)
+            ServiceSpec(
+                app=app.name,
+                release=release,
+                environment_files=env_files,
+                credentials=tuple(app.secrets()),
+            )
         )
 
     @staticmethod
@@ -572,7 +594,12 @@ class Deployer:
         argv = release.hooks[name]
         self.say(f"running {name} hook: {' '.join(argv)}")
         status, output = self._run_as_service(
-            app, release, argv, timeout=HOOK_TIMEOUT, release_dir=app.release(release.version)
+            app,
+            release,
+            argv,
+            purpose=name.replace("_", "-"),
+            timeout=HOOK_TIMEOUT,
+            release_dir=app.release(release.version),
         )
         if status == 0:
             return None
@@ -582,32 +609,9 @@ class Deployer:
             hook_output=output.splitlines()[-60:],
         )
 
-    def _transient_properties(
-        self, app: AppPaths, release: Release, working_directory: str, runtime: str
-    ) -> list[str]:
-        """The service's identity and environment, as ``systemd-run --property`` values."""
-        env = dict(release.environment)
-        if release.kind is Kind.MIX:
-            env.update(mix_environment(app.name))
-        # Its own runtime directory: RuntimeDirectory=APP would be removed
-        # (under the running service) when this transient unit stops.
-        env.update({"RELEASE_TMP": f"/run/{runtime}", "HOME": f"/run/{runtime}"})
-        props = [
-            "DynamicUser=yes",
-            f"User={app.name}",
-            f"StateDirectory={app.name}",
-            f"RuntimeDirectory={runtime}",
-            f"WorkingDirectory={working_directory}",
-            "UMask=0077",
-            *(f"EnvironmentFile={f}" for f in self._env_files(app, release)),
-        ]
-        if env:
-            props.append(f"Environment={environment_line(env)}")
-        return props
-
     def _command_runner(self, app: AppPaths, release: Release) -> health.CommandRunner:
         def run_check(argv: Sequence[str], timeout: float) -> tuple[int, str]:
-            return self._run_as_service(app, release, argv, timeout=timeout)
+            return self._run_as_service(app, release, argv, purpose="health", timeout=timeout)
 
         return run_check
 
@@ -617,6 +621,7 @@ class Deployer:
         release: Release,
         argv: Sequence[str],
         *,
+        purpose: str,
         timeout: float,
         release_dir: Path | None = None,
     ) -> tuple[int, str]:
@@ -629,21 +634,16 @@ class Deployer:
         """
         base = release_dir if release_dir is not None else app.current
         target = Path("/") / base.relative_to(self.layout.root)
-        program = str(target / argv[0]) if "/" in argv[0] else argv[0]
-        runtime = f"pyrelctl-{app.name}-{secrets.token_hex(3)}"
-        properties = self._transient_properties(app, release, str(target), runtime)
-        command = [
-            "systemd-run",
-            "--wait",
-            "--pipe",
-            "--collect",
-            "--quiet",
-            f"--unit={runtime}",
-            *(f"--property={p}" for p in properties),
-            "--",
-            program,
-            *argv[1:],
-        ]
+        command = transient_argv(
+            app.name,
+            release,
+            purpose,
+            argv,
+            release_dir=target,
+            environment_files=self._env_files(app, release),
+            token=secrets.token_hex(3),
+            credentials=app.secrets(),
+        ).argv
         try:
             proc = run(command, check=False, timeout=timeout + 5)
         except HostError as e:
@@ -673,7 +673,7 @@ class Deployer:
             "failed": failure.to_json(),
             "previous": previous,
         }
-        message = f"{app.name} {release.version} failed: {failure.reason}"
+        message = f"{app.name} {release.version} failed to come up: {failure.reason}"
         if failure.exit not in ("", "not started"):
             message += f" (main process {failure.exit})"
         if previous is None or previous == release.version:
@@ -881,13 +881,15 @@ class Deployer:
 
         Drop-ins (``<app>.service.d/``) are the operator's and stay unless purged.
         """
-        app = self.layout.app(name).require()
+        app = self.layout.app(name)
+        if not app.base.is_dir():  # (a half-finished uninstall still has opt/APP)
+            app.require()
         removed: list[str] = []
         with app_lock(app, "uninstall", wait=wait_lock, on_wait=self.say):
-            if self.online:
+            if self.online and app.service_file.exists():
                 self.systemd.stop(app.service_name)
                 self.systemd.disable(app.service_name)
-            else:
+            elif not self.online:
                 wants = self.layout.unit_dir / "multi-user.target.wants" / app.service_name
                 if wants.is_symlink():
                     wants.unlink()
@@ -903,7 +905,17 @@ class Deployer:
                 app.current.unlink()
             for version in app.versions():
                 remove_tree(app.release(version))
-            shutil.rmtree(app.base)
+            # releases/ goes last: while it exists, a second uninstall knows
+            # the app and finishes the job.
+            for leftover in app.base.iterdir():
+                if leftover != app.releases:
+                    if leftover.is_dir() and not leftover.is_symlink():
+                        shutil.rmtree(leftover)
+                    else:
+                        leftover.unlink()
+            if app.releases.is_dir():
+                shutil.rmtree(app.releases)
+            app.base.rmdir()
             removed.append(str(app.base))
             self._record(app, "uninstall", None, None, "ok")
             if purge:

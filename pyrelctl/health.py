@@ -8,10 +8,10 @@ refused"): Kamal's "target failed to become healthy" without a reason
 
 from __future__ import annotations
 
+import functools
 import socket
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from pyrelctl.release import HealthCheck, HealthKind
 
@@ -21,15 +21,26 @@ PER_TRY_TIMEOUT = 2.0
 #: Runs an argv as the service would; returns (exit status, combined output).
 CommandRunner = Callable[[Sequence[str], float], tuple[int, str]]
 
-# Health URLs point at the service on this host: never through a proxy from
-# the caller's environment (http_proxy would send the probe elsewhere).
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+if TYPE_CHECKING:
+    import urllib.request
+
+
+@functools.cache
+def _opener() -> urllib.request.OpenerDirector:
+    # Health URLs point at the service on this host: never through a proxy
+    # from the caller's environment (http_proxy would send the probe
+    # elsewhere). urllib is imported on first use: ~20 ms that only deploys need.
+    import urllib.request
+
+    return urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def probe_http(url: str, timeout: float = PER_TRY_TIMEOUT) -> str | None:
     """GET ``url``: healthy on any 2xx answer."""
+    import urllib.error
+
     try:
-        with _OPENER.open(url, timeout=timeout) as response:
+        with _opener().open(url, timeout=timeout) as response:
             status = int(response.status)
     except urllib.error.HTTPError as e:
         return f"HTTP {e.code} from {url}"

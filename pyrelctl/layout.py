@@ -191,6 +191,21 @@ class AppPaths:
         return self.state / "releases.json"
 
     @property
+    def credentials_dir(self) -> Path:
+        return self.etc / "credentials"
+
+    def secrets(self) -> list[str]:
+        """Names of the app's secrets, sorted."""
+        try:
+            return sorted(
+                p.name
+                for p in self.credentials_dir.iterdir()
+                if p.is_file() and not p.name.startswith(".")
+            )
+        except FileNotFoundError:
+            return []
+
+    @property
     def settings_file(self) -> Path:
         return self.etc / "settings.json"
 

@@ -22,9 +22,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from pyrelctl import pyrelease
 from pyrelctl.archive import Artifact, MemberType
 from pyrelctl.errors import BadInput
-from pyrelctl.names import check_version, is_env_name
+from pyrelctl.names import check_app_name, check_version, is_env_name
 
 MANIFEST = "release.toml"
 START_ERL = "releases/start_erl.data"
@@ -68,6 +69,20 @@ class HealthCheck:
 
 
 @dataclass(frozen=True)
+class Sandbox:
+    """The exceptions a release asks for from pyrelctl's hardened defaults
+    (``[service]`` in release.toml; docs/hardening.md)."""
+
+    #: False for runtimes that need writable+executable memory (cffi callbacks,
+    #: some JITs); the BEAM's JIT and CPython work with it on.
+    memory_deny_write_execute: bool = True
+    #: Grants CAP_NET_BIND_SERVICE, to listen on a port below 1024.
+    bind_privileged_ports: bool = False
+    #: Absolute paths outside the app's own directories the service may write.
+    writable_paths: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Release:
     """A release as detected from its artifact."""
 
@@ -80,6 +95,7 @@ class Release:
     hooks: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     environment: Mapping[str, str] = field(default_factory=dict)
     description: str = ""
+    sandbox: Sandbox = field(default_factory=Sandbox)
 
     def command(self, verb: str) -> tuple[str, ...] | None:
         return self.commands.get(verb)
@@ -90,10 +106,13 @@ class Release:
 _SECTIONS: dict[str, frozenset[str]] = {
     "release": frozenset({"name", "version", "kind", "description"}),
     "commands": frozenset(VERBS),
-    "service": frozenset({"type"}),
+    "service": frozenset(
+        {"type", "memory_deny_write_execute", "bind_privileged_ports", "writable_paths"}
+    ),
     "health": frozenset({"http", "tcp", "command"}),
     "hooks": frozenset({"pre_switch", "post_switch"}),
     "environment": frozenset(),  # free-form: any variable name
+    "python": pyrelease.KEYS,  # python releases only; checked by pyrelease.parse_spec
 }
 
 
@@ -176,6 +195,8 @@ def parse_manifest(
                 f"{MANIFEST}: a mix release takes its commands from bin/{mix_name}; "
                 "remove [commands]"
             )
+        if "python" in doc:
+            raise BadInput(f"{MANIFEST}: [python] belongs to python releases only")
         if meta.get("kind", "mix") != "mix":
             raise BadInput(f"{MANIFEST}: release.kind is {meta['kind']!r} in a mix release")
         for key, detected in (("name", mix_name), ("version", mix_version)):
@@ -200,15 +221,26 @@ def parse_manifest(
         if kind is Kind.MIX:
             raise BadInput(f'{MANIFEST}: kind "mix" but no {START_ERL} in the release')
         if kind is Kind.PYTHON:
-            raise BadInput(
-                f"{MANIFEST}: python releases are not supported by this pyrelctl yet",
-                hint="install a generic release, or a newer pyrelctl",
-            )
-        commands = {verb: _argv("commands", verb, value) for verb, value in commands_table.items()}
-        if "start" not in commands:
-            raise BadInput(f"{MANIFEST}: [commands] has no start command")
+            # bin/<name> is written at install (pyrelease.launcher), with
+            # the verbs of a mix release; the name becomes that file's name.
+            if commands_table:
+                raise BadInput(
+                    f"{MANIFEST}: a python release gets its commands from pyrelctl; "
+                    "remove [commands]"
+                )
+            check_app_name(name)
+            pyrelease.parse_spec(doc.get("python"), artifact)
+            commands = python_commands(name)
+        else:
+            if "python" in doc:
+                raise BadInput(f"{MANIFEST}: [python] belongs to python releases only")
+            commands = {
+                verb: _argv("commands", verb, value) for verb, value in commands_table.items()
+            }
+            if "start" not in commands:
+                raise BadInput(f"{MANIFEST}: [commands] has no start command")
     for verb, argv in commands.items():
-        if kind is not Kind.MIX:
+        if kind is Kind.GENERIC:
             _check_program(artifact, f"commands.{verb}", argv)
 
     service = _table(doc, "service")
@@ -220,6 +252,7 @@ def parse_manifest(
             f'{MANIFEST}: service.type must be "exec" or "notify", not {type_text!r}'
         ) from None
 
+    sandbox = _parse_sandbox(service)
     health = parse_health_table(_table(doc, "health"))
     if health is not None and health.kind is HealthKind.COMMAND:
         _check_program(artifact, "health.command", health.command)
@@ -240,6 +273,36 @@ def parse_manifest(
         hooks=hooks,
         environment=environment,
         description=description,
+        sandbox=sandbox,
+    )
+
+
+def _parse_sandbox(service: Mapping[str, Any]) -> Sandbox:
+    flags = {}
+    for key in ("memory_deny_write_execute", "bind_privileged_ports"):
+        if key in service:
+            if not isinstance(service[key], bool):
+                raise BadInput(f"{MANIFEST}: service.{key} must be true or false")
+            flags[key] = service[key]
+    paths = service.get("writable_paths", [])
+    if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+        raise BadInput(f"{MANIFEST}: service.writable_paths must be a list of absolute paths")
+    for path in paths:
+        parts = path.split("/")
+        if (
+            not path.startswith("/")
+            or path == "/"
+            or ".." in parts
+            or any(ord(c) < 0x20 or c in ' "\\%$;' for c in path)
+        ):
+            raise BadInput(
+                f"{MANIFEST}: service.writable_paths entry {path!r} is not a plain absolute path",
+                hint="e.g. /srv/shop/uploads: no spaces, quotes, %, $, ; or ..",
+            )
+    return Sandbox(
+        memory_deny_write_execute=flags.get("memory_deny_write_execute", True),
+        bind_privileged_ports=flags.get("bind_privileged_ports", False),
+        writable_paths=tuple(paths),
     )
 
 
@@ -276,6 +339,12 @@ def _parse_environment(table: Mapping[str, Any]) -> dict[str, str]:
 
 
 # -- detection ---------------------------------------------------------------
+
+
+def python_commands(name: str) -> dict[str, tuple[str, ...]]:
+    """The verbs of a python release's generated ``bin/<name>`` (no ``stop``:
+    systemd's SIGTERM stops it)."""
+    return {verb: (f"bin/{name}", verb) for verb in VERBS if verb != "stop"}
 
 
 def mix_commands(name: str) -> dict[str, tuple[str, ...]]:

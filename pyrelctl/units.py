@@ -18,13 +18,15 @@ import importlib.resources
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import jinja2
+if TYPE_CHECKING:
+    import jinja2
 
 from pyrelctl import __version__
 from pyrelctl.errors import BadInput
 from pyrelctl.names import is_env_name
-from pyrelctl.release import Kind, Release, ServiceType
+from pyrelctl.release import Kind, Release, Sandbox, ServiceType
 
 #: Where pyrelctl puts an app on the target system (never prefixed by --root).
 OPT = Path("/opt")
@@ -43,12 +45,19 @@ def escape_specifiers(value: str) -> str:
     return value.replace("%", "%%")
 
 
-def quote_value(value: str, what: str = "value") -> str:
-    """One double-quoted word for settings parsed with unquoting and C escapes
-    (``Environment=``, ``Exec*=`` arguments after ``$`` is handled)."""
+def quote_word(value: str, what: str = "value") -> str:
+    """One double-quoted word as systemd's unquoting parser reads it back, with
+    no specifier escaping: the form of a ``systemd-run --property`` value, whose
+    parser (bus-unit-util.c) unquotes and C-unescapes but expands no ``%``."""
     _refuse_control(value, what)
     escaped = value.replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{escape_specifiers(escaped)}"'
+    return f'"{escaped}"'
+
+
+def quote_value(value: str, what: str = "value") -> str:
+    """One double-quoted word for unit-file settings parsed with unquoting and C
+    escapes (``Environment=``, ``Exec*=`` arguments after ``$`` is handled)."""
+    return escape_specifiers(quote_word(value, what))
 
 
 def exec_line(argv: Sequence[str], what: str = "command") -> str:
@@ -58,14 +67,19 @@ def exec_line(argv: Sequence[str], what: str = "command") -> str:
     return " ".join(quote_value(arg, what).replace("$", "$$") for arg in argv)
 
 
-def environment_line(env: Mapping[str, str]) -> str:
-    """The words of one ``Environment=`` directive (values are not ``$``-expanded there)."""
+def environment_words(env: Mapping[str, str]) -> str:
+    """The words of one ``Environment=`` setting, specifiers not escaped (see quote_word)."""
     words = []
     for key, value in env.items():
         if not is_env_name(key):
             raise BadInput(f"environment variable name {key!r} is not valid")
-        words.append(quote_value(f"{key}={value}", f"environment variable {key}"))
+        words.append(quote_word(f"{key}={value}", f"environment variable {key}"))
     return " ".join(words)
+
+
+def environment_line(env: Mapping[str, str]) -> str:
+    """The words of one ``Environment=`` directive (values are not ``$``-expanded there)."""
+    return escape_specifiers(environment_words(env))
 
 
 @dataclass(frozen=True)
@@ -76,6 +90,8 @@ class ServiceSpec:
     release: Release
     environment: Mapping[str, str] = field(default_factory=dict)
     environment_files: tuple[str, ...] = ()
+    #: Names of the app's secrets (pyrelctl secret set), handed over with LoadCredential=.
+    credentials: tuple[str, ...] = ()
 
     @property
     def app_dir(self) -> Path:
@@ -85,12 +101,130 @@ class ServiceSpec:
     def current(self) -> Path:
         return self.app_dir / "current"
 
-    def absolute_argv(self, argv: Sequence[str]) -> list[str]:
-        """A release command with its program resolved through ``current``."""
+    def absolute_argv(self, argv: Sequence[str], root: Path | None = None) -> list[str]:
+        """A release command with its program resolved through ``current`` (or ``root``)."""
         program = argv[0]
         if "/" in program:
-            program = str(self.current / program)
+            program = str((root or self.current) / program)
         return [program, *argv[1:]]
+
+
+#: One exec setting of the service: a directive and its value, encoded for
+#: systemd's parsers but with specifiers (``%``) not yet escaped; see
+#: :func:`exec_settings`.
+Setting = tuple[str, str]
+
+
+def exec_settings(
+    spec: ServiceSpec, *, root: Path | None = None, runtime_directory: str | None = None
+) -> tuple[Setting, ...]:
+    """How the app's processes run: user, directories, environment, sandbox.
+
+    The one source of truth for both the service (rendered into the unit
+    file, ``%`` doubled there) and the transient units of ``pyrelctl rpc``,
+    ``eval`` and ``remote`` (passed as ``systemd-run --property``, which
+    expands no specifiers), so a command runs exactly as the service does.
+    ``root`` replaces ``current`` as the working directory (a given
+    release); ``runtime_directory`` replaces ``RuntimeDirectory=APP``: a
+    transient unit must never own ``/run/APP``, which systemd removes when
+    that unit stops, under the running service's feet.
+    """
+    runtime = runtime_directory or spec.app
+    settings: list[Setting] = [
+        ("WorkingDirectory", str(root or spec.current)),
+        # DynamicUser implies ProtectSystem=strict, ProtectHome=read-only,
+        # PrivateTmp=yes and NoNewPrivileges=yes (systemd.exec(5)). Units with
+        # the same User= share the dynamic user while both run.
+        ("DynamicUser", "yes"),
+        ("User", spec.app),
+        ("StateDirectory", spec.app),
+        ("RuntimeDirectory", runtime),
+        ("LogsDirectory", spec.app),
+        ("UMask", "0077"),
+        *sandbox_settings(spec.release.sandbox),
+    ]
+    env = service_environment(spec, run_dir=f"/run/{runtime}")
+    if env:
+        settings.append(("Environment", environment_words(env)))
+    settings.extend(("EnvironmentFile", path) for path in spec.environment_files)
+    # Secrets as credentials: PID 1 reads the root-only file and gives the
+    # service a copy at $CREDENTIALS_DIRECTORY/NAME. Unlike Environment=,
+    # nothing of it shows over D-Bus (systemctl show) or in /proc/PID/environ.
+    settings.extend(
+        ("LoadCredential", f"{name}:/etc/pyrelctl/{spec.app}/credentials/{name}")
+        for name in spec.credentials
+    )
+    for key, value in settings:
+        _refuse_control(value, key)
+    return tuple(settings)
+
+
+def sandbox_settings(sandbox: Sandbox) -> list[Setting]:
+    """pyrelctl's hardened defaults, with the exceptions a release asks for.
+
+    Each line closes something a network service does not need
+    (systemd.exec(5)); together with DynamicUser= they take
+    `systemd-analyze security` from 9.6 (UNSAFE, a bare unit) to about 1
+    (what remains is inherent to a network service: it has a network).
+    """
+    capabilities = "CAP_NET_BIND_SERVICE" if sandbox.bind_privileged_ports else ""
+    settings: list[Setting] = [
+        ("ProtectHome", "yes"),  # stricter than DynamicUser's read-only
+        ("PrivateDevices", "yes"),
+        ("PrivateIPC", "yes"),
+        ("ProtectKernelTunables", "yes"),
+        ("ProtectKernelModules", "yes"),
+        ("ProtectKernelLogs", "yes"),
+        ("ProtectControlGroups", "yes"),
+        ("ProtectClock", "yes"),
+        ("ProtectHostname", "yes"),
+        ("ProtectProc", "invisible"),
+        ("ProcSubset", "pid"),
+        # Only root and the service's own user exist in its user namespace;
+        # not with a low port: a capability held in a user namespace of its
+        # own does not count in the host's network namespace.
+        ("PrivateUsers", "no" if sandbox.bind_privileged_ports else "yes"),
+        # Empty sets: no capability at all, unless a low port was asked for.
+        ("CapabilityBoundingSet", capabilities),
+        ("AmbientCapabilities", capabilities),
+        ("RestrictAddressFamilies", "AF_UNIX AF_INET AF_INET6"),
+        ("RestrictNamespaces", "yes"),
+        ("RestrictRealtime", "yes"),
+        ("LockPersonality", "yes"),
+        ("SystemCallArchitectures", "native"),
+        ("SystemCallFilter", "@system-service"),
+        ("SystemCallFilter", "~@privileged @resources"),
+        # A filtered call fails with EPERM instead of killing the process,
+        # so a runtime probing for a feature degrades instead of dying.
+        ("SystemCallErrorNumber", "EPERM"),
+    ]
+    if sandbox.memory_deny_write_execute:
+        # The BEAM JIT (dual-mapped through memfd) and CPython work with it;
+        # cffi callbacks do not: [service] memory_deny_write_execute = false.
+        settings.append(("MemoryDenyWriteExecute", "yes"))
+    settings.extend(("ReadWritePaths", path) for path in sandbox.writable_paths)
+    return settings
+
+
+def service_environment(spec: ServiceSpec, *, run_dir: str) -> dict[str, str]:
+    """``Environment=`` of the app: the release's own, pyrelctl's defaults for its
+    kind, then the spec's (later ones win)."""
+    env: dict[str, str] = dict(spec.release.environment)
+    if spec.release.kind is Kind.MIX:
+        env.update(mix_environment(spec.app, run_dir=run_dir))
+    env.update(spec.environment)
+    return env
+
+
+def default_environment_files(app: str, release: Release) -> tuple[str, ...]:
+    """``EnvironmentFile=`` settings: the operator's optional ``env``, and for mix
+    the cookie. Root-only files read by PID 1; unlike ``Environment=`` their
+    values are not shown to every user over D-Bus. Files override
+    ``Environment=``, so ``env`` can change any default below."""
+    files = [f"-/etc/pyrelctl/{app}/env"]
+    if release.kind is Kind.MIX:
+        files.append(f"/etc/pyrelctl/{app}/release.env")
+    return tuple(files)
 
 
 def _template_dirs() -> list[Path]:
@@ -102,6 +236,10 @@ def _template_dirs() -> list[Path]:
 
 
 def _environment() -> jinja2.Environment:
+    # Imported here: jinja2 costs ~30 ms, which read-only commands (status)
+    # should not pay.
+    import jinja2
+
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader([str(d) for d in _template_dirs()]),
         undefined=jinja2.StrictUndefined,
@@ -122,10 +260,6 @@ def render_service(spec: ServiceSpec) -> str:
     release = spec.release
     start = release.command("start")
     assert start is not None  # detect() guarantees a start command
-    env: dict[str, str] = dict(release.environment)
-    if release.kind is Kind.MIX:
-        env.update(mix_environment(spec.app))
-    env.update(spec.environment)
     description = release.description or f"{spec.app} ({release.kind} release, managed by pyrelctl)"
     _refuse_control(description, "release.description")
     template = _environment().get_template("app.service.j2")
@@ -135,31 +269,40 @@ def render_service(spec: ServiceSpec) -> str:
         description=description,
         service_type=release.service_type.value,
         notify=release.service_type is ServiceType.NOTIFY,
+        notify_access="all" if release.kind is Kind.PYTHON else "main",
         exec_start=spec.absolute_argv(start),
-        working_directory=str(spec.current),
-        environment=env,
-        environment_files=spec.environment_files,
+        exec_settings=exec_settings(spec),
         kind=release.kind.value,
     )
 
 
-def mix_environment(app: str) -> dict[str, str]:
+def mix_environment(app: str, *, run_dir: str | None = None) -> dict[str, str]:
     """What a mix release's ``bin/<name>`` needs under systemd (FACTS.md, mix releases).
 
     The release directory is read-only to the service, so ``RELEASE_TMP``
     (written when runtime config is on) and ``HOME`` (wanted by ``remote``,
-    elixir #13127) live in the unit's runtime directory.
+    elixir #13127) live in the unit's runtime directory (``run_dir``,
+    default ``/run/APP``).
     """
-    run = f"/run/{app}"
+    run = run_dir or f"/run/{app}"
     return {
         "RELEASE_TMP": run,
         "HOME": run,
         # The node is named after the app, not the release: two apps installed
-        # from one release (--app) must not claim the same name in EPMD.
-        "RELEASE_NODE": app,
-        # EPMD (started by the VM when none runs) listens on loopback only
-        # (EEF Security WG guidance); clustering opts in through a drop-in.
+        # from one release (--app) must not claim the same name in EPMD. A long
+        # name on the loopback address, not `sname`: an sname node's host is the
+        # hostname, which Debian's /etc/hosts maps to 127.0.1.1, where nothing
+        # listens once EPMD and distribution are bound to 127.0.0.1 (rpc then
+        # fails with :nodedown). The literal address needs no resolver at all.
+        "RELEASE_DISTRIBUTION": "name",
+        "RELEASE_NODE": f"{app}@127.0.0.1",
+        # EPMD (started by the VM when none runs) and the distribution port
+        # listen on loopback only (EEF Security WG guidance). Clustering opts
+        # in through /etc/pyrelctl/APP/env (EnvironmentFile= overrides
+        # Environment=, and reaches rpc/eval/remote too, unlike a drop-in).
         "ERL_EPMD_ADDRESS": "127.0.0.1",
+        # Read by the release's `elixir` script (word-split into erl flags).
+        "ELIXIR_ERL_OPTIONS": "-kernel inet_dist_use_interface {127,0,0,1}",
         # Crash dumps can hold secrets; keep them in the state directory,
         # never in the (read-only, shared) release directory.
         "ERL_CRASH_DUMP": f"/var/lib/{app}/erl_crash.dump",

@@ -10,7 +10,11 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-CHECKED = ["pyrelctl", "devtools", "demo", "tests"]
+CHECKED = ["pyrelctl", "devtools", "demo", "tests", "runtime", "examples", "bench"]
+# The packaging scripts (not packaging/ as a whole: it holds other tools' trees).
+CHECKED += ["packaging/gendocs.py", "packaging/smoke_test.py"]
+# The Ansible collection and its tools (docs/ansible.md).
+CHECKED += ["packaging/ansible"]
 
 
 @pytest.mark.parametrize(

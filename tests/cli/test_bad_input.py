@@ -192,7 +192,7 @@ BAD: list[Bad] = [
     with_manifest(
         "kind-python",
         manifest().replace("[commands]", 'kind = "python"\n[commands]'),
-        "not supported",
+        "remove [commands]",
     ),
     with_manifest("bad-health", manifest(extra="[health]\ntcp = 'x'\n"), "HOST:PORT"),
     with_manifest("bad-env", manifest(extra="[environment]\n'A-B' = '1'\n"), "not valid"),

@@ -100,7 +100,9 @@ def test_failed_mix_upgrade_rolls_back_by_itself(
     assert pyrelctl("install", "--app", "shop-b", mix_artifacts["1.1.0"], *GRACE).returncode == 0
     old_line = running_release_line(machine, "shop-b", "shop 1.1.0 started")
 
-    failed = pyrelctl("install", "--app", "shop-b", mix_artifacts["2.0.0"], *GRACE)
+    # The BEAM takes over a second to boot before the app crashes: the
+    # grace period must cover that (the default of 3 s does).
+    failed = pyrelctl("install", "--app", "shop-b", mix_artifacts["2.0.0"], "--grace", "4")
     assert failed.returncode == 3, failed.stderr
     assert "error: shop-b 2.0.0 failed to come up" in failed.stderr
     assert "crashing on purpose" in failed.stderr  # the failed invocation's own output

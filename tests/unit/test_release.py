@@ -529,7 +529,18 @@ REFUSALS: list[tuple[str, str | bytes, str]] = [
     ("env-fullwidth", m(extra="[environment]\n'PORT\uff11' = '1'"), "is not valid"),
     ("env-newline", m(extra='[environment]\n"A\\nB" = "1"'), "is not valid"),
     # kinds and versions
-    ("kind-python", m(release='name = "shop"\nversion = "1"\nkind = "python"'), "not supported"),
+    # python releases get their commands from pyrelctl and need a [python] table
+    (
+        "kind-python",
+        m(release='name = "shop"\nversion = "1"\nkind = "python"'),
+        "remove [commands]",
+    ),
+    (
+        "kind-python-no-table",
+        '[release]\nname = "shop"\nversion = "1"\nkind = "python"\n',
+        "needs a [python] table",
+    ),
+    ("python-table-in-generic", m(extra='[python]\npython = "3.11"'), "python releases only"),
     (
         "kind-mix-without-start-erl",
         m(release='name = "shop"\nversion = "1"\nkind = "mix"'),
