@@ -108,6 +108,22 @@ def main() -> None:
             show(machine, [pyrelctl, "releases", "shop"])
             show(machine, [pyrelctl, "history", "shop"])
 
+            step(
+                "Operate the release as the service runs it",
+                "rpc into the live node, with the service's user, cookie and sandbox",
+            )
+            show(machine, [pyrelctl, "rpc", "shop", 'IO.puts("hello from #{node()}")'])
+            show(machine, [pyrelctl, "version", "shop"])
+            show(machine, [pyrelctl, "pid", "shop"])
+
+            step(
+                "Hardened by default",
+                "systemd's own rating of the generated unit (lower is better)",
+            )
+            security = machine.run(["systemd-analyze", "security", "--no-pager", "shop"]).stdout
+            print(next(line for line in security.splitlines() if "Overall exposure" in line))
+            show(machine, [pyrelctl, "doctor", "shop"])
+
             step("Stopping the container")
         print("done: the container is gone, and this host was not changed.")
         print("next: make test (the whole suite), and README.md for pyrelctl on a real host.")
