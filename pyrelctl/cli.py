@@ -252,6 +252,13 @@ def cli(ctx: click.Context, root: Path, as_json: bool, verbose: int, quiet: bool
     metavar="SIZE",
     help="Refuse a release that unpacks to more than SIZE (e.g. 500M, 20G).",
 )
+@click.option(
+    "--signature",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="PATH",
+    help="The artifact's ssh-keygen signature (default ARTIFACT.sig); required once "
+    "/etc/pyrelctl/[APP/]allowed_signers exists.",
+)
 @_no_wait_option
 @pass_ctx
 def install(
@@ -267,6 +274,7 @@ def install(
     health_reset: bool,
     keep: int,
     max_size: int,
+    signature: Path | None,
     no_wait: bool,
 ) -> None:
     """Install ARTIFACT (a release directory, .tar.gz, .tgz or .tar) and make it current.
@@ -286,6 +294,7 @@ def install(
         max_bytes=max_size,
         health=_health_override(health_http, health_tcp, health_command),
         reset_health=health_reset,
+        signature=signature,
     )
     outcome = obj.deployer().install(artifact, opts)
 

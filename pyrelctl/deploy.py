@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
-from pyrelctl import checksums, health, journal, pyrelease
+from pyrelctl import checksums, health, journal, pyrelease, signatures
 from pyrelctl.archive import DEFAULT_MAX_BYTES, Artifact, open_artifact
 from pyrelctl.errors import BadInput, DeployFailed, ExitCode, HostError, NotInstalled
 from pyrelctl.layout import (
@@ -86,6 +86,7 @@ class InstallOptions:
     health: HealthCheck | None = None  # remembered for the app, overriding the release's
     reset_health: bool = False  # forget the remembered health check
     run_hooks: bool = True  # the release's pre_switch / post_switch hooks
+    signature: Path | None = None  # default: ARTIFACT.sig, when the host requires one
 
 
 @dataclass(frozen=True)
@@ -456,6 +457,9 @@ class Deployer:
             checksums.verify_artifact(artifact, required=release.kind is Kind.PYTHON)
             name = opts.app if opts.app is not None else app_name_from_release(release.name)
             app = self.layout.app(name)
+            signer = signatures.verify(app, artifact_path, opts.signature)
+            if signer is not None:
+                self.say(f"signature good: signed by {signer}")
             with app_lock(app, "install", wait=opts.wait_lock, on_wait=self.say):
                 self.recover(app)
                 previous = app.current_version()

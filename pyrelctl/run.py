@@ -10,6 +10,7 @@ import signal
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from pyrelctl.errors import CommandFailed, HostError
 
@@ -21,22 +22,41 @@ def run(
     *,
     check: bool = True,
     input: str | None = None,
+    stdin: Path | None = None,
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
     timeout: float | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``argv`` (never through a shell), capturing text output.
 
-    stdin is /dev/null unless ``input`` is given. With ``check``, a non-zero
-    status raises :class:`CommandFailed` carrying argv, status and stderr.
+    stdin is /dev/null unless ``input`` (text) or ``stdin`` (a file) is given.
+    With ``check``, a non-zero status raises :class:`CommandFailed` carrying
+    argv, status and stderr.
     """
     args = [os.fspath(a) for a in argv]
     log.debug("+ %s", shlex.join(args))
+    with contextlib.ExitStack() as stack:
+        source: Any = subprocess.DEVNULL if input is None else None
+        if stdin is not None:
+            source = stack.enter_context(stdin.open("rb"))
+        return _run(args, check=check, input=input, stdin=source, env=env, cwd=cwd, timeout=timeout)
+
+
+def _run(
+    args: list[str],
+    *,
+    check: bool,
+    input: str | None,
+    stdin: Any,
+    env: Mapping[str, str] | None,
+    cwd: Path | None,
+    timeout: float | None,
+) -> subprocess.CompletedProcess[str]:
     try:
         proc = subprocess.run(
             args,
             input=input,
-            stdin=subprocess.DEVNULL if input is None else None,
+            stdin=stdin,
             capture_output=True,
             text=True,
             env=None if env is None else dict(env),
