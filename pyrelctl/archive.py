@@ -20,7 +20,7 @@ import shutil
 import stat
 import tarfile
 import zlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -36,6 +36,9 @@ MAX_MEMBERS = 1_000_000
 MAX_SMALL_FILE = 1024 * 1024
 
 TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+
+#: Called with (members written, members in all) while a release is unpacked.
+Progress = Callable[[int, int], None]
 
 
 class MemberType(StrEnum):
@@ -281,11 +284,19 @@ class Artifact:
             else:
                 yield member, None
 
-    def extract(self, dest: Path) -> None:
-        """Write every member below the new, empty directory ``dest``."""
+    def extract(self, dest: Path, progress: Progress | None = None) -> None:
+        """Write every member below the new, empty directory ``dest``.
+
+        ``progress(done, total)`` is called as members are written (about a
+        hundred times per release, whatever its size).
+        """
         dest.mkdir(mode=0o700)
         dirs: list[Member] = []
-        for member, src in self._sources():
+        total = len(self.members)
+        step = max(1, total // 100)
+        for done, (member, src) in enumerate(self._sources(), 1):
+            if progress is not None and (done % step == 0 or done == total):
+                progress(done, total)
             target = dest / member.path
             target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             if member.type is MemberType.DIR:

@@ -67,8 +67,18 @@ class Ctx:
         if self.verbosity >= 0 and not self.as_json:
             click.echo(line, err=True)
 
+    @property
+    def interactive(self) -> bool:
+        """Progress bars only for a person watching a terminal."""
+        return sys.stderr.isatty() and self.verbosity >= 0 and not self.as_json
+
+    def progress(self, done: int, total: int) -> None:
+        click.echo(f"\r  {done}/{total} files", err=True, nl=done == total)
+
     def deployer(self) -> Deployer:
-        return Deployer(self.layout, self.systemd, self.say)
+        return Deployer(
+            self.layout, self.systemd, self.say, self.progress if self.interactive else None
+        )
 
     def operator(self) -> Operator:
         return Operator(self.layout, self.systemd, self.say)
@@ -364,10 +374,42 @@ def _size(n: int | None) -> str:
     raise AssertionError
 
 
+#: Words that get a colour in tables on a terminal.
+_COLOURS = {
+    "active": "green",
+    "good": "green",
+    "enabled": "green",
+    "ok": "green",
+    "failed": "red",
+    "auto-rollback": "yellow",
+    "activating": "yellow",
+    "deactivating": "yellow",
+}
+
+
+def _colour_wanted() -> bool:
+    # https://no-color.org: any non-empty NO_COLOR turns colour off.
+    return sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+
+
 def _table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> None:
+    """Aligned columns on a terminal (with colour); tab-separated when piped, for
+    cut/awk, with the header as the first line."""
+    if not sys.stdout.isatty():
+        for row in [header, *rows]:
+            click.echo("\t".join(str(c).strip() for c in row))
+        return
+    colour = _colour_wanted()
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    for row in [header, *rows]:
-        click.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    for index, row in enumerate([header, *rows]):
+        cells = []
+        for cell, width in zip(row, widths, strict=True):
+            text = str(cell).ljust(width)
+            key = str(cell).split(" ")[0].split(":")[0]
+            if colour and index > 0 and key in _COLOURS:
+                text = click.style(text, fg=_COLOURS[key])
+            cells.append(text)
+        click.echo("  ".join(cells).rstrip())
 
 
 @cli.command()

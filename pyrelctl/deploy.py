@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from pyrelctl import checksums, health, journal, pyrelease, signatures
-from pyrelctl.archive import DEFAULT_MAX_BYTES, Artifact, open_artifact
+from pyrelctl.archive import DEFAULT_MAX_BYTES, Artifact, Progress, open_artifact
 from pyrelctl.errors import BadInput, DeployFailed, ExitCode, HostError, NotInstalled
 from pyrelctl.layout import (
     AppPaths,
@@ -202,10 +202,17 @@ class Deployer:
     ``say`` receives progress lines for the operator.
     """
 
-    def __init__(self, layout: Layout, systemd: Systemd, say: Say = _quiet) -> None:
+    def __init__(
+        self,
+        layout: Layout,
+        systemd: Systemd,
+        say: Say = _quiet,
+        progress: Progress | None = None,
+    ) -> None:
         self.layout = layout
         self.systemd = systemd
         self.say = say
+        self.progress = progress
 
     @property
     def online(self) -> bool:
@@ -260,7 +267,7 @@ class Deployer:
         ensure_dir(app.releases)
         self.say(f"unpacking {artifact.source.name} into {final}")
         try:
-            artifact.extract(staging)
+            artifact.extract(staging, self.progress)
             if release.kind is Kind.MIX:
                 cookie = staging / "releases/COOKIE"
                 if cookie.is_file() and not cookie.is_symlink():
