@@ -119,6 +119,17 @@ def remove_tree(path: Path) -> None:
     shutil.rmtree(doomed)
 
 
+def _read_json(path: Path, *, hint: str) -> dict[str, Any]:
+    """A JSON object from one of pyrelctl's own files; {} when it does not exist."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (ValueError, OSError) as e:
+        raise HostError(f"{path} is unreadable ({e})", hint=hint) from e
+    return data if isinstance(data, dict) else {}
+
+
 @dataclass(frozen=True)
 class Layout:
     """The directories pyrelctl manages on one host, below ``root``."""
@@ -292,16 +303,9 @@ class AppPaths:
 
     def read_index(self) -> dict[str, dict[str, Any]]:
         """Per-release facts: install time, size, mark. Advisory: the disk is the truth."""
-        try:
-            data = json.loads(self.index_file.read_text())
-        except FileNotFoundError:
-            return {}
-        except (ValueError, OSError) as e:
-            raise HostError(
-                f"{self.index_file} is unreadable ({e})",
-                hint="restore it from a backup or delete it; releases stay",
-            ) from e
-        return data if isinstance(data, dict) else {}
+        return _read_json(
+            self.index_file, hint="restore it from a backup or delete it; releases stay"
+        )
 
     def update_index(self, version: str, **facts: Any) -> None:
         index = self.read_index()
@@ -318,16 +322,9 @@ class AppPaths:
 
     def read_settings(self) -> dict[str, Any]:
         """Settings the operator gave for this app on this host (health check, grace)."""
-        try:
-            data = json.loads(self.settings_file.read_text())
-        except FileNotFoundError:
-            return {}
-        except (ValueError, OSError) as e:
-            raise HostError(
-                f"{self.settings_file} is unreadable ({e})",
-                hint="fix or delete it; pyrelctl then uses the release's settings",
-            ) from e
-        return data if isinstance(data, dict) else {}
+        return _read_json(
+            self.settings_file, hint="fix or delete it; pyrelctl then uses the release's settings"
+        )
 
     def write_settings(self, settings: dict[str, Any]) -> None:
         ensure_dir(self.etc, 0o700)
