@@ -248,3 +248,27 @@ def test_a_flapping_release_is_never_left_current(
     assert machine.systemctl("is-active", app, check=False).stdout.strip() == "active"
     history = json.loads(pyrelctl("--json", "history", app, check=True).stdout)["history"]
     assert sum(r["action"] == "auto-rollback" for r in history) == 20
+
+
+def test_command_health_check_and_retrying_a_failed_version(
+    machine: Machine,
+    pyrelctl: MachineCommand,
+    make_release: Callable[..., Path],
+    good: Callable[..., str],
+) -> None:
+    app = "cmdcheck"
+    good(app)
+    # The check runs as the service's user, from the release: `version` exits 0,
+    # an unknown verb exits 2 (the launcher's usage error).
+    failing = make_release(
+        name=app, version="2.0.0", extra_toml='[health]\ncommand = ["bin/cmdcheck", "nope"]\n'
+    )
+    proc = pyrelctl("install", failing, "--timeout", "3", "--grace", "0")
+    assert proc.returncode == 3, proc.stderr
+    assert "command bin/cmdcheck nope exited with status 2" in proc.stderr
+    assert_previous_serves(machine, pyrelctl, app, "2.0.0")
+    # The same failed version, fixed by a host setting: allowed, and the mark clears.
+    proc = pyrelctl("install", failing, "--health-command", "bin/cmdcheck version", "--grace", "0")
+    assert proc.returncode == 0, proc.stderr
+    assert marks(pyrelctl, app)["2.0.0"] == "good"
+    assert readlink(machine, app) == "releases/2.0.0"
