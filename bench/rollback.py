@@ -130,7 +130,7 @@ def main() -> None:
     sys.path.insert(0, str(REPO))
     from devtools.machine import Machine
     from devtools.releases import make_generic_release
-    from pyrelctl.deploy import POLL_INTERVAL
+    from pyrelctl.readiness import POLL_INTERVAL
 
     health = f'[health]\nhttp = "http://127.0.0.1:{PORT}/"\n'
     with tempfile.TemporaryDirectory(prefix="pyrelctl-bench-") as tmp:

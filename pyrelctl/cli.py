@@ -25,17 +25,12 @@ import click
 from pyrelctl import __version__, credentials, journal
 from pyrelctl.archive import DEFAULT_MAX_BYTES
 from pyrelctl.completion import complete_app, complete_rollback_target, complete_version
-from pyrelctl.deploy import (
-    DEFAULT_GRACE,
-    DEFAULT_KEEP,
-    DEFAULT_TIMEOUT,
-    Deployer,
-    InstallOptions,
-)
+from pyrelctl.deploy import DEFAULT_KEEP, Deployer, InstallOptions
 from pyrelctl.doctor import Doctor, report_lines
 from pyrelctl.errors import BadInput, DeployFailed, ExitCode, PyrelctlError
 from pyrelctl.layout import Layout, Mark
 from pyrelctl.operate import Operator, require_root
+from pyrelctl.readiness import DEFAULT_GRACE, DEFAULT_TIMEOUT
 from pyrelctl.release import HealthCheck, parse_health_table
 from pyrelctl.systemd import OfflineSystemd, Systemd, UnitState
 

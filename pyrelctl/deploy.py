@@ -18,11 +18,11 @@ import secrets
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-from pyrelctl import checksums, health, journal, pyrelease, signatures
+from pyrelctl import checksums, health, pyrelease, signatures
 from pyrelctl.archive import DEFAULT_MAX_BYTES, Artifact, Progress, open_artifact
 from pyrelctl.errors import BadInput, DeployFailed, ExitCode, HostError, NotInstalled
 from pyrelctl.layout import (
@@ -37,14 +37,16 @@ from pyrelctl.layout import (
     write_atomic,
 )
 from pyrelctl.names import app_name_from_release
+from pyrelctl.readiness import DEFAULT_GRACE, DEFAULT_TIMEOUT, Failure, Readiness, Watcher
 from pyrelctl.release import (
     HealthCheck,
-    HealthKind,
     Kind,
     Release,
-    Sandbox,
-    ServiceType,
     detect,
+    health_from_json,
+    health_to_json,
+    release_from_json,
+    release_to_json,
 )
 from pyrelctl.run import run
 from pyrelctl.systemd import Systemd, UnitState
@@ -56,12 +58,6 @@ from pyrelctl.units import (
 )
 
 DEFAULT_KEEP = 5
-DEFAULT_TIMEOUT = 60.0
-DEFAULT_GRACE = 3.0
-#: How often the unit is polled while it must prove it stays up.
-POLL_INTERVAL = 0.1
-#: Pause between two failed health probes.
-HEALTH_INTERVAL = 0.25
 #: Longest a pre_switch or post_switch hook may run (migrations can be slow).
 HOOK_TIMEOUT = 900.0
 
@@ -90,15 +86,6 @@ class InstallOptions:
 
 
 @dataclass(frozen=True)
-class Readiness:
-    """When a started release counts as up (see Deployer._verify)."""
-
-    timeout: float = DEFAULT_TIMEOUT
-    grace: float = DEFAULT_GRACE
-    health: HealthCheck | None = None
-
-
-@dataclass(frozen=True)
 class Outcome:
     """The result of an install or rollback, as ``--json`` prints it."""
 
@@ -115,66 +102,6 @@ class Outcome:
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-@dataclass
-class Failure:
-    """Why a release did not come up (the body of the failure report)."""
-
-    version: str
-    reason: str
-    job_result: str = ""
-    exit: str = ""
-    invocation_id: str = ""
-    journal: list[str] = field(default_factory=list)
-    hook_output: list[str] = field(default_factory=list)
-
-    def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-def release_to_json(release: Release) -> dict[str, Any]:
-    data = dataclasses.asdict(release)
-    return {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
-
-
-def health_to_json(check: HealthCheck) -> dict[str, Any]:
-    return {
-        "kind": check.kind.value,
-        "http": check.http,
-        "tcp": check.tcp,
-        "command": list(check.command),
-    }
-
-
-def health_from_json(data: dict[str, Any]) -> HealthCheck:
-    return HealthCheck(
-        HealthKind(data["kind"]),
-        http=data.get("http", ""),
-        tcp=data.get("tcp", ""),
-        command=tuple(data.get("command", ())),
-    )
-
-
-def release_from_json(data: dict[str, Any]) -> Release:
-    health = data.get("health")
-    return Release(
-        name=data["name"],
-        version=data["version"],
-        kind=Kind(data["kind"]),
-        commands={k: tuple(v) for k, v in data.get("commands", {}).items()},
-        service_type=ServiceType(data.get("service_type", "exec")),
-        health=health_from_json(health) if health else None,
-        hooks={k: tuple(v) for k, v in data.get("hooks", {}).items()},
-        environment=dict(data.get("environment", {})),
-        description=data.get("description", ""),
-        sandbox=Sandbox(
-            **{
-                **data.get("sandbox", {}),
-                "writable_paths": tuple(data.get("sandbox", {}).get("writable_paths", ())),
-            }
-        ),
-    )
 
 
 def _dir_size(path: Path) -> int:
@@ -366,90 +293,10 @@ class Deployer:
     # -- starting and verifying --------------------------------------------
 
     def _verify(self, app: AppPaths, release: Release, readiness: Readiness) -> UnitState | Failure:
-        """Restart the unit and wait until the release is really up, or say why not.
-
-        Up means: systemd's start job is done (for Type=notify: READY=1 was
-        sent), the health check passes (if there is one), and the unit then
-        stays running under the same invocation for ``grace`` seconds. All of
-        it within ``timeout`` seconds of the restart, the grace period aside.
-        """
-        unit, version = app.service_name, release.version
-        timeout, grace, check = readiness.timeout, readiness.grace, readiness.health
-        deadline = time.monotonic() + timeout
-        self.say(f"restarting {unit} ({version})")
-        # Deploys in quick succession (an install, its automatic rollback, the
-        # next try) must not trip the unit's start rate limit, which is meant
-        # for crash loops: StartLimitBurst=5 per 10 s gives "start-limit-hit".
-        # Resetting the failed state also resets that counter.
-        self.systemd.reset_failed(unit)
-        job = self.systemd.restart(unit, timeout=timeout)
-        state = self.systemd.state(unit)
-        if not job.ok:
-            reason = (
-                f"not ready within {timeout:g} s"
-                if job.result == "timeout"
-                else f"start job {job.result}"
-            )
-            return self._failure(version, state, job.result, reason)
-        if not state.running:
-            return self._failure(version, state, job.result, "exited right after it started")
-        invocation = state.invocation_id
-        if check is not None:
-            self.say(f"started (pid {state.main_pid}); waiting for health check {check.describe()}")
-            error = self._wait_healthy(app, release, check, deadline, invocation)
-            if error is not None:
-                state = self.systemd.state(unit)
-                return self._failure(version, state, job.result, error, invocation)
-        if grace > 0:
-            self.say(f"up (pid {state.main_pid}); watching it for {grace:g} s")
-        grace_end = time.monotonic() + grace
-        while (remaining := grace_end - time.monotonic()) > 0:
-            time.sleep(min(POLL_INTERVAL, remaining))
-            state = self.systemd.state(unit)
-            if not state.running or state.invocation_id != invocation:
-                return self._failure(
-                    version, state, job.result, "crashed within the grace period", invocation
-                )
-        return state
-
-    def _wait_healthy(
-        self,
-        app: AppPaths,
-        release: Release,
-        check: HealthCheck,
-        deadline: float,
-        invocation: str,
-    ) -> str | None:
-        """Probe until healthy; return why not if the deadline passes or the unit dies."""
-        runner = self._command_runner(app, release)
-        while True:
-            error = health.probe(check, runner)
-            if error is None:
-                return None
-            state = self.systemd.state(app.service_name)
-            if not state.running or state.invocation_id != invocation:
-                return f"exited before its health check passed (last: {error})"
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return f"health check never passed: {error}"
-            time.sleep(min(HEALTH_INTERVAL, remaining))
-
-    def _failure(
-        self,
-        version: str,
-        state: UnitState,
-        job_result: str,
-        reason: str,
-        invocation: str | None = None,
-    ) -> Failure:
-        invocation = invocation or state.invocation_id
-        return Failure(
-            version=version,
-            reason=reason,
-            job_result=job_result,
-            exit=state.exit_description(),
-            invocation_id=invocation,
-            journal=journal.invocation_lines(invocation),
+        """Restart the unit and wait until the release is really up (readiness.py)."""
+        watcher = Watcher(self.systemd, self.say)
+        return watcher.restart_and_verify(
+            app.service_name, release.version, readiness, self._command_runner(app, release)
         )
 
     # -- install -----------------------------------------------------------

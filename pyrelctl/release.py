@@ -15,6 +15,7 @@ Kinds (DESIGN.md, "Release kinds"):
 
 from __future__ import annotations
 
+import dataclasses
 import posixpath
 import tomllib
 from collections.abc import Mapping
@@ -390,4 +391,51 @@ def detect(artifact: Artifact) -> Release:
     raise BadInput(
         f"{artifact.source}: not a release: no {START_ERL} (mix) and no {MANIFEST}",
         hint="pyrelctl installs mix releases and releases with a release.toml",
+    )
+
+
+# -- serialisation (pyrelctl's release index) ------------------------------------
+
+
+def release_to_json(release: Release) -> dict[str, Any]:
+    data = dataclasses.asdict(release)
+    return {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+
+
+def health_to_json(check: HealthCheck) -> dict[str, Any]:
+    return {
+        "kind": check.kind.value,
+        "http": check.http,
+        "tcp": check.tcp,
+        "command": list(check.command),
+    }
+
+
+def health_from_json(data: dict[str, Any]) -> HealthCheck:
+    return HealthCheck(
+        HealthKind(data["kind"]),
+        http=data.get("http", ""),
+        tcp=data.get("tcp", ""),
+        command=tuple(data.get("command", ())),
+    )
+
+
+def release_from_json(data: dict[str, Any]) -> Release:
+    health = data.get("health")
+    return Release(
+        name=data["name"],
+        version=data["version"],
+        kind=Kind(data["kind"]),
+        commands={k: tuple(v) for k, v in data.get("commands", {}).items()},
+        service_type=ServiceType(data.get("service_type", "exec")),
+        health=health_from_json(health) if health else None,
+        hooks={k: tuple(v) for k, v in data.get("hooks", {}).items()},
+        environment=dict(data.get("environment", {})),
+        description=data.get("description", ""),
+        sandbox=Sandbox(
+            **{
+                **data.get("sandbox", {}),
+                "writable_paths": tuple(data.get("sandbox", {}).get("writable_paths", ())),
+            }
+        ),
     )

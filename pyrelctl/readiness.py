@@ -1,0 +1,151 @@
+"""Is a freshly started release really up? Restart, readiness, health, grace.
+
+Up means: systemd's start job is done (for Type=notify: the release sent
+READY=1), the health check passes (if there is one), and the unit then
+stays running under the same invocation for the grace period. Anything else
+is a :class:`Failure` that says why, with the failed invocation's own
+journal lines, for the failure report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyrelctl import health, journal
+from pyrelctl.release import HealthCheck
+from pyrelctl.systemd import Systemd, UnitState
+
+DEFAULT_TIMEOUT = 60.0
+DEFAULT_GRACE = 3.0
+#: How often the unit is polled while it must prove it stays up.
+POLL_INTERVAL = 0.1
+#: Pause between two failed health probes.
+HEALTH_INTERVAL = 0.25
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """When a started release counts as up (see Watcher.restart_and_verify)."""
+
+    timeout: float = DEFAULT_TIMEOUT
+    grace: float = DEFAULT_GRACE
+    health: HealthCheck | None = None
+
+
+@dataclass
+class Failure:
+    """Why a release did not come up (the body of the failure report)."""
+
+    version: str
+    reason: str
+    job_result: str = ""
+    exit: str = ""
+    invocation_id: str = ""
+    journal: list[str] = field(default_factory=list)
+    hook_output: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class Watcher:
+    """Restarts a unit through systemd and watches it come up."""
+
+    def __init__(self, systemd: Systemd, say: Callable[[str], None]) -> None:
+        self.systemd = systemd
+        self.say = say
+
+    def restart_and_verify(
+        self,
+        unit: str,
+        version: str,
+        readiness: Readiness,
+        run_command: health.CommandRunner,
+    ) -> UnitState | Failure:
+        """Restart the unit and wait until the release is really up, or say why not.
+
+        Up means: systemd's start job is done (for Type=notify: READY=1 was
+        sent), the health check passes (if there is one), and the unit then
+        stays running under the same invocation for ``grace`` seconds. All of
+        it within ``timeout`` seconds of the restart, the grace period aside.
+        """
+        timeout, grace, check = readiness.timeout, readiness.grace, readiness.health
+        deadline = time.monotonic() + timeout
+        self.say(f"restarting {unit} ({version})")
+        # Deploys in quick succession (an install, its automatic rollback, the
+        # next try) must not trip the unit's start rate limit, which is meant
+        # for crash loops: StartLimitBurst=5 per 10 s gives "start-limit-hit".
+        # Resetting the failed state also resets that counter.
+        self.systemd.reset_failed(unit)
+        job = self.systemd.restart(unit, timeout=timeout)
+        state = self.systemd.state(unit)
+        if not job.ok:
+            reason = (
+                f"not ready within {timeout:g} s"
+                if job.result == "timeout"
+                else f"start job {job.result}"
+            )
+            return self._failure(version, state, job.result, reason)
+        if not state.running:
+            return self._failure(version, state, job.result, "exited right after it started")
+        invocation = state.invocation_id
+        if check is not None:
+            self.say(f"started (pid {state.main_pid}); waiting for health check {check.describe()}")
+            error = self._wait_healthy(unit, check, run_command, deadline, invocation)
+            if error is not None:
+                state = self.systemd.state(unit)
+                return self._failure(version, state, job.result, error, invocation)
+        if grace > 0:
+            self.say(f"up (pid {state.main_pid}); watching it for {grace:g} s")
+        grace_end = time.monotonic() + grace
+        while (remaining := grace_end - time.monotonic()) > 0:
+            time.sleep(min(POLL_INTERVAL, remaining))
+            state = self.systemd.state(unit)
+            if not state.running or state.invocation_id != invocation:
+                return self._failure(
+                    version, state, job.result, "crashed within the grace period", invocation
+                )
+        return state
+
+    def _wait_healthy(
+        self,
+        unit: str,
+        check: HealthCheck,
+        run_command: health.CommandRunner,
+        deadline: float,
+        invocation: str,
+    ) -> str | None:
+        """Probe until healthy; return why not if the deadline passes or the unit dies."""
+        while True:
+            error = health.probe(check, run_command)
+            if error is None:
+                return None
+            state = self.systemd.state(unit)
+            if not state.running or state.invocation_id != invocation:
+                return f"exited before its health check passed (last: {error})"
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return f"health check never passed: {error}"
+            time.sleep(min(HEALTH_INTERVAL, remaining))
+
+    def _failure(
+        self,
+        version: str,
+        state: UnitState,
+        job_result: str,
+        reason: str,
+        invocation: str | None = None,
+    ) -> Failure:
+        invocation = invocation or state.invocation_id
+        return Failure(
+            version=version,
+            reason=reason,
+            job_result=job_result,
+            exit=state.exit_description(),
+            invocation_id=invocation,
+            journal=journal.invocation_lines(invocation),
+        )
