@@ -264,7 +264,7 @@ class Deployer:
         for the service and the transient units of rpc/eval/remote)."""
         return default_environment_files(app.name, release)
 
-    def _write_units(self, app: AppPaths, release: Release) -> bool:
+    def write_units(self, app: AppPaths, release: Release) -> bool:
         """Write the unit if its content changed; daemon-reload only then."""
         changed = write_atomic(app.service_file, self.render(app, release).encode())
         if changed and self.online:
@@ -330,7 +330,7 @@ class Deployer:
         """Installing the current version again: converge, do not redeploy."""
         self.say(f"{app.name} {release.version} is already current")
         self._app_config(app, release)
-        changed = self._write_units(app, release)
+        changed = self.write_units(app, release)
         state = self.systemd.state(app.service_name) if self.online else None
         if opts.start and self.online and (changed or state is None or not state.running):
             return self._switch(
@@ -373,7 +373,7 @@ class Deployer:
             failure = self._hook(app, release, "pre_switch")
             if failure is not None:
                 self._fail(app, release, previous, failure, readiness, action, switched=False)
-        self._write_units(app, release)
+        self.write_units(app, release)
         app.switch(release.version)
         self.say(f"current -> releases/{release.version}")
         if not online_start:
@@ -559,7 +559,7 @@ class Deployer:
         self.say(f"{release.version} failed; restoring {previous}")
         try:
             old = self.release_of(app, previous)
-            self._write_units(app, old)
+            self.write_units(app, old)
             app.switch(previous)
             # The previous release is verified as it ran before this command:
             # its own health check, or the app's settings as they were.

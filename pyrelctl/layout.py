@@ -119,6 +119,10 @@ def remove_tree(path: Path) -> None:
     shutil.rmtree(doomed)
 
 
+def _write_json(path: Path, data: dict[str, Any], mode: int = 0o644) -> None:
+    write_atomic(path, json.dumps(data, indent=1, sort_keys=True).encode(), mode=mode)
+
+
 def _read_json(path: Path, *, hint: str) -> dict[str, Any]:
     """A JSON object from one of pyrelctl's own files; {} when it does not exist."""
     try:
@@ -310,12 +314,12 @@ class AppPaths:
     def update_index(self, version: str, **facts: Any) -> None:
         index = self.read_index()
         index.setdefault(version, {}).update(facts)
-        write_atomic(self.index_file, json.dumps(index, indent=1, sort_keys=True).encode())
+        _write_json(self.index_file, index)
 
     def forget(self, version: str) -> None:
         index = self.read_index()
         if index.pop(version, None) is not None:
-            write_atomic(self.index_file, json.dumps(index, indent=1, sort_keys=True).encode())
+            _write_json(self.index_file, index)
 
     def mark(self, version: str) -> Mark:
         return Mark(self.read_index().get(version, {}).get("mark", Mark.NEW))
@@ -328,9 +332,7 @@ class AppPaths:
 
     def write_settings(self, settings: dict[str, Any]) -> None:
         ensure_dir(self.etc, 0o700)
-        write_atomic(
-            self.settings_file, json.dumps(settings, indent=1, sort_keys=True).encode(), mode=0o600
-        )
+        _write_json(self.settings_file, settings, mode=0o600)
 
     def append_history(self, record: dict[str, Any]) -> None:
         """Add one JSON line to the app's history, durably."""
