@@ -55,7 +55,10 @@ class Behaviour(enum.StrEnum):
     NOTIFY = "notify"
     """Prints `started`, sends READY=1 to systemd (Type=notify), keeps running."""
     SERVE = "serve"
-    """Prints `started` and serves HTTP on 127.0.0.1:$PORT (python3 -m http.server)."""
+    """Prints `started` and serves HTTP (`bin/serve.py`): `NAME VERSION` on every
+    path, after `?delay=S` seconds if asked. It listens on the socket systemd
+    passes (LISTEN_FDS, socket activation) if there is one, else on
+    127.0.0.1:$PORT; SIGTERM lets requests in flight finish before it exits."""
     HOOKFAIL = "hookfail"
     """Starts like OK, but its `hook` verb (used as pre_switch/post_switch) exits 4."""
 
@@ -262,7 +265,7 @@ start)
             time.sleep(1e9)'
         ;;
     serve)
-        exec python3 -m http.server "$$PORT" --bind 127.0.0.1 --directory "$$(dirname "$$0")/../www"
+        exec python3 "$$(dirname "$$0")/serve.py" "$$NAME $$VERSION" "$$PORT"
         ;;
     esac
     # exec: the service's main PID stays this process, and SIGTERM from
@@ -290,6 +293,65 @@ eval)
 esac
 """
 )
+
+
+# The "serve" behaviour's server: stdlib only, run by the host's python3.
+_SERVE_PY = """\
+# HTTP server of a generic test release, written by devtools.releases.
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+BODY = (sys.argv[1] + "\\n").encode()
+PORT = int(sys.argv[2])
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.0"
+
+    def do_GET(self):
+        delay = parse_qs(urlsplit(self.path).query).get("delay", ["0"])[0]
+        time.sleep(float(delay))
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(BODY)))
+        self.end_headers()
+        self.wfile.write(BODY)
+
+    def log_message(self, *args):
+        pass  # one journal line per request would drown the journal under load
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = False  # server_close() waits for requests in flight
+    block_on_close = True
+
+
+inherited = os.environ.get("LISTEN_PID") == str(os.getpid())
+if inherited:
+    # sd_listen_fds(3): the first passed descriptor is 3.
+    server = Server(("127.0.0.1", 0), Handler, bind_and_activate=False)
+    server.socket.close()
+    server.socket = socket.socket(fileno=3)
+else:
+    server = Server(("127.0.0.1", PORT), Handler)
+
+
+def graceful(signum, frame):
+    # shutdown() waits for serve_forever() to return: not from its own thread.
+    threading.Thread(target=server.shutdown).start()
+
+
+signal.signal(signal.SIGTERM, graceful)
+print("serving on", "the socket from systemd" if inherited else f"127.0.0.1:{PORT}", flush=True)
+server.serve_forever()
+server.server_close()
+print("stopped after the requests in flight", flush=True)
+"""
 
 
 def _toml_string(value: str) -> str:
@@ -355,6 +417,7 @@ def make_generic_release(
         _LAUNCHER.substitute(name=name, version=version, behaviour=behaviour.value, port=port)
     )
     launcher.chmod(0o755)
+    (root / "bin" / "serve.py").write_text(_SERVE_PY)
     if not tarball:
         return root
 
