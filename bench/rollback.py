@@ -26,52 +26,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-import urllib.request
 from pathlib import Path
+
+from bench.probe import Poller
 
 REPO = Path(__file__).resolve().parent.parent
 APP = "bench-rb"
 PORT = 18090
-
-
-class Poller:
-    """GETs the service every few milliseconds and remembers when it answered."""
-
-    def __init__(self, url: str, interval: float = 0.005) -> None:
-        self.url, self.interval = url, interval
-        self.answers: list[float] = []  # CLOCK_REALTIME seconds of successful GETs
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def __enter__(self) -> Poller:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _loop(self) -> None:
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        while not self._stop.is_set():
-            try:
-                with opener.open(self.url, timeout=0.5) as response:
-                    response.read()
-                self.answers.append(time.time())
-            except Exception:  # any failed GET (also http.client's) is "down"
-                pass
-            self._stop.wait(self.interval)
-
-    def first_answer_after(self, t: float, deadline: float = 30.0) -> float:
-        end = time.monotonic() + deadline
-        while time.monotonic() < end:
-            later = [a for a in self.answers if a > t]
-            if later:
-                return later[0]
-            self._stop.wait(0.01)
-        raise RuntimeError(f"{self.url} did not answer within {deadline} s")
 
 
 def exit_time(invocation: str) -> float:
@@ -92,7 +54,8 @@ def exit_time(invocation: str) -> float:
 def inside(pyrelctl: str, bad: str, runs: int) -> dict[str, list[float]]:
     """Runs in the container: alternate failed deploys and bare restarts."""
     recovery, floor = [], []
-    with Poller(f"http://127.0.0.1:{PORT}/") as poller:
+    # Realtime clock: answers are compared with the journal's timestamps.
+    with Poller(PORT, interval=0.005, clock=time.time) as poller:
         poller.first_answer_after(0)
         for _ in range(runs):
             proc = subprocess.run(
@@ -128,6 +91,7 @@ def main() -> None:
         return
 
     sys.path.insert(0, str(REPO))
+    from bench.host import binds
     from devtools.machine import Machine
     from devtools.releases import make_generic_release
     from pyrelctl.readiness import POLL_INTERVAL
@@ -142,10 +106,12 @@ def main() -> None:
             scratch, name=APP, version="2.0.0", behaviour="crash", extra_toml=health
         )
         pyrelctl = str(REPO / ".venv/bin/pyrelctl")
+        # This checkout's pyrelctl, also where the venv was installed from another.
+        env = {"PYTHONPATH": str(REPO)}
         with Machine.boot(
-            f"pyrelctl-bench-{os.getpid()}", [REPO, scratch], scratch / "nspawn.log"
+            f"pyrelctl-bench-{os.getpid()}", binds(scratch), scratch / "nspawn.log"
         ) as machine:
-            machine.run([pyrelctl, "install", str(good), "--grace", "1"])
+            machine.run([pyrelctl, "install", str(good), "--grace", "1"], env=env)
             out = machine.run(
                 [
                     str(REPO / ".venv/bin/python"),
@@ -158,6 +124,7 @@ def main() -> None:
                     str(bad),
                 ],
                 cwd=REPO,
+                env=env,
                 timeout=60.0 * args.runs,
             ).stdout
     figures = json.loads(out)
