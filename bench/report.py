@@ -1,0 +1,388 @@
+"""Figures, targets, and how they are printed (a table, or one JSON document).
+
+Every figure is the median of its samples, and is shown with the baseline
+measured in the same run and their ratio. Whether a target is met is
+computed here from the figures; nothing is decided in advance.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class Measure(StrEnum):
+    """What a target limits."""
+
+    RATIO = "ratio"  # the figure / its baseline
+    SECONDS = "seconds"  # the figure itself
+    FAILURES = "failures"  # failed requests, summed over all runs
+
+
+@dataclass(frozen=True)
+class Target:
+    """An upper limit from issue 7, on one figure."""
+
+    measure: Measure
+    limit: float
+
+    def describe(self) -> str:
+        if self.measure is Measure.RATIO:
+            return f"<= {self.limit:g}x"
+        if self.measure is Measure.SECONDS:
+            return f"< {_duration(self.limit)}"
+        return "0 failed" if self.limit == 0 else f"<= {self.limit:g} failed"
+
+    def met(self, value: float) -> bool:
+        if self.measure is Measure.SECONDS:
+            return value < self.limit
+        return value <= self.limit
+
+    def to_json(self) -> dict[str, Any]:
+        return {"measure": str(self.measure), "limit": self.limit, "text": self.describe()}
+
+
+def median(samples: Sequence[float]) -> float:
+    return statistics.median(samples) if samples else math.nan
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """The nearest-rank percentile (0.99: the value 99 % of the values do not exceed)."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = max(1, math.ceil(fraction * len(ordered)))
+    return ordered[rank - 1]
+
+
+def _duration(seconds: float) -> str:
+    if math.isnan(seconds):
+        return "-"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms" if seconds >= 0.01 else f"{seconds * 1000:.1f} ms"
+    return f"{seconds:.2f} s"
+
+
+def _ratio(value: float, baseline: float) -> float:
+    return value / baseline if baseline > 0 else math.nan
+
+
+def _met(met: bool | None) -> str:
+    return "-" if met is None else ("met" if met else "NOT met")
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A duration measured for pyrelctl and for its baseline, several times each."""
+
+    section: str
+    what: str
+    baseline_what: str
+    samples: tuple[float, ...]
+    baseline_samples: tuple[float, ...]
+    target: Target | None = None
+
+    @property
+    def value(self) -> float:
+        return median(self.samples)
+
+    @property
+    def baseline(self) -> float:
+        return median(self.baseline_samples)
+
+    @property
+    def ratio(self) -> float:
+        return _ratio(self.value, self.baseline)
+
+    @property
+    def met(self) -> bool | None:
+        if self.target is None:
+            return None
+        measured = self.ratio if self.target.measure is Measure.RATIO else self.value
+        return self.target.met(measured)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "section": self.section,
+            "what": self.what,
+            "baseline_what": self.baseline_what,
+            "median_s": self.value,
+            "baseline_median_s": self.baseline,
+            "ratio": self.ratio,
+            "target": self.target.to_json() if self.target else None,
+            "met": self.met,
+            "samples_s": list(self.samples),
+            "baseline_samples_s": list(self.baseline_samples),
+        }
+
+
+@dataclass(frozen=True)
+class ScaleRow:
+    """One operation timed at growing host sizes; the first size is the baseline."""
+
+    what: str
+    sizes: tuple[str, ...]
+    samples: tuple[tuple[float, ...], ...]  # per size
+    target: Target | None = None  # on the figure at the last (full) size
+    note: str = ""
+
+    @property
+    def values(self) -> list[float]:
+        return [median(s) for s in self.samples]
+
+    @property
+    def met(self) -> bool | None:
+        return None if self.target is None else self.target.met(self.values[-1])
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "what": self.what,
+            "note": self.note,
+            "sizes": [
+                {"size": size, "median_s": median(s), "samples_s": list(s)}
+                for size, s in zip(self.sizes, self.samples, strict=True)
+            ],
+            "ratio_full_to_small": _ratio(self.values[-1], self.values[0]),
+            "target": self.target.to_json() if self.target else None,
+            "met": self.met,
+        }
+
+
+@dataclass(frozen=True)
+class LoadStats:
+    """What the load generator saw in one window of one run."""
+
+    requests: int
+    failed: int
+    errors: dict[str, int]  # failed requests by cause
+    p50: float  # latency of the requests that succeeded, seconds
+    p99: float
+    max: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "failed": self.failed,
+            "errors": self.errors,
+            "p50_s": self.p50,
+            "p99_s": self.p99,
+            "max_s": self.max,
+        }
+
+
+@dataclass(frozen=True)
+class Availability:
+    """One scenario under steady load, in several runs, against the same load with
+    no deploy (steady) in the same runs."""
+
+    scenario: str
+    socket: bool
+    runs: tuple[LoadStats, ...]
+    steady: tuple[LoadStats, ...]
+    target: Target | None = None
+    skipped: str = ""  # why it could not be measured
+
+    @property
+    def requests(self) -> int:
+        return sum(r.requests for r in self.runs)
+
+    @property
+    def failed(self) -> int:
+        return sum(r.failed for r in self.runs)
+
+    def latency(self, which: str) -> float:
+        return median([getattr(r, which) for r in self.runs])
+
+    def steady_latency(self, which: str) -> float:
+        return median([getattr(r, which) for r in self.steady])
+
+    @property
+    def met(self) -> bool | None:
+        if self.target is None:
+            return None
+        return not self.skipped and self.target.met(self.failed)
+
+    def to_json(self) -> dict[str, Any]:
+        errors: dict[str, int] = {}
+        for r in self.runs:
+            for cause, n in r.errors.items():
+                errors[cause] = errors.get(cause, 0) + n
+        return {
+            "scenario": self.scenario,
+            "socket": self.socket,
+            "skipped": self.skipped or None,
+            "requests": self.requests,
+            "failed": self.failed,
+            "errors": errors,
+            "median_p50_s": self.latency("p50"),
+            "median_p99_s": self.latency("p99"),
+            "median_max_s": self.latency("max"),
+            "steady_median_p50_s": self.steady_latency("p50"),
+            "steady_median_p99_s": self.steady_latency("p99"),
+            "target": self.target.to_json() if self.target else None,
+            "met": self.met,
+            "runs": [r.to_json() for r in self.runs],
+            "steady_runs": [r.to_json() for r in self.steady],
+        }
+
+
+@dataclass
+class Report:
+    """Everything one run of ``python -m bench`` measured."""
+
+    meta: dict[str, Any]
+    comparisons: list[Comparison] = field(default_factory=list)
+    scale: list[ScaleRow] = field(default_factory=list)
+    availability: list[Availability] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)  # section -> what went wrong
+
+    def targets(self) -> list[tuple[str, str, bool]]:
+        """(figure, target, met) for every figure that has a target."""
+        found = []
+        for c in self.comparisons:
+            if c.target is not None and c.met is not None:
+                found.append((f"{c.section}: {c.what}", c.target.describe(), c.met))
+        for s in self.scale:
+            if s.target is not None and s.met is not None:
+                found.append((f"scale: {s.what} at {s.sizes[-1]}", s.target.describe(), s.met))
+        for a in self.availability:
+            if a.target is not None and a.met is not None:
+                socket = "with socket" if a.socket else "without socket"
+                found.append((f"availability: {a.scenario}, {socket}", a.target.describe(), a.met))
+        for section in self.errors:
+            found.append((f"{section}: measurement failed", "runs", False))
+        return found
+
+    def to_json(self) -> dict[str, Any]:
+        """The report as one JSON-ready document (NaN, "not measured", becomes null)."""
+        document = {
+            **self.meta,
+            "comparisons": [c.to_json() for c in self.comparisons],
+            "scale": [s.to_json() for s in self.scale],
+            "availability": [a.to_json() for a in self.availability],
+            "targets": [{"figure": f, "target": t, "met": m} for f, t, m in self.targets()],
+            "notes": self.notes,
+            "errors": self.errors,
+        }
+        cleaned: dict[str, Any] = _without_nan(document)
+        return cleaned
+
+    def render(self) -> str:
+        """The human table: one block per kind of figure, then the targets."""
+        out: list[str] = []
+        m = self.meta
+        out.append(
+            f"pyrelctl benchmarks, {m['date']}: medians of {m['runs']} runs "
+            f"(ratio = figure / baseline of the same run)"
+        )
+        out.append(
+            f"machine: {m['machine']['cpus']} CPUs, {m['machine']['memory']}, "
+            f"kernel {m['machine']['kernel']}, {m['machine']['systemd']}"
+        )
+        if self.comparisons:
+            out += ["", "Deploys and status (wall time)"]
+            out += _columns(
+                ("figure", "pyrelctl", "baseline", "baseline is", "ratio", "target", "met?"),
+                [
+                    (
+                        f"{c.section}: {c.what}",
+                        _duration(c.value),
+                        _duration(c.baseline),
+                        c.baseline_what,
+                        f"{c.ratio:.2f}x",
+                        c.target.describe() if c.target else "-",
+                        _met(c.met),
+                    )
+                    for c in self.comparisons
+                ],
+            )
+        if self.scale:
+            sizes = self.scale[0].sizes
+            out += ["", "Scale (apps x releases on one host; ratio = largest / smallest)"]
+            out += _columns(
+                ("operation", *sizes, "ratio", "target", "met?"),
+                [
+                    (
+                        s.what,
+                        *(_duration(v) for v in s.values),
+                        f"{_ratio(s.values[-1], s.values[0]):.2f}x",
+                        s.target.describe() if s.target else "-",
+                        _met(s.met),
+                    )
+                    for s in self.scale
+                ],
+            )
+        if self.availability:
+            out += [
+                "",
+                "Availability under steady load (failed: all runs summed; latencies: medians "
+                "of the runs' p50/p99/max; steady: same load, no deploy)",
+            ]
+            out += _columns(
+                (
+                    "scenario",
+                    "socket",
+                    "requests",
+                    "failed",
+                    "p50",
+                    "p99",
+                    "max",
+                    "steady p50/p99",
+                    "target",
+                    "met?",
+                ),
+                [_availability_row(a) for a in self.availability],
+            )
+        if self.notes:
+            out += ["", *(f"note: {n}" for n in self.notes)]
+        for section, error in self.errors.items():
+            out += ["", f"ERROR in {section}: {error}"]
+        targets = self.targets()
+        if targets:
+            out += ["", "Targets (issue 7)"]
+            out += _columns(("figure", "target", "met?"), [(f, t, _met(m)) for f, t, m in targets])
+        return "\n".join(out)
+
+
+def _without_nan(value: Any) -> Any:
+    """``value`` with every NaN float replaced by None (JSON has no NaN)."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _without_nan(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_without_nan(v) for v in value]
+    return value
+
+
+def _availability_row(a: Availability) -> tuple[str, ...]:
+    socket = "yes" if a.socket else "no"
+    if a.skipped:
+        target = a.target.describe() if a.target else "-"
+        return (a.scenario, socket, "-", "-", "-", "-", "-", a.skipped, target, _met(a.met))
+    return (
+        a.scenario,
+        socket,
+        str(a.requests),
+        str(a.failed),
+        _duration(a.latency("p50")),
+        _duration(a.latency("p99")),
+        _duration(a.latency("max")),
+        f"{_duration(a.steady_latency('p50'))} / {_duration(a.steady_latency('p99'))}",
+        a.target.describe() if a.target else "-",
+        _met(a.met),
+    )
+
+
+def _columns(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """Left-aligned columns, two spaces apart (the table reads the same piped or not)."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    return [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    ]
