@@ -1,0 +1,196 @@
+"""Upgrade and rollback: pyrelctl against the floor of a hand-written script.
+
+Three apps serve the same generic test release (devtools.releases,
+behaviour "serve", an HTTP health check), each on its own port:
+
+* ``up`` is deployed by pyrelctl with its defaults (grace period included);
+* ``up-g0`` is deployed by pyrelctl with the grace period set to 0 in the
+  app's settings (``--grace 0`` at its first install, remembered), which
+  shows what pyrelctl costs besides the wait it is asked to make;
+* ``up-floor`` is installed once by pyrelctl, so that it runs under the very
+  same generated unit, and from then on deployed by ``bench/floor.sh``.
+
+Each run upgrades every app to a new version and rolls it back, in an order
+that rotates from run to run. Each operation is timed from its command's
+start to (a) the first HTTP answer of the version it deploys, seen by a
+:class:`~bench.probe.Poller`, and (b) the command's exit.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.host import Host, Timed, log
+from bench.probe import Poller
+from bench.report import Comparison, Measure, Target
+
+FLOOR_SCRIPT = Path(__file__).resolve().parent / "floor.sh"
+#: Issue 7: upgrade and rollback within 1.3x of their hand-written floors.
+RATIO_TARGET = Target(Measure.RATIO, 1.3)
+
+
+@dataclass(frozen=True)
+class App:
+    name: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def answer(self, version: str) -> str:
+        """What the serve release of ``version`` answers."""
+        return f"{self.name} {version}"
+
+    @property
+    def health(self) -> str:
+        return f'[health]\nhttp = "{self.url}"\n'
+
+
+DEFAULT = App("up", 18101)
+NO_GRACE = App("up-g0", 18102)
+FLOOR = App("up-floor", 18103)
+
+
+@dataclass(frozen=True)
+class Timing:
+    answered: float  # seconds from the command's start to the new version's first answer
+    exited: float  # seconds from the command's start to its exit
+
+
+def _timed_deploy(
+    app: App, command: Callable[[], Timed], expected: Callable[[Timed], str]
+) -> Timing:
+    with Poller(app.port) as poller:
+        timed = command()
+        answered = poller.first_answer_after(timed.started, body=app.answer(expected(timed)))
+    return Timing(answered - timed.started, timed.seconds)
+
+
+def _version(i: int) -> str:
+    return f"1.0.{i}"
+
+
+class Deploys:
+    """Upgrades and rollbacks of the three apps, run after run."""
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        self.floor_current = _version(0)
+        self.samples: dict[tuple[str, str, str], list[float]] = {}
+
+    def artifact(self, app: App, i: int) -> Path:
+        return self.host.release(app.name, _version(i), port=app.port, extra_toml=app.health)
+
+    def setup(self) -> None:
+        h = self.host
+        h.pyrelctl("install", self.artifact(DEFAULT, 0))
+        h.pyrelctl("install", self.artifact(NO_GRACE, 0), "--grace", "0")
+        h.pyrelctl("install", self.artifact(FLOOR, 0))
+
+    def _note(self, op: str, variant: str, timing: Timing) -> None:
+        for key, value in (("answered", timing.answered), ("exited", timing.exited)):
+            self.samples.setdefault((op, variant, key), []).append(value)
+
+    # -- the three ways to deploy ----------------------------------------
+
+    def _pyrelctl(self, app: App, i: int) -> None:
+        h = self.host
+        new = _version(i)
+        upgrade = _timed_deploy(
+            app, lambda: h.timed(h.pyrelctl_argv("install", self.artifact(app, i))), lambda _: new
+        )
+        rollback = _timed_deploy(
+            app,
+            lambda: h.timed(h.pyrelctl_argv("--json", "rollback", app.name)),
+            lambda t: str(json.loads(t.result.stdout)["version"]),
+        )
+        variant = "default" if app is DEFAULT else "grace0"
+        self._note("upgrade", variant, upgrade)
+        self._note("rollback", variant, rollback)
+
+    def _floor(self, i: int) -> None:
+        h = self.host
+
+        def floor(verb: str, version: str, *artifact: str) -> Timed:
+            return h.timed(
+                [
+                    "sh",
+                    str(FLOOR_SCRIPT),
+                    verb,
+                    f"/opt/{FLOOR.name}",
+                    f"{FLOOR.name}.service",
+                    FLOOR.url,
+                    FLOOR.answer(version),
+                    version,
+                    *artifact,
+                ]
+            )
+
+        # Up to version i, then back to the version it came from (always the
+        # first: each run ends where it began).
+        previous, new = self.floor_current, _version(i)
+        artifact = str(self.artifact(FLOOR, i))
+        upgrade = _timed_deploy(FLOOR, lambda: floor("upgrade", new, artifact), lambda _: new)
+        rollback = _timed_deploy(FLOOR, lambda: floor("rollback", previous), lambda _: previous)
+        self._note("upgrade", "floor", upgrade)
+        self._note("rollback", "floor", rollback)
+
+    def run(self, i: int) -> None:
+        """Run ``i`` (from 1): every app up to its version ``i`` and back."""
+        steps: list[Callable[[], None]] = [
+            lambda: self._floor(i),
+            lambda: self._pyrelctl(DEFAULT, i),
+            lambda: self._pyrelctl(NO_GRACE, i),
+        ]
+        shift = i % len(steps)
+        for step in steps[shift:] + steps[:shift]:
+            step()
+
+    def comparisons(self, grace: float) -> list[Comparison]:
+        found = []
+        for op, verb in (("upgrade", "install"), ("rollback", "rollback")):
+            s = self.samples
+            floor_answered = tuple(s[(op, "floor", "answered")])
+            floor_exited = tuple(s[(op, "floor", "exited")])
+            found += [
+                Comparison(
+                    op,
+                    f"{verb} -> answers (defaults)",
+                    "floor.sh -> answers",
+                    tuple(s[(op, "default", "answered")]),
+                    floor_answered,
+                    RATIO_TARGET,
+                ),
+                Comparison(
+                    op,
+                    f"{verb} -> exit (grace 0 set)",
+                    "floor.sh -> exit",
+                    tuple(s[(op, "grace0", "exited")]),
+                    floor_exited,
+                ),
+                Comparison(
+                    op,
+                    f"{verb} -> exit (default grace {grace:g} s)",
+                    "floor.sh -> exit",
+                    tuple(s[(op, "default", "exited")]),
+                    floor_exited,
+                ),
+            ]
+        return found
+
+
+def measure(host: Host, runs: int) -> list[Comparison]:
+    """Upgrade and rollback figures (see the module's docstring)."""
+    from pyrelctl.readiness import DEFAULT_GRACE
+
+    deploys = Deploys(host)
+    log("deploys: installing the first release of up, up-g0, up-floor")
+    deploys.setup()
+    for i in range(1, runs + 1):
+        log(f"deploys: run {i}/{runs}")
+        deploys.run(i)
+    return deploys.comparisons(DEFAULT_GRACE)
