@@ -1,0 +1,266 @@
+"""pyrelctl against its floor, inside a real systemd (issue 7).
+
+    .venv/bin/python -m bench [--runs N] [--json] [--only NAME[,NAME]]
+                              [--scale-apps N] [--scale-releases N]
+
+Run as root from a checkout. Boots one systemd container
+(devtools.machine), re-runs this module inside it, and prints a table (or,
+with --json, one JSON document) of medians over N runs, each with its ratio
+to a baseline measured in the same run and, where issue 7 sets one, its
+target as met / NOT met. The measurements (NAME for --only):
+
+  status        pyrelctl status APP against systemctl status APP
+  upgrade       pyrelctl install of the next version against bench/floor.sh
+  rollback      pyrelctl rollback against bench/floor.sh's symlink swap + restart
+  availability  failed requests and latency under load through an upgrade, a
+                failed deploy and a rollback, with and without socket activation
+  scale         install, status and prune at 1x1, Nx1 and NxR apps x releases
+
+Exit status: 0 when every measurement ran (whether or not its target was
+met), 1 when one failed, 2 for bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+from typing import Any
+
+from bench.host import PYTHON, REPO, Host, boot, log
+from bench.report import Report
+
+SECTIONS = ("status", "upgrade", "rollback", "availability", "scale")
+#: Generous: the default run takes about 7 minutes.
+INSIDE_TIMEOUT = 3600.0
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive number")
+    return value
+
+
+def _sections(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in SECTIONS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown measurement {', '.join(unknown) or text!r}; choose from {', '.join(SECTIONS)}"
+        )
+    return names
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    doc = __doc__ or ""
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=doc.split("\n\n")[0],
+        epilog=doc.split("\n\n", 2)[2],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--runs", type=_positive, default=5, help="runs per figure (default 5)")
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.add_argument(
+        "--only",
+        type=_sections,
+        default=list(SECTIONS),
+        metavar="NAME[,NAME]",
+        help="run only these measurements",
+    )
+    parser.add_argument("--scale-apps", type=_positive, default=50, metavar="N")
+    parser.add_argument("--scale-releases", type=_positive, default=20, metavar="N")
+    # Set by the outer process for the one inside the container.
+    parser.add_argument("--inside", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--commit", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--command", default="", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+# -- outside: boot, run inside, relay ----------------------------------------
+
+
+def _commit() -> str:
+    result = subprocess.run(
+        ["git", "-C", str(REPO), "describe", "--always", "--dirty"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return result.stdout.strip() or "unknown"
+
+
+def outside(args: argparse.Namespace, argv: list[str]) -> int:
+    inner_args = [
+        "--runs",
+        str(args.runs),
+        "--only",
+        ",".join(args.only),
+        "--scale-apps",
+        str(args.scale_apps),
+        "--scale-releases",
+        str(args.scale_releases),
+        *(["--json"] if args.json else []),
+        "--commit",
+        _commit(),
+        "--command",
+        " ".join([".venv/bin/python", "-m", "bench", *argv]),
+    ]
+    with tempfile.TemporaryDirectory(prefix="pyrelctl-bench-") as tmp:
+        scratch = Path(tmp)
+        log(f"booting a container (scratch {scratch})")
+        with boot(f"pyrelctl-bench-{os.getpid()}", scratch) as machine:
+            command = machine.enter_argv(
+                [str(PYTHON), "-m", "bench", *inner_args, "--inside", str(scratch)],
+                env={"PYTHONPATH": str(REPO)},
+            )
+            # stderr (progress) passes through; stdout is the result.
+            result = subprocess.run(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                text=True,
+                timeout=INSIDE_TIMEOUT,
+                check=False,
+            )
+        log("container stopped")
+    sys.stdout.write(result.stdout)
+    return result.returncode
+
+
+# -- inside the container ------------------------------------------------------
+
+
+def _meta(args: argparse.Namespace) -> dict[str, Any]:
+    from bench import availability, load
+    from pyrelctl.readiness import DEFAULT_GRACE
+
+    meminfo = Path("/proc/meminfo").read_text().split()
+    memory_kib = int(meminfo[meminfo.index("MemTotal:") + 1])
+    systemd = subprocess.run(
+        ["systemctl", "--version"], capture_output=True, text=True, check=True
+    ).stdout.splitlines()[0]
+    os_name = "unknown"
+    for line in Path("/usr/lib/os-release").read_text().splitlines():
+        if line.startswith("PRETTY_NAME="):
+            os_name = line.split("=", 1)[1].strip('"')
+    return {
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": args.command,
+        "commit": args.commit,
+        "runs": args.runs,
+        "only": args.only,
+        "scale_apps": args.scale_apps,
+        "scale_releases": args.scale_releases,
+        "pyrelctl_default_grace_s": DEFAULT_GRACE,
+        "load": {
+            "rate_per_s": load.RATE,
+            "request_timeout_s": load.REQUEST_TIMEOUT,
+            "lead_s": availability.LEAD,
+            "tail_s": availability.TAIL,
+            "steady_s": availability.STEADY,
+        },
+        "machine": {
+            "cpus": os.cpu_count(),
+            "memory": f"{memory_kib / 2**20:.1f} GiB",
+            "kernel": platform.release(),
+            "systemd": systemd,
+            "os": os_name,
+            "python": platform.python_version(),
+        },
+    }
+
+
+def _notes(args: argparse.Namespace, grace: float) -> list[str]:
+    notes = []
+    if {"upgrade", "rollback"} & set(args.only):
+        notes.append(
+            "upgrade/rollback: '-> answers' runs from the command's start to the first HTTP "
+            "answer of the version it deploys (polled every 2 ms); the floor is bench/floor.sh "
+            "(tar x, ln -s + mv -T, systemctl restart, curl until it answers) on a unit "
+            f"pyrelctl generated, same sandbox. pyrelctl's grace ({grace:g} s by default) "
+            "begins after that answer; the '-> exit' rows include it, or set it to 0."
+        )
+    if "availability" in args.only:
+        notes.append(
+            "availability: 200 requests/s, a new TCP connection each, 5 s timeout each, "
+            "latency from when a request was due; windows run from 0.5 s before the command "
+            "to 0.5 s after its exit; pyrelctl's defaults (grace included)."
+        )
+    if "scale" in args.only:
+        notes.append(
+            "scale: every app is a real started unit; releases 2..R-1 of each app were "
+            "installed with --no-start (untimed set-up), release R with start. Release "
+            "directories live on the container's tmpfs root."
+        )
+    return notes
+
+
+def _cleanup(host: Host) -> None:
+    """Uninstall the apps of earlier measurements, so that scale counts only its own."""
+    listed = json.loads(host.pyrelctl("--json", "status").stdout)
+    for app in listed["apps"]:
+        host.pyrelctl("uninstall", "--purge", app["app"])
+
+
+def inside(args: argparse.Namespace) -> int:
+    from bench import availability, deploys, scale, status
+    from pyrelctl.readiness import DEFAULT_GRACE
+
+    host = Host(args.inside)
+    report = Report(meta=_meta(args), notes=_notes(args, DEFAULT_GRACE))
+    log(f"inside: {report.meta['machine']['systemd']}")
+    wanted = set(args.only)
+
+    def section(name: str, body: Any) -> None:
+        try:
+            body()
+        except Exception as e:
+            log(f"{name} failed:\n{traceback.format_exc()}")
+            report.errors[name] = f"{type(e).__name__}: {e}".strip()[:2000]
+
+    if "status" in wanted:
+        section("status", lambda: report.comparisons.extend(status.measure(host, args.runs)))
+    if wanted & {"upgrade", "rollback"}:
+
+        def run_deploys() -> None:
+            found = deploys.measure(host, args.runs)
+            report.comparisons.extend(c for c in found if c.section in wanted)
+
+        section("upgrade/rollback", run_deploys)
+    if "availability" in wanted:
+        section(
+            "availability",
+            lambda: report.availability.extend(availability.measure(host, args.runs)),
+        )
+    if "scale" in wanted:
+
+        def run_scale() -> None:
+            _cleanup(host)
+            report.scale.extend(
+                scale.measure(host, args.runs, args.scale_apps, args.scale_releases)
+            )
+
+        section("scale", run_scale)
+    print(json.dumps(report.to_json(), indent=2) if args.json else report.render())
+    return 1 if report.errors else 0
+
+
+def main() -> int:
+    argv = sys.argv[1:]
+    args = parse_args(argv)
+    if args.inside is not None:
+        return inside(args)
+    return outside(args, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
