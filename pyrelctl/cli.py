@@ -32,6 +32,7 @@ from pyrelctl.layout import Layout, Mark
 from pyrelctl.operate import Operator, require_root
 from pyrelctl.readiness import DEFAULT_GRACE, DEFAULT_TIMEOUT
 from pyrelctl.release import HealthCheck, parse_health_table
+from pyrelctl.sockets import make_socket
 from pyrelctl.systemd import OfflineSystemd, Systemd, UnitState
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -264,6 +265,20 @@ def cli(ctx: click.Context, root: Path, as_json: bool, verbose: int, quiet: bool
     help="The artifact's ssh-keygen signature (default ARTIFACT.sig); required once "
     "/etc/pyrelctl/[APP/]allowed_signers exists.",
 )
+@click.option(
+    "--listen",
+    "listen",
+    multiple=True,
+    metavar="ADDR",
+    help="Socket activation on ADDR (PORT, IP:PORT, [IPv6]:PORT or /path; repeatable): "
+    "systemd holds the listener so restarts drop no connection. Remembered for the app; "
+    "overrides the release's [socket] listen.",
+)
+@click.option(
+    "--listen-reset",
+    is_flag=True,
+    help="Forget the remembered --listen: use the release's own [socket], if any.",
+)
 @_no_wait_option
 @pass_ctx
 def install(
@@ -280,6 +295,8 @@ def install(
     keep: int,
     max_size: int,
     signature: Path | None,
+    listen: tuple[str, ...],
+    listen_reset: bool,
     no_wait: bool,
 ) -> None:
     """Install ARTIFACT (a release directory, .tar.gz, .tgz or .tar) and make it current.
@@ -289,6 +306,8 @@ def install(
     and pyrelctl exits with 3 (4 if the previous release fails too, 1 when
     there was no previous release).
     """
+    if listen and listen_reset:
+        raise BadInput("give either --listen or --listen-reset, not both")
     opts = InstallOptions(
         app=app_name,
         start=not no_start,
@@ -299,6 +318,8 @@ def install(
         max_bytes=max_size,
         health=_health_override(health_http, health_tcp, health_command),
         reset_health=health_reset,
+        listen=make_socket(listen).listen if listen else (),
+        reset_listen=listen_reset,
         signature=signature,
     )
     outcome = obj.deployer().install(artifact, opts)
@@ -532,9 +553,14 @@ def history(obj: Ctx, app: str) -> None:
 @click.argument("app", shell_complete=complete_app)
 @pass_ctx
 def unit(obj: Ctx, app: str) -> None:
-    """Print APP's generated unit file, and the drop-ins that amend it."""
+    """Print APP's generated unit files, and the drop-ins that amend them."""
     paths = obj.layout.app(app).require()
-    files = [paths.service_file, *sorted(paths.dropin_dir.glob("*.conf"))]
+    files = [
+        paths.service_file,
+        *sorted(paths.dropin_dir.glob("*.conf")),
+        paths.socket_file,
+        *sorted(paths.layout.unit_dir.glob(f"{paths.socket_name}.d/*.conf")),
+    ]
     shown = [f for f in files if f.is_file()]
     if not shown:
         raise BadInput(
