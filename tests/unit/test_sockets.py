@@ -67,7 +67,9 @@ def test_bad_listen_addresses_are_refused(bad: object) -> None:
 
 
 @given(st.ip_addresses(), st.integers(min_value=1, max_value=65535))
-def test_any_ip_and_port_round_trips(ip: ipaddress.IPv4Address, port: int) -> None:
+def test_any_ip_and_port_round_trips(
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int
+) -> None:
     text = f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"
     address = listen_address(text)
     host, _, port_text = address.rpartition(":")
@@ -88,13 +90,14 @@ def test_a_socket_table_needs_addresses_without_repeats() -> None:
     assert parse_socket_table({}, "release.toml") is None
     socket = parse_socket_table({"listen": ["127.0.0.1:80"], "name": "web"}, "release.toml")
     assert socket == Socket(listen=("127.0.0.1:80",), name="web")
-    for table in (
+    bad_tables: list[dict[str, object]] = [
         {"listen": []},
         {"listen": "127.0.0.1:80"},
         {"name": "web"},
         {"listen": ["80", "80"]},
         {"listen": ["80"], "name": "a:b"},  # ':' separates LISTEN_FDNAMES
-    ):
+    ]
+    for table in bad_tables:
         with pytest.raises(BadInput, match=r"release\.toml"):
             parse_socket_table(table, "release.toml")
 
