@@ -481,6 +481,27 @@ def _state_json(state: UnitState | None) -> dict[str, Any] | None:
     }
 
 
+def _socket_json(state: UnitState | None) -> dict[str, Any] | None:
+    if state is None:
+        return None
+    return {
+        "unit": state.name,
+        "active_state": state.active_state,
+        "sub_state": state.sub_state,
+        "listen": list(state.listen),
+    }
+
+
+def _listening(socket: dict[str, Any] | None) -> str:
+    """The SOCKET column: the addresses systemd holds, and its state unless listening."""
+    if socket is None:
+        return "-"
+    addresses = ",".join(socket["listen"]) or socket["unit"]
+    if socket["sub_state"] in ("listening", "running"):
+        return addresses
+    return f"{addresses} ({socket['active_state']})"
+
+
 @cli.command()
 @click.argument("app", required=False, shell_complete=complete_app)
 @pass_ctx
@@ -491,6 +512,9 @@ def status(obj: Ctx, app: str | None) -> None:
     for name in names:
         paths = obj.layout.app(name)
         state = None if obj.layout.offline else obj.systemd.state(paths.service_name)
+        socket = None
+        if paths.socket_file.exists() and not obj.layout.offline:
+            socket = obj.systemd.state(paths.socket_name)
         current = paths.current_version()
         docs.append(
             {
@@ -499,6 +523,7 @@ def status(obj: Ctx, app: str | None) -> None:
                 "mark": paths.mark(current) if current else None,
                 "unit": paths.service_name,
                 "state": _state_json(state),
+                "socket": _socket_json(socket),
             }
         )
 
@@ -517,9 +542,10 @@ def status(obj: Ctx, app: str | None) -> None:
                     _when(s["since"]) if s else "-",
                     str(s["main_pid"] or "-") if s else "-",
                     s["enabled"] if s else "-",
+                    _listening(d["socket"]),
                 )
             )
-        _table(rows, ("APP", "CURRENT", "STATE", "SINCE", "PID", "ENABLED"))
+        _table(rows, ("APP", "CURRENT", "STATE", "SINCE", "PID", "ENABLED", "SOCKET"))
 
     obj.emit(docs[0] if app else {"apps": docs}, human)
 

@@ -179,11 +179,22 @@ def test_socket_comes_and_goes_with_the_release_and_the_app(
     assert machine.systemctl("is-active", f"{app}.socket", check=False).stdout.strip() == (
         "inactive"
     )
+    status = json.loads(pyrelctl("--json", "status", app).stdout)["socket"]
+    assert (status["listen"], status["active_state"]) == ([f"127.0.0.1:{PORT}"], "inactive")
     refused = machine.run(["python3", "-c", LOAD_ONE, URL], check=False)
     assert refused.returncode != 0 and "Connection refused" in refused.stderr
     assert pyrelctl("start", app).returncode == 0
     assert machine.systemctl("is-active", f"{app}.socket").stdout.strip() == "active"
     assert get(machine, URL) == "sock 1.0.0"
+    status = json.loads(pyrelctl("--json", "status", app).stdout)["socket"]
+    assert status == {
+        "unit": f"{app}.socket",
+        "active_state": "active",
+        "sub_state": "running",  # "listening" while the service is stopped
+        "listen": [f"127.0.0.1:{PORT}"],
+    }
+    table = pyrelctl("status", app).stdout.splitlines()
+    assert table[0].split()[-1] == "SOCKET" and table[1].split()[-1] == f"127.0.0.1:{PORT}"
 
     assert pyrelctl("uninstall", app).returncode == 0
     assert machine.run(["test", "-e", f"/etc/systemd/system/{app}.socket"], check=False).returncode
