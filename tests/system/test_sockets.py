@@ -193,6 +193,10 @@ def test_socket_comes_and_goes_with_the_release_and_the_app(
         "sub_state": "running",  # "listening" while the service is stopped
         "listen": [f"127.0.0.1:{PORT}"],
     }
+    checks = json.loads(pyrelctl("--json", "doctor", app).stdout)["findings"]
+    (socket_check,) = [c for c in checks if c["check"] == "socket"]
+    assert socket_check["severity"] == "ok", socket_check
+    assert socket_check["message"] == f"{app}.socket listens on 127.0.0.1:{PORT}"
     table = pyrelctl("status", app).stdout.splitlines()
     assert table[0].split()[-1] == "SOCKET" and table[1].split()[-1] == f"127.0.0.1:{PORT}"
 
