@@ -204,3 +204,43 @@ def test_socket_comes_and_goes_with_the_release_and_the_app(
     assert machine.run(["test", "-e", f"/etc/systemd/system/{app}.socket"], check=False).returncode
     load = unit_property(machine, f"{app}.socket", "LoadState")
     assert load == "not-found"
+
+
+# Elixir code for `rpc`: a process of the node takes the listening socket
+# systemd passed (fd 3: gen_tcp's `fd` option, what Cowboy and Bandit pass
+# down as a socket option) and answers three HTTP requests on it.
+SERVE_ON_FD_3 = """
+spawn(fn ->
+  {:ok, listener} = :gen_tcp.listen(0, [:binary, :inet, fd: 3, active: false])
+  for _ <- 1..3 do
+    {:ok, conn} = :gen_tcp.accept(listener)
+    {:ok, _request} = :gen_tcp.recv(conn, 0)
+    :gen_tcp.send(conn, "HTTP/1.0 200 OK\\r\\n\\r\\nelixir on the systemd socket\\n")
+    :gen_tcp.close(conn)
+  end
+end)
+:ok
+"""
+
+
+def test_a_mix_release_gets_the_socket(
+    machine: Machine, pyrelctl: MachineCommand, mix_artifacts: dict[str, Path]
+) -> None:
+    app, port = "shopsock", PORT + 10
+    try:
+        proc = pyrelctl(
+            "install", mix_artifacts["1.0.0"], "--app", app, "--listen", f"127.0.0.1:{port}"
+        )
+        assert proc.returncode == 0, proc.stderr
+        names = pyrelctl("rpc", app, 'IO.puts(System.get_env("LISTEN_FDNAMES"))')
+        assert names.stdout.strip() == "listen", names.stdout + names.stderr
+        served = pyrelctl("rpc", app, SERVE_ON_FD_3)
+        assert served.returncode == 0, served.stdout + served.stderr
+        assert get(machine, f"http://127.0.0.1:{port}/") == "elixir on the systemd socket"
+        # An upgrade keeps the listener: the new node gets the same socket.
+        proc = pyrelctl("install", mix_artifacts["1.1.0"], "--app", app)
+        assert proc.returncode == 0, proc.stderr
+        assert pyrelctl("rpc", app, SERVE_ON_FD_3).returncode == 0
+        assert get(machine, f"http://127.0.0.1:{port}/") == "elixir on the systemd socket"
+    finally:
+        pyrelctl("uninstall", "--purge", app)
