@@ -54,13 +54,16 @@ from pyrelctl.names import APP_NAME_RE, check_version
 from pyrelctl.pyrelease import WHEELHOUSE, canonical_name, wheel_name_version
 from pyrelctl.release import MANIFEST, HealthKind, ServiceType, detect
 from pyrelctl.run import run
+from pyrelctl.sockets import Socket, parse_socket_table
 
 #: The earliest time a zip entry can carry; the default SOURCE_DATE_EPOCH.
 ZIP_EPOCH = 315532800
 #: Lock files looked for, in this order, when [tool.pyrelctl] names none.
 LOCK_FILES = ("pylock.toml", "requirements.lock", "requirements.txt")
 #: What [tool.pyrelctl] accepts.
-CONFIG_KEYS = frozenset({"name", "start", "type", "health", "environment", "requirements"})
+CONFIG_KEYS = frozenset(
+    {"name", "start", "type", "health", "environment", "requirements", "socket"}
+)
 RUNTIME_DIST = "pyrelctl-runtime"
 TOOLS = "tools"
 
@@ -84,6 +87,7 @@ class BuildConfig:
     health: Mapping[str, Any] = field(default_factory=dict)
     environment: Mapping[str, str] = field(default_factory=dict)
     requirements: str | None = None
+    socket: Socket | None = None
 
 
 def read_config(pyproject: Mapping[str, Any]) -> BuildConfig:
@@ -93,7 +97,7 @@ def read_config(pyproject: Mapping[str, Any]) -> BuildConfig:
     dependency) or an argv whose program is one (or ``python``): ``"shop"``,
     ``["gunicorn", "shop.web:app"]``, ``["python", "-m", "shop"]``.
     ``type`` is ``"notify"`` (default: the app calls pyrelctl_runtime) or
-    ``"exec"``; ``health`` and ``environment`` are release.toml's tables;
+    ``"exec"``; ``health``, ``environment`` and ``socket`` are release.toml's tables;
     ``name`` overrides the release name; ``requirements`` names the lock.
     """
     tool = pyproject.get("tool", {}).get("pyrelctl")
@@ -142,7 +146,14 @@ def read_config(pyproject: Mapping[str, Any]) -> BuildConfig:
     requirements = tool.get("requirements")
     if requirements is not None and not isinstance(requirements, str):
         raise BadInput(f"{where}: requirements must be a file name")
+    socket = tool.get("socket", {})
+    if not isinstance(socket, dict):
+        raise BadInput(f"{where}: socket must be a table, e.g. {{ listen = [...] }}")
+    unknown = sorted(set(socket) - {"listen", "name"})
+    if unknown:
+        raise BadInput(f"{where}: unknown key socket.{unknown[0]}", hint="it takes listen, name")
     return BuildConfig(
+        socket=parse_socket_table(socket, where),
         start=tuple(argv),
         name=name,
         service_type=service_type,
@@ -431,6 +442,9 @@ def render_manifest(
     if config.environment:
         lines += ["", "[environment]"]
         lines += [f"{key} = {_toml(value)}" for key, value in sorted(config.environment.items())]
+    if config.socket:
+        lines += ["", "[socket]", f"listen = {_toml(list(config.socket.listen))}"]
+        lines.append(f"name = {_toml(config.socket.name)}")
     return "\n".join(lines) + "\n"
 
 

@@ -32,6 +32,7 @@ from pyrelctl.layout import Layout, Mark
 from pyrelctl.operate import Operator, require_root
 from pyrelctl.readiness import DEFAULT_GRACE, DEFAULT_TIMEOUT
 from pyrelctl.release import HealthCheck, parse_health_table
+from pyrelctl.sockets import make_socket
 from pyrelctl.systemd import OfflineSystemd, Systemd, UnitState
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -264,6 +265,20 @@ def cli(ctx: click.Context, root: Path, as_json: bool, verbose: int, quiet: bool
     help="The artifact's ssh-keygen signature (default ARTIFACT.sig); required once "
     "/etc/pyrelctl/[APP/]allowed_signers exists.",
 )
+@click.option(
+    "--listen",
+    "listen",
+    multiple=True,
+    metavar="ADDR",
+    help="Socket activation on ADDR (PORT, IP:PORT, [IPv6]:PORT or /path; repeatable): "
+    "systemd holds the listener so restarts drop no connection. Remembered for the app; "
+    "overrides the release's [socket] listen.",
+)
+@click.option(
+    "--listen-reset",
+    is_flag=True,
+    help="Forget the remembered --listen: use the release's own [socket], if any.",
+)
 @_no_wait_option
 @pass_ctx
 def install(
@@ -280,6 +295,8 @@ def install(
     keep: int,
     max_size: int,
     signature: Path | None,
+    listen: tuple[str, ...],
+    listen_reset: bool,
     no_wait: bool,
 ) -> None:
     """Install ARTIFACT (a release directory, .tar.gz, .tgz or .tar) and make it current.
@@ -289,6 +306,8 @@ def install(
     and pyrelctl exits with 3 (4 if the previous release fails too, 1 when
     there was no previous release).
     """
+    if listen and listen_reset:
+        raise BadInput("give either --listen or --listen-reset, not both")
     opts = InstallOptions(
         app=app_name,
         start=not no_start,
@@ -299,6 +318,8 @@ def install(
         max_bytes=max_size,
         health=_health_override(health_http, health_tcp, health_command),
         reset_health=health_reset,
+        listen=make_socket(listen).listen if listen else (),
+        reset_listen=listen_reset,
         signature=signature,
     )
     outcome = obj.deployer().install(artifact, opts)
@@ -460,6 +481,27 @@ def _state_json(state: UnitState | None) -> dict[str, Any] | None:
     }
 
 
+def _socket_json(state: UnitState | None) -> dict[str, Any] | None:
+    if state is None:
+        return None
+    return {
+        "unit": state.name,
+        "active_state": state.active_state,
+        "sub_state": state.sub_state,
+        "listen": list(state.listen),
+    }
+
+
+def _listening(socket: dict[str, Any] | None) -> str:
+    """The SOCKET column: the addresses systemd holds, and its state unless listening."""
+    if socket is None:
+        return "-"
+    addresses = ",".join(socket["listen"]) or socket["unit"]
+    if socket["sub_state"] in ("listening", "running"):
+        return addresses
+    return f"{addresses} ({socket['active_state']})"
+
+
 @cli.command()
 @click.argument("app", required=False, shell_complete=complete_app)
 @pass_ctx
@@ -470,6 +512,9 @@ def status(obj: Ctx, app: str | None) -> None:
     for name in names:
         paths = obj.layout.app(name)
         state = None if obj.layout.offline else obj.systemd.state(paths.service_name)
+        socket = None
+        if paths.socket_file.exists() and not obj.layout.offline:
+            socket = obj.systemd.state(paths.socket_name)
         current = paths.current_version()
         docs.append(
             {
@@ -478,6 +523,7 @@ def status(obj: Ctx, app: str | None) -> None:
                 "mark": paths.mark(current) if current else None,
                 "unit": paths.service_name,
                 "state": _state_json(state),
+                "socket": _socket_json(socket),
             }
         )
 
@@ -496,9 +542,10 @@ def status(obj: Ctx, app: str | None) -> None:
                     _when(s["since"]) if s else "-",
                     str(s["main_pid"] or "-") if s else "-",
                     s["enabled"] if s else "-",
+                    _listening(d["socket"]),
                 )
             )
-        _table(rows, ("APP", "CURRENT", "STATE", "SINCE", "PID", "ENABLED"))
+        _table(rows, ("APP", "CURRENT", "STATE", "SINCE", "PID", "ENABLED", "SOCKET"))
 
     obj.emit(docs[0] if app else {"apps": docs}, human)
 
@@ -532,9 +579,14 @@ def history(obj: Ctx, app: str) -> None:
 @click.argument("app", shell_complete=complete_app)
 @pass_ctx
 def unit(obj: Ctx, app: str) -> None:
-    """Print APP's generated unit file, and the drop-ins that amend it."""
+    """Print APP's generated unit files, and the drop-ins that amend them."""
     paths = obj.layout.app(app).require()
-    files = [paths.service_file, *sorted(paths.dropin_dir.glob("*.conf"))]
+    files = [
+        paths.service_file,
+        *sorted(paths.dropin_dir.glob("*.conf")),
+        paths.socket_file,
+        *sorted(paths.layout.unit_dir.glob(f"{paths.socket_name}.d/*.conf")),
+    ]
     shown = [f for f in files if f.is_file()]
     if not shown:
         raise BadInput(

@@ -49,6 +49,8 @@ from pyrelctl.release import (
     release_to_json,
 )
 from pyrelctl.run import run
+from pyrelctl.socketunit import SETTING as SOCKET_SETTING
+from pyrelctl.socketunit import SocketUnit, effective_socket
 from pyrelctl.systemd import Systemd, UnitState
 from pyrelctl.transient import transient_argv
 from pyrelctl.units import (
@@ -81,6 +83,8 @@ class InstallOptions:
     max_bytes: int = DEFAULT_MAX_BYTES
     health: HealthCheck | None = None  # remembered for the app, overriding the release's
     reset_health: bool = False  # forget the remembered health check
+    listen: tuple[str, ...] = ()  # remembered for the app, overriding the release's [socket]
+    reset_listen: bool = False  # forget the remembered socket setting
     run_hooks: bool = True  # the release's pre_switch / post_switch hooks
     signature: Path | None = None  # default: ARTIFACT.sig, when the host requires one
 
@@ -247,7 +251,12 @@ class Deployer:
                 cookie = secrets.token_hex(32)
                 write_atomic(cookie_env, f"RELEASE_COOKIE={cookie}\n".encode(), mode=0o600)
 
-    def render(self, app: AppPaths, release: Release) -> str:
+    def render(
+        self, app: AppPaths, release: Release, settings: dict[str, Any] | None = None
+    ) -> str:
+        """The text of the app's service unit for ``release`` (``settings``: as
+        remembered by default)."""
+        socket = effective_socket(app.read_settings() if settings is None else settings, release)
         env_files = self._env_files(app, release)
         return render_service(
             ServiceSpec(
@@ -255,6 +264,7 @@ class Deployer:
                 release=release,
                 environment_files=env_files,
                 credentials=tuple(app.secrets()),
+                socket=socket,
             )
         )
 
@@ -264,11 +274,23 @@ class Deployer:
         for the service and the transient units of rpc/eval/remote)."""
         return default_environment_files(app.name, release)
 
-    def write_units(self, app: AppPaths, release: Release) -> bool:
-        """Write the unit if its content changed; daemon-reload only then."""
-        changed = write_atomic(app.service_file, self.render(app, release).encode())
+    def socket_unit(self, app: AppPaths) -> SocketUnit:
+        return SocketUnit(app, self.systemd, online=self.online, say=self.say)
+
+    def write_units(
+        self, app: AppPaths, release: Release, settings: dict[str, Any] | None = None
+    ) -> bool:
+        """Write the units whose content changed; daemon-reload only then.
+
+        ``settings`` are the app's (default: as remembered); the host's socket
+        setting among them wins over the release's ``[socket]``.
+        """
+        if settings is None:
+            settings = app.read_settings()
+        changed = self.socket_unit(app).write(effective_socket(settings, release))
+        changed |= write_atomic(app.service_file, self.render(app, release, settings).encode())
         if changed and self.online:
-            self.say("unit changed: systemctl daemon-reload")
+            self.say("units changed: systemctl daemon-reload")
             self.systemd.reload()
         return changed
 
@@ -288,12 +310,24 @@ class Deployer:
             link = wants / app.service_name
             if not link.is_symlink():
                 symlink_atomic(f"/etc/systemd/system/{app.service_name}", link)
+            if app.socket_file.exists():  # the service's Also=
+                wants = self.layout.unit_dir / "sockets.target.wants"
+                wants.mkdir(parents=True, exist_ok=True)
+                link = wants / app.socket_name
+                if not link.is_symlink():
+                    symlink_atomic(f"/etc/systemd/system/{app.socket_name}", link)
         app.update_index("_app", enabled_once=True)
 
     # -- starting and verifying --------------------------------------------
 
     def _verify(self, app: AppPaths, release: Release, readiness: Readiness) -> UnitState | Failure:
-        """Restart the unit and wait until the release is really up (readiness.py)."""
+        """Restart the unit and wait until the release is really up (readiness.py).
+
+        The socket unit, if any, keeps listening through the restart.
+        """
+        problem = self.socket_unit(app).ensure_running(timeout=readiness.timeout)
+        if problem is not None:
+            return Failure(version=release.version, reason=problem, exit="not started")
         watcher = Watcher(self.systemd, self.say)
         return watcher.restart_and_verify(
             app.service_name, release.version, readiness, self._command_runner(app, release)
@@ -330,12 +364,14 @@ class Deployer:
         """Installing the current version again: converge, do not redeploy."""
         self.say(f"{app.name} {release.version} is already current")
         self._app_config(app, release)
-        changed = self.write_units(app, release)
+        settings = self._settings(app, opts)
+        changed = self.write_units(app, release, settings)
         state = self.systemd.state(app.service_name) if self.online else None
         if opts.start and self.online and (changed or state is None or not state.running):
             return self._switch(
                 app, release, release.version, opts, "install", started_at, changed=True
             )
+        self._remember(app, settings)  # the units now follow them
         return Outcome(
             app=app.name,
             action="install",
@@ -373,7 +409,7 @@ class Deployer:
             failure = self._hook(app, release, "pre_switch")
             if failure is not None:
                 self._fail(app, release, previous, failure, readiness, action, switched=False)
-        self.write_units(app, release)
+        self.write_units(app, release, settings)
         app.switch(release.version)
         self.say(f"current -> releases/{release.version}")
         if not online_start:
@@ -434,6 +470,10 @@ class Deployer:
             updated["health"] = health_to_json(opts.health)
         if opts.reset_health:
             updated.pop("health", None)
+        if opts.listen:
+            updated[SOCKET_SETTING] = {"listen": list(opts.listen)}
+        if opts.reset_listen:
+            updated.pop(SOCKET_SETTING, None)
         return updated
 
     @staticmethod
@@ -709,13 +749,20 @@ class Deployer:
     def control(
         self, name: str, verb: str, *, timeout: float = DEFAULT_TIMEOUT, wait_lock: bool = True
     ) -> UnitState:
-        """start / stop / restart the app's unit, waiting for the job."""
+        """start / stop / restart the app's unit, waiting for the job.
+
+        With socket activation, stop stops the socket unit too (else the next
+        connection would start the service again); start and restart leave
+        it listening, and the service's Requires= starts it if it is not.
+        """
         app = self.layout.app(name).require()
         if not self.online:
             raise BadInput(f"{verb} needs the running systemd; it cannot work with --root")
         with app_lock(app, verb, wait=wait_lock, on_wait=self.say):
             if verb != "stop":
                 self.systemd.reset_failed(app.service_name)  # see _verify
+            elif app.socket_file.exists():
+                self.systemd.stop(app.socket_name, timeout=timeout)
             method = {
                 "start": self.systemd.start,
                 "stop": self.systemd.stop,
@@ -744,6 +791,10 @@ class Deployer:
             app.require()
         removed: list[str] = []
         with app_lock(app, "uninstall", wait=wait_lock, on_wait=self.say):
+            sockets = self.socket_unit(app)
+            if sockets.exists:
+                sockets.remove()
+                removed.append(str(app.socket_file))
             if self.online and app.service_file.exists():
                 self.systemd.stop(app.service_name)
                 self.systemd.disable(app.service_name)

@@ -31,7 +31,9 @@ from pyrelctl.deploy import Deployer
 from pyrelctl.errors import PyrelctlError
 from pyrelctl.layout import AppPaths, Layout, Mark
 from pyrelctl.release import Kind, Release
+from pyrelctl.socketunit import effective_socket
 from pyrelctl.systemd import OfflineSystemd, Systemd
+from pyrelctl.units import render_socket
 
 #: What pyrelctl relies on, by the systemd version that brought it (systemd's NEWS).
 SYSTEMD_FEATURES: tuple[tuple[int, str], ...] = (
@@ -348,6 +350,7 @@ class Doctor:
         if current is not None:
             yield from self._release_files(app, current)
             yield from self._unit_file(app, current)
+            yield from self._socket(app, current)
         yield from self._dropins(app)
         yield from self._settings(app, current)
         if self._systemd is not None:
@@ -494,6 +497,49 @@ class Doctor:
             fix=f"systemctl edit {app.name}   # keep your changes in a drop-in; then: {fix}",
             details=diff[:40],
         )
+
+    def _socket(self, app: AppPaths, version: str) -> Iterator[Finding]:
+        """The socket unit is what the app's settings ask for, and it listens."""
+        release = self._release(app, version)
+        if release is None:
+            return  # _unit_file said why
+        wanted = effective_socket(app.read_settings(), release)
+        path = app.socket_file
+        fix = self._reinstall(app, version)
+        text = path.read_text() if path.is_file() else None
+        if wanted is None:
+            if text is not None:
+                yield Finding(
+                    "socket",
+                    app.name,
+                    Severity.PROBLEM,
+                    f"{path} exists, but {app.name} {version} uses no socket activation",
+                    fix=fix,
+                )
+            return
+        if text != render_socket(app.name, wanted):
+            state = "is missing" if text is None else "differs from what pyrelctl renders"
+            yield Finding("socket", app.name, Severity.PROBLEM, f"{path} {state}", fix=fix)
+            return
+        if self._systemd is None:
+            return
+        unit = self._systemd.state(app.socket_name)
+        if unit.active_state != "active":
+            yield Finding(
+                "socket",
+                app.name,
+                Severity.PROBLEM if unit.active_state == "failed" else Severity.WARNING,
+                f"{app.socket_name} is {unit.active_state}: nothing holds the listener, so "
+                "connections are refused",
+                fix=f"systemctl reset-failed {app.socket_name}; " + self._cli("start", app.name),
+            )
+        else:
+            yield Finding(
+                "socket",
+                app.name,
+                Severity.OK,
+                f"{app.socket_name} listens on {', '.join(unit.listen)}",
+            )
 
     def _dropins(self, app: AppPaths) -> Iterator[Finding]:
         if not app.dropin_dir.is_dir():

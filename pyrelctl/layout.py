@@ -242,6 +242,14 @@ class AppPaths:
     def dropin_dir(self) -> Path:
         return self.layout.unit_dir / f"{self.service_name}.d"
 
+    @property
+    def socket_name(self) -> str:
+        return f"{self.name}.socket"
+
+    @property
+    def socket_file(self) -> Path:
+        return self.layout.unit_dir / self.socket_name
+
     # -- state --------------------------------------------------------------
 
     def exists(self) -> bool:

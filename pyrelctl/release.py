@@ -8,7 +8,8 @@ Kinds (DESIGN.md, "Release kinds"):
 
 * ``mix``: ``releases/start_erl.data`` plus ``bin/<name>``, as written by
   ``mix release``. An optional ``release.toml`` (added with a rel overlay)
-  may set ``[service]``, ``[health]``, ``[hooks]`` and ``[environment]``.
+  may set ``[service]``, ``[health]``, ``[hooks]``, ``[environment]`` and
+  ``[socket]``.
 * ``generic``: ``release.toml`` with a ``[commands]`` table.
 * ``python``: ``release.toml`` with ``kind = "python"``, made by ``pyrelctl build``.
 """
@@ -27,12 +28,18 @@ from pyrelctl import pyrelease
 from pyrelctl.archive import Artifact, MemberType
 from pyrelctl.errors import BadInput
 from pyrelctl.names import check_app_name, check_version, is_env_name
+from pyrelctl.sockets import Socket, parse_socket_table, socket_from_json
 
 MANIFEST = "release.toml"
 START_ERL = "releases/start_erl.data"
 
 #: The verbs a release may declare, in the order ``unit``/``--help`` show them.
 VERBS = ("start", "stop", "rpc", "eval", "remote", "pid", "version")
+
+#: ``TimeoutStopSec=`` unless ``[service] stop_timeout`` says otherwise: how long
+#: a stopping release may take to finish its requests in flight before
+#: systemd kills it (gunicorn's graceful_timeout is 30 s too).
+DEFAULT_STOP_TIMEOUT = 30
 
 
 class Kind(StrEnum):
@@ -97,6 +104,10 @@ class Release:
     environment: Mapping[str, str] = field(default_factory=dict)
     description: str = ""
     sandbox: Sandbox = field(default_factory=Sandbox)
+    #: Listening sockets systemd holds for the service (socket activation).
+    socket: Socket | None = None
+    #: Seconds a stop may take (graceful shutdown) before SIGKILL.
+    stop_timeout: int = DEFAULT_STOP_TIMEOUT
 
     def command(self, verb: str) -> tuple[str, ...] | None:
         return self.commands.get(verb)
@@ -108,11 +119,18 @@ _SECTIONS: dict[str, frozenset[str]] = {
     "release": frozenset({"name", "version", "kind", "description"}),
     "commands": frozenset(VERBS),
     "service": frozenset(
-        {"type", "memory_deny_write_execute", "bind_privileged_ports", "writable_paths"}
+        {
+            "type",
+            "stop_timeout",
+            "memory_deny_write_execute",
+            "bind_privileged_ports",
+            "writable_paths",
+        }
     ),
     "health": frozenset({"http", "tcp", "command"}),
     "hooks": frozenset({"pre_switch", "post_switch"}),
     "environment": frozenset(),  # free-form: any variable name
+    "socket": frozenset({"listen", "name"}),
     "python": pyrelease.KEYS,  # python releases only; checked by pyrelease.parse_spec
 }
 
@@ -254,6 +272,14 @@ def parse_manifest(
         ) from None
 
     sandbox = _parse_sandbox(service)
+    stop_timeout = service.get("stop_timeout", DEFAULT_STOP_TIMEOUT)
+    if (
+        not isinstance(stop_timeout, int)
+        or isinstance(stop_timeout, bool)
+        or not (1 <= stop_timeout <= 3600)
+    ):
+        raise BadInput(f"{MANIFEST}: service.stop_timeout must be whole seconds, 1 to 3600")
+    socket = parse_socket_table(_table(doc, "socket"), MANIFEST)
     health = parse_health_table(_table(doc, "health"))
     if health is not None and health.kind is HealthKind.COMMAND:
         _check_program(artifact, "health.command", health.command)
@@ -275,6 +301,8 @@ def parse_manifest(
         environment=environment,
         description=description,
         sandbox=sandbox,
+        socket=socket,
+        stop_timeout=stop_timeout,
     )
 
 
@@ -438,4 +466,6 @@ def release_from_json(data: dict[str, Any]) -> Release:
                 "writable_paths": tuple(data.get("sandbox", {}).get("writable_paths", ())),
             }
         ),
+        socket=socket_from_json(data["socket"]) if data.get("socket") else None,
+        stop_timeout=int(data.get("stop_timeout", DEFAULT_STOP_TIMEOUT)),
     )

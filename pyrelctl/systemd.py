@@ -21,6 +21,7 @@ MANAGER_PATH = b"/org/freedesktop/systemd1"
 MANAGER = b"org.freedesktop.systemd1.Manager"
 UNIT = b"org.freedesktop.systemd1.Unit"
 SERVICE = b"org.freedesktop.systemd1.Service"
+SOCKET = b"org.freedesktop.systemd1.Socket"
 PROPERTIES = b"org.freedesktop.DBus.Properties"
 
 
@@ -42,6 +43,7 @@ class UnitState:
     active_enter_usec: int = 0
     state_change_usec: int = 0
     need_daemon_reload: bool = False  # the unit file changed on disk since the last reload
+    listen: tuple[str, ...] = ()  # a socket unit's addresses, as ``systemctl show -p Listen``
 
     @property
     def running(self) -> bool:
@@ -163,6 +165,9 @@ class Systemd:
         path = self._unit_path(unit)
         u = self._get_all(path, UNIT)
         s = self._get_all(path, SERVICE) if unit.endswith(".service") else {}
+        listen: list[Any] = []
+        if unit.endswith(".socket"):
+            listen = self._call(b"Get", b"ss", SOCKET, b"Listen", path=path, interface=PROPERTIES)
         invocation = u.get(b"InvocationID", b"")
         return UnitState(
             name=unit,
@@ -179,6 +184,7 @@ class Systemd:
             active_enter_usec=int(u.get(b"ActiveEnterTimestamp", 0)),
             state_change_usec=int(u.get(b"StateChangeTimestamp", 0)),
             need_daemon_reload=bool(u.get(b"NeedDaemonReload", False)),
+            listen=tuple(_text(address) for _kind, address in listen),
         )
 
     # -- jobs --------------------------------------------------------------

@@ -27,6 +27,7 @@ from pyrelctl import __version__
 from pyrelctl.errors import BadInput
 from pyrelctl.names import is_env_name
 from pyrelctl.release import Kind, Release, Sandbox, ServiceType
+from pyrelctl.sockets import Socket
 
 #: Where pyrelctl puts an app on the target system (never prefixed by --root).
 OPT = Path("/opt")
@@ -92,6 +93,8 @@ class ServiceSpec:
     environment_files: tuple[str, ...] = ()
     #: Names of the app's secrets (pyrelctl secret set), handed over with LoadCredential=.
     credentials: tuple[str, ...] = ()
+    #: The app's listening sockets (the host's setting, else the release's), if any.
+    socket: Socket | None = None
 
     @property
     def app_dir(self) -> Path:
@@ -273,6 +276,18 @@ def render_service(spec: ServiceSpec) -> str:
         exec_start=spec.absolute_argv(start),
         exec_settings=exec_settings(spec),
         kind=release.kind.value,
+        socket=spec.socket is not None,
+        stop_timeout=release.stop_timeout,
+    )
+
+
+def render_socket(app: str, socket: Socket) -> str:
+    """The text of ``<app>.socket``."""
+    for address in socket.listen:
+        _refuse_control(address, "socket.listen")
+    template = _environment().get_template("app.socket.j2")
+    return template.render(
+        app=app, pyrelctl_version=__version__, listen=socket.listen, name=socket.name
     )
 
 

@@ -460,3 +460,38 @@ def test_hostile_upgrade_keeps_the_installed_release(
     assert snapshot(root) == before
     assert os.readlink(root / "opt/app/current") == "releases/1.0.0"
     assert not (tmp_path / "etc/evil").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--listen", "localhost:80"], "is not an IP address"),
+        (["--listen", "80", "--listen", "80"], "given twice"),
+        (["--listen", "80", "--listen-reset"], "not both"),
+        (["--listen", "/run/x y.sock"], "unix socket path"),
+    ],
+)
+def test_bad_listen_options_change_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], root: Path, args: list[str], message: str
+) -> None:
+    before = snapshot(root)
+    result = run(capsys, "--root", root, "install", *args, good_release(tmp_path))
+    assert_one_error_line(result, message)
+    assert snapshot(root) == before
+
+
+def test_bad_socket_table_changes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], root: Path
+) -> None:
+    from devtools.releases import make_generic_release
+
+    artifact = make_generic_release(
+        tmp_path / "bad-socket",
+        name="web",
+        version="1",
+        extra_toml='[socket]\nlisten = ["127.0.0.1:99999"]\n',
+    )
+    before = snapshot(root)
+    result = run(capsys, "--root", root, "install", artifact)
+    assert_one_error_line(result, "release.toml: listen address '127.0.0.1:99999'")
+    assert snapshot(root) == before

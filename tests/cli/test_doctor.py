@@ -125,6 +125,11 @@ BROKEN = {
         "release-permissions", "hello", _chmod("opt/hello/releases", 0o777)
     ),
     "disk-too-small": Broken("disk", "host", _huge_release, fix_works=False),
+    "socket-stray": Broken(
+        "socket",
+        "hello",
+        lambda root: (root / "etc/systemd/system/hello.socket").write_text("[Socket]\n"),
+    ),
 }
 
 

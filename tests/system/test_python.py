@@ -18,6 +18,7 @@ import pytest
 
 from devtools.machine import Machine, MachineCommand
 from devtools.proc import run
+from tests.system.test_sockets import LOAD, Background
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "pyshop"
@@ -25,6 +26,7 @@ PYRELCTL = REPO / ".venv" / "bin" / "pyrelctl"
 GRACE = ("--grace", "1")
 APP = "pyshop"
 PORT = 8101
+LISTEN = f"127.0.0.1:{PORT}"
 #: Seconds the example warms up before it serves (PYSHOP_START_DELAY).
 WARM_UP = 1.5
 
@@ -36,11 +38,10 @@ def build_version(workdir: Path, version: str, *, failing: bool = False) -> Path
     pyproject = project / "pyproject.toml"
     text = pyproject.read_text().replace('version = "1.0.0"', f'version = "{version}"', 1)
     if failing:
-        text = text.replace(
-            'environment = { PYSHOP_BIND = "127.0.0.1:8000" }',
-            'environment = { PYSHOP_BIND = "127.0.0.1:8000", PYSHOP_FAIL_AT_START = "1" }',
-        )
-        assert "PYSHOP_FAIL_AT_START" in text
+        # [tool.pyrelctl] is the file's last table: this line lands in it.
+        assert text.rstrip().splitlines()[-1].startswith("socket = ")
+        text += 'environment = { PYSHOP_FAIL_AT_START = "1" }\n'
+
     pyproject.write_text(text)
     result = run([PYRELCTL, "--json", "build", project, "-o", workdir / "artifacts"], timeout=600)
     artifact = Path(json.loads(result.stdout)["artifact"])
@@ -96,12 +97,15 @@ def test_python_release_lifecycle(
     pyrelctl: MachineCommand,
     artifacts: dict[str, Path],
     app: str,
+    scratch: Path,
 ) -> None:
     # The container has no network but loopback: the install below is offline.
     links = machine.run(["ls", "/sys/class/net"]).stdout.split()
     assert links == ["lo"]
 
-    first = pyrelctl("--json", "install", artifacts["1.0.0"], *GRACE)
+    # Socket activation (the example's [tool.pyrelctl] socket), on the port
+    # this host chose: gunicorn serves on the socket systemd holds.
+    first = pyrelctl("--json", "install", artifacts["1.0.0"], *GRACE, "--listen", LISTEN)
     assert first.returncode == 0, first.stderr
     assert json.loads(first.stdout)["started"] is True
 
@@ -112,7 +116,9 @@ def test_python_release_lifecycle(
     started = int(show(machine, "ExecMainStartTimestampMonotonic"))
     active = int(show(machine, "ActiveEnterTimestampMonotonic"))
     assert active - started >= WARM_UP * 1e6, (started, active)
-    assert show(machine, "StatusText") == f"pyshop 1.0.0 serving on 127.0.0.1:{PORT}"
+    assert show(machine, "StatusText") == f"pyshop 1.0.0 serving on {LISTEN}"
+    listen = machine.systemctl("show", "-p", "Listen", "--value", f"{APP}.socket").stdout
+    assert listen.strip() == f"{LISTEN} (Stream)"
     # The hardened unit: dynamic user, read-only release.
     assert show(machine, "DynamicUser") == "yes"
     assert show(machine, "ProtectSystem") == "strict"
@@ -166,8 +172,18 @@ def test_python_release_lifecycle(
     assert fresh.stdout.strip() == "0"
 
     # Upgrade: the new release runs (its live process says so), the old stays.
-    upgrade = pyrelctl("--json", "install", artifacts["1.1.0"], *GRACE)
+    # Requests sent meanwhile wait in the socket's backlog through the restart
+    # and the new release's warm-up; none fails.
+    stop = scratch / "pyshop-stop-load"
+    load = Background(machine, ["python3", "-c", LOAD, f"http://{LISTEN}/items", str(stop)])
+    try:
+        upgrade = pyrelctl("--json", "install", artifacts["1.1.0"], *GRACE)
+    finally:
+        stop.touch()
     assert upgrade.returncode == 0, upgrade.stderr
+    summary = json.loads(load.result())
+    assert summary["errors"] == [], summary["errors"][:5]
+    assert sum(summary["bodies"].values()) > 20
     assert machine.run(["readlink", "/opt/pyshop/current"]).stdout.strip() == "releases/1.1.0"
     assert rpc(pyrelctl, "STATS['version']") == "'1.1.0'"
 

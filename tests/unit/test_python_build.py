@@ -123,7 +123,7 @@ def test_build_contents_and_manifest(example: Path) -> None:
     assert "gunicorn==27.0.1" in manifest["python"]["packages"]
     assert len(manifest["python"]["packages"]) == len(wheels)
     assert manifest["service"] == {"type": "notify"}
-    assert manifest["environment"] == {"PYSHOP_BIND": "127.0.0.1:8000"}
+    assert manifest["socket"] == {"listen": ["127.0.0.1:8000"], "name": "listen"}
     with open_artifact(example) as artifact:
         release = detect(artifact)
     assert (release.kind, release.service_type) == (Kind.PYTHON, ServiceType.NOTIFY)

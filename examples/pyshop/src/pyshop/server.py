@@ -7,7 +7,14 @@ early READY=1 is not sent), and the worker reports READY=1 and serves rpc
 once it has loaded the app: the unit turns active only when a request can
 really be answered.
 
-Environment: PYSHOP_BIND (host:port, default 127.0.0.1:8000),
+Socket activation ([tool.pyrelctl] socket): systemd passes the listening
+socket (LISTEN_FDS) and gunicorn serves on it, so connections wait in its
+backlog while the service restarts for a deploy. On SIGTERM (systemd's stop,
+sent to the master alone: KillMode=mixed) gunicorn stops accepting, lets
+the worker finish the requests in flight (graceful_timeout) and exits.
+
+Environment: PYSHOP_BIND (host:port when systemd passes no socket, default
+127.0.0.1:8000),
 PYSHOP_START_DELAY (seconds of warm-up before serving, for the tests),
 PYSHOP_FAIL_AT_START (any value: exit 3 before serving, for the tests).
 """
@@ -16,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
 import time
 from typing import Any
@@ -44,6 +52,19 @@ class Server(BaseApplication):  # type: ignore[misc]  # gunicorn ships no type h
         return self.application
 
 
+def _systemd_address() -> str | None:
+    """``host:port`` of the socket systemd passes, if it passes one (gunicorn
+    finds it in LISTEN_FDS by itself; this is only for the status line)."""
+    if os.environ.get("LISTEN_PID") != str(os.getpid()):
+        return None
+    listener = socket.socket(fileno=pyrelctl_runtime.LISTEN_FDS_START)
+    try:
+        host, port = listener.getsockname()[:2]
+    finally:
+        listener.detach()  # gunicorn's to use: do not close it
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def main() -> None:
     pyrelctl_runtime.init()
     if os.environ.get("PYSHOP_FAIL_AT_START"):
@@ -53,7 +74,7 @@ def main() -> None:
     if delay > 0:
         pyrelctl_runtime.status(f"warming up for {delay:g} s")
         time.sleep(delay)
-    bind = os.environ.get("PYSHOP_BIND", "127.0.0.1:8000")
+    bind = _systemd_address() or os.environ.get("PYSHOP_BIND", "127.0.0.1:8000")
     app = create_app()
 
     def worker_ready(worker: Any) -> None:
@@ -68,6 +89,9 @@ def main() -> None:
 
     options = {
         "bind": bind,
+        # Requests in flight get 25 s to finish at a stop, within systemd's
+        # TimeoutStopSec (30 s by default, [service] stop_timeout).
+        "graceful_timeout": 25,
         "workers": 1,
         "threads": 4,
         "worker_class": "gthread",

@@ -90,6 +90,19 @@ options:
       - Forget the remembered health check and use the release's own (C(--health-reset)).
     type: bool
     default: false
+  listen:
+    description:
+      - Socket activation on these addresses (C(PORT), C(IP:PORT), C([IPv6]:PORT) or an absolute
+        unix socket path; C(--listen)): systemd holds the listener, so upgrades and rollbacks
+        drop no connection. Remembered for the app; overrides the release's C([socket]).
+    type: list
+    elements: str
+  listen_reset:
+    description:
+      - Forget the remembered O(listen) and use the release's own C([socket]), if any
+        (C(--listen-reset)).
+    type: bool
+    default: false
   wait_lock:
     description:
       - Wait when another pyrelctl operation holds the app's lock. With V(false) the task fails
@@ -298,6 +311,10 @@ def install_args(params, artifact, probe=False):
             args += ["--health-" + kind, params["health_" + kind]]
     if params["health_reset"]:
         args.append("--health-reset")
+    for address in params["listen"] or ():
+        args += ["--listen", address]
+    if params["listen_reset"]:
+        args.append("--listen-reset")
     if not params["wait_lock"]:
         args.append("--no-wait")
     return args
@@ -384,6 +401,8 @@ def main():
         health_tcp=dict(type="str"),
         health_command=dict(type="str"),
         health_reset=dict(type="bool", default=False),
+        listen=dict(type="list", elements="str"),
+        listen_reset=dict(type="bool", default=False),
         wait_lock=dict(type="bool", default=True),
     )
     argument_spec.update(COMMON_ARGS)
@@ -392,6 +411,7 @@ def main():
         mutually_exclusive=[
             ("src", "artifact"),
             ("health_http", "health_tcp", "health_command"),
+            ("listen", "listen_reset"),
         ],
         required_one_of=[("src", "artifact")],
         supports_check_mode=True,
