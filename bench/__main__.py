@@ -36,6 +36,7 @@ from typing import Any
 
 from bench.host import PYTHON, REPO, Host, boot, log
 from bench.report import Report
+from devtools.proc import wait_until
 
 SECTIONS = ("status", "upgrade", "rollback", "availability", "scale")
 #: Generous: the default run takes about 7 minutes.
@@ -209,6 +210,13 @@ def _cleanup(host: Host) -> None:
     listed = json.loads(host.pyrelctl("--json", "status").stdout)
     for app in listed["apps"]:
         host.pyrelctl("uninstall", "--purge", app["app"])
+
+    def idle() -> bool | None:
+        jobs = host.run(["systemctl", "list-jobs", "--no-legend"]).stdout.strip()
+        return True if not jobs else None
+
+    # What the uninstalls set off (stop jobs, reloads) must not land in scale's samples.
+    wait_until(idle, timeout=30, what="systemd's job queue to empty")
 
 
 def inside(args: argparse.Namespace) -> int:

@@ -333,6 +333,8 @@ class Report:
                     "p99",
                     "max",
                     "steady p50/p99",
+                    "p99 ratio",
+                    "failed by cause",
                     "target",
                     "met?",
                 ),
@@ -362,19 +364,27 @@ def _without_nan(value: Any) -> Any:
 
 def _availability_row(a: Availability) -> tuple[str, ...]:
     socket = "yes" if a.socket else "no"
+    target = a.target.describe() if a.target else "-"
     if a.skipped:
-        target = a.target.describe() if a.target else "-"
-        return (a.scenario, socket, "-", "-", "-", "-", "-", a.skipped, target, _met(a.met))
+        # The reason goes where the causes of failures would.
+        return (a.scenario, socket, *("-",) * 7, a.skipped, target, _met(a.met))
+    causes: dict[str, int] = {}
+    for run in a.runs:
+        for cause, n in run.errors.items():
+            causes[cause] = causes.get(cause, 0) + n
+    share = f" ({100 * a.failed / a.requests:.1f} %)" if a.requests and a.failed else ""
     return (
         a.scenario,
         socket,
         str(a.requests),
-        str(a.failed),
+        f"{a.failed}{share}",
         _duration(a.latency("p50")),
         _duration(a.latency("p99")),
         _duration(a.latency("max")),
         f"{_duration(a.steady_latency('p50'))} / {_duration(a.steady_latency('p99'))}",
-        a.target.describe() if a.target else "-",
+        f"{_ratio(a.latency('p99'), a.steady_latency('p99')):.1f}x",
+        ", ".join(f"{cause} {n}" for cause, n in sorted(causes.items())) or "-",
+        target,
         _met(a.met),
     )
 
