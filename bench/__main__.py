@@ -68,7 +68,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         epilog=doc.split("\n\n", 2)[2],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--runs", type=_positive, default=5, help="runs per figure (default 5)")
+    parser.add_argument(
+        "--runs", type=_positive, default=5, metavar="N", help="runs per figure (default 5)"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.add_argument(
         "--only",
@@ -77,8 +79,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="NAME[,NAME]",
         help="run only these measurements",
     )
-    parser.add_argument("--scale-apps", type=_positive, default=50, metavar="N")
-    parser.add_argument("--scale-releases", type=_positive, default=20, metavar="N")
+    parser.add_argument(
+        "--scale-apps", type=_positive, default=50, metavar="N", help="apps at full scale (50)"
+    )
+    parser.add_argument(
+        "--scale-releases",
+        type=_positive,
+        default=20,
+        metavar="N",
+        help="releases per app at full scale (20)",
+    )
     # Set by the outer process for the one inside the container.
     parser.add_argument("--inside", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--commit", default="", help=argparse.SUPPRESS)

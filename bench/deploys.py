@@ -79,7 +79,6 @@ class Deploys:
 
     def __init__(self, host: Host) -> None:
         self.host = host
-        self.floor_current = _version(0)
         self.samples: dict[tuple[str, str, str], list[float]] = {}
 
     def artifact(self, app: App, i: int) -> Path:
@@ -130,9 +129,9 @@ class Deploys:
                 ]
             )
 
-        # Up to version i, then back to the version it came from (always the
-        # first: each run ends where it began).
-        previous, new = self.floor_current, _version(i)
+        # Up to version i, then back to the version it came from: the first
+        # one, since every run of the floor ends where it began.
+        previous, new = _version(0), _version(i)
         artifact = str(self.artifact(FLOOR, i))
         upgrade = _timed_deploy(FLOOR, lambda: floor("upgrade", new, artifact), lambda _: new)
         rollback = _timed_deploy(FLOOR, lambda: floor("rollback", previous), lambda _: previous)

@@ -107,6 +107,8 @@ class LoadGenerator:
             self._error("bad answer")
         except OSError as e:
             self._error(errno.errorcode.get(e.errno or 0, type(e).__name__))
+        except Exception as e:  # counted and named, rather than ending the whole window
+            self._error(type(e).__name__)
         else:
             self._outcome.latencies.append(loop.time() - due)
 
