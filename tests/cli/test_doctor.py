@@ -94,6 +94,10 @@ def _dangling_current(root: Path) -> None:
     shutil.rmtree(root / "opt/hello/releases/2.0")
 
 
+def _stray_socket(root: Path) -> None:
+    (root / "etc/systemd/system/hello.socket").write_text("[Socket]\nListenStream=80\n")
+
+
 def _huge_release(root: Path) -> None:
     index = root / "var/lib/pyrelctl/hello/releases.json"
     data = json.loads(index.read_text())
@@ -125,11 +129,7 @@ BROKEN = {
         "release-permissions", "hello", _chmod("opt/hello/releases", 0o777)
     ),
     "disk-too-small": Broken("disk", "host", _huge_release, fix_works=False),
-    "socket-stray": Broken(
-        "socket",
-        "hello",
-        lambda root: (root / "etc/systemd/system/hello.socket").write_text("[Socket]\n"),
-    ),
+    "socket-stray": Broken("socket", "hello", _stray_socket),
 }
 
 

@@ -92,9 +92,9 @@ options:
     default: false
   listen:
     description:
-      - Socket activation on these addresses (C(PORT), C(IP:PORT), C([IPv6]:PORT) or an absolute
-        unix socket path; C(--listen)): systemd holds the listener, so upgrades and rollbacks
-        drop no connection. Remembered for the app; overrides the release's C([socket]).
+      - Socket activation on these addresses, each C(PORT), C(IP:PORT), C([IPv6]:PORT) or an
+        absolute unix socket path (C(--listen)). systemd holds the listener, so upgrades and
+        rollbacks drop no connection. Remembered for the app; overrides the release's C([socket]).
     type: list
     elements: str
   listen_reset:
