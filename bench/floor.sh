@@ -18,6 +18,10 @@ if [ "$verb" = upgrade ]; then
 fi
 ln -s "releases/$version" "$app_dir/current.tmp"
 mv -T "$app_dir/current.tmp" "$app_dir/current"
+# Deploys in quick succession trip the unit's start rate limit
+# (StartLimitBurst=5 per 10 s, "start of the service was attempted too
+# often"); pyrelctl resets it before each restart, and so must this.
+systemctl reset-failed "$unit"
 systemctl restart "$unit"
 until [ "$(curl -fsS --max-time 1 "$url" 2>/dev/null)" = "$expect" ]; do
     sleep 0.002

@@ -105,6 +105,10 @@ class LoadGenerator:
             self._error("timeout")
         except BadAnswer:
             self._error("bad answer")
+        except ConnectionRefusedError:
+            self._error("refused")
+        except ConnectionResetError:  # with or without an errno (asyncio's "Connection lost")
+            self._error("reset")
         except OSError as e:
             self._error(errno.errorcode.get(e.errno or 0, type(e).__name__))
         except Exception as e:  # counted and named, rather than ending the whole window
