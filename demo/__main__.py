@@ -6,8 +6,9 @@ touched: the container's /etc, /opt and /var live in memory), and runs the
 commands an operator would type, printing each with its output:
 
 install 1.0.0 -> upgrade to 1.1.0 -> a failed deploy of 2.0.0 that rolls back
-by itself -> a manual rollback -> status, releases, history. Then it stops
-the container.
+by itself -> a manual rollback -> status, releases, history -> rpc -> the
+same three deploys of a socket-activated web app under steady load, without
+a failed request. Then it stops the container.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from devtools.load import Load
 from devtools.machine import Machine
-from devtools.releases import build_mix_app
+from devtools.releases import build_mix_app, make_generic_release
 
 REPO = Path(__file__).resolve().parent.parent
 PYRELCTL = REPO / ".venv/bin/pyrelctl"
@@ -51,6 +53,46 @@ def show(machine: Machine, argv: Sequence[str], *, expect: int = 0) -> str:
     if proc.returncode != expect:
         raise SystemExit(f"demo: expected exit status {expect} from {shlex.join(shown)}")
     return proc.stdout
+
+
+def zero_downtime(machine: Machine, pyrelctl: str, scratch: Path) -> None:
+    """Upgrade, failed deploy and rollback of a socket-activated app under load."""
+    url = "http://127.0.0.1:8080/"
+    toml = f'[socket]\nlisten = ["127.0.0.1:8080"]\n\n[health]\nhttp = "{url}"\n'
+    web = {
+        version: make_generic_release(
+            scratch / "web",
+            name="web",
+            version=version,
+            behaviour=behaviour,
+            port=8080,
+            extra_toml=toml,
+        )
+        for version, behaviour in (("1.0.0", "serve"), ("2.0.0", "serve"), ("3.0.0", "crash"))
+    }
+    step(
+        "Zero downtime: socket activation",
+        '[socket] listen = ["127.0.0.1:8080"] in release.toml: systemd holds the listener '
+        "in web.socket,\nwhich stays up while web.service restarts; connections wait in its "
+        "backlog",
+    )
+    show(machine, [pyrelctl, "install", str(web["1.0.0"]), "--grace", "1"])
+    show(machine, ["systemctl", "status", "web.socket", "--no-pager", "--lines=0"])
+    step(
+        "The same three deploys, with a request every 10 ms meanwhile",
+        "upgrade to 2.0.0, a failed deploy of 3.0.0 (rolled back by itself), a manual rollback",
+    )
+    load = Load(machine, url, scratch / "stop-load")
+    try:
+        show(machine, [pyrelctl, "install", str(web["2.0.0"]), "--grace", "1"])
+        show(machine, [pyrelctl, "install", str(web["3.0.0"]), "--grace", "1"], expect=3)
+        show(machine, [pyrelctl, "rollback", "web", "--grace", "1"])
+    finally:
+        summary = load.stop()
+    answered = ", ".join(f"{n} by {body}" for body, n in sorted(summary["bodies"].items()))
+    print(f"{BOLD}requests answered: {answered}; failed: {len(summary['errors'])}{RESET}")
+    for error in summary["errors"][:5]:
+        print(f"  {error}")
 
 
 def main() -> None:
@@ -123,6 +165,8 @@ def main() -> None:
             security = machine.run(["systemd-analyze", "security", "--no-pager", "shop"]).stdout
             print(next(line for line in security.splitlines() if "Overall exposure" in line))
             show(machine, [pyrelctl, "doctor", "shop"])
+
+            zero_downtime(machine, pyrelctl, scratch)
 
             step("Stopping the container")
         print("done: the container is gone, and this host was not changed.")

@@ -48,6 +48,7 @@ from pyrelctl.release import (
     release_from_json,
     release_to_json,
 )
+from pyrelctl.retention import prune_plan, rollback_target
 from pyrelctl.run import run
 from pyrelctl.socketunit import SETTING as SOCKET_SETTING
 from pyrelctl.socketunit import SocketUnit, effective_socket
@@ -676,60 +677,20 @@ class Deployer:
         with app_lock(app, "rollback", wait=wait_lock, on_wait=self.say):
             self.recover(app)
             current = app.current_version()
-            target = self._rollback_target(app, current, to)
+            target = rollback_target(app, current, to)
             release = self.release_of(app, target)
             opts = InstallOptions(timeout=timeout, grace=grace, keep=0, run_hooks=False)
             return self._switch(app, release, current, opts, "rollback", started_at, changed=True)
 
-    @staticmethod
-    def _rollback_target(app: AppPaths, current: str | None, to: str | None) -> str:
-        versions = app.versions()
-        if to is not None:
-            if to not in versions:
-                raise NotInstalled(
-                    f"release {to} of {app.name} is not installed",
-                    hint=f"see the installed releases: pyrelctl releases {app.name}",
-                )
-            if to == current:
-                raise BadInput(f"{to} is already the current release of {app.name}")
-            if app.mark(to) is Mark.FAILED:
-                raise BadInput(
-                    f"{app.name} {to} failed when it was installed; rollback never "
-                    "chooses a failed release",
-                    hint="install its artifact again to retry it",
-                )
-            return to
-        older = versions[: versions.index(current)] if current in versions else versions
-        candidates = [v for v in older if app.mark(v) is not Mark.FAILED]
-        if not candidates:
-            raise BadInput(
-                f"{app.name} has no earlier good release to roll back to",
-                hint=f"see the installed releases: pyrelctl releases {app.name}",
-            )
-        return candidates[-1]
-
     # -- prune -------------------------------------------------------------
 
     def _prune(self, app: AppPaths, keep: int) -> tuple[str, ...]:
-        """Remove old releases beyond ``keep``, never the current or the last good one.
-
-        Failed releases do not count towards ``keep`` (Capistrano #1907: keeping
-        N by date can delete good releases while keeping failed ones) and go first.
-        """
-        if keep <= 0:
-            return ()
-        versions = app.versions()  # oldest first
-        current = app.current_version()
-        marks = {v: app.mark(v) for v in versions}
-        good = [v for v in versions if marks[v] is Mark.GOOD]
-        protected = {current, good[-1] if good else None}
-        survivors = [v for v in reversed(versions) if marks[v] is not Mark.FAILED][:keep]
-        doomed = [v for v in versions if v not in protected and v not in survivors]
+        doomed = prune_plan(app, keep)
         for version in doomed:
             self.say(f"pruning {app.name} {version}")
             remove_tree(app.release(version))
             app.forget(version)
-        return tuple(doomed)
+        return doomed
 
     def prune(
         self, name: str, *, keep: int = DEFAULT_KEEP, wait_lock: bool = True

@@ -69,7 +69,7 @@ def listen_address(value: object) -> str:
         value = str(value)
     if not isinstance(value, str) or not value:
         raise BadInput(f"listen address {value!r} must be a non-empty string")
-    if value.isdigit():
+    if re.fullmatch(r"[0-9]{1,5}", value):  # not isdigit(): "¹".isdigit() is true
         return str(_port(value, value))
     if value.startswith("/"):
         parts = value.split("/")

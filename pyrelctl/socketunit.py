@@ -90,7 +90,10 @@ class SocketUnit:
         digest = hashlib.sha256(self.app.socket_file.read_bytes()).hexdigest()
         applied = self.app.read_index().get("_app", {}).get(_APPLIED)
         if digest != applied:
-            self.say(f"{name} changed: restarting it (its listener closes for a moment)")
+            if self.systemd.state(name).active_state == "active":
+                self.say(f"{name} changed: restarting it (its listener closes for a moment)")
+            else:
+                self.say(f"starting {name}")
             # The service first: a release that bound the port itself (no
             # socket activation before) must let go of it.
             self.systemd.stop(self.app.service_name, timeout=timeout)

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from devtools.load import Load
 from devtools.machine import Machine, MachineCommand
 from devtools.proc import run
-from tests.system.test_sockets import LOAD, Background
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "pyshop"
@@ -174,14 +174,12 @@ def test_python_release_lifecycle(
     # Upgrade: the new release runs (its live process says so), the old stays.
     # Requests sent meanwhile wait in the socket's backlog through the restart
     # and the new release's warm-up; none fails.
-    stop = scratch / "pyshop-stop-load"
-    load = Background(machine, ["python3", "-c", LOAD, f"http://{LISTEN}/items", str(stop)])
+    load = Load(machine, f"http://{LISTEN}/items", scratch / "pyshop-stop-load")
     try:
         upgrade = pyrelctl("--json", "install", artifacts["1.1.0"], *GRACE)
     finally:
-        stop.touch()
+        summary = load.stop()
     assert upgrade.returncode == 0, upgrade.stderr
-    summary = json.loads(load.result())
     assert summary["errors"] == [], summary["errors"][:5]
     assert sum(summary["bodies"].values()) > 20
     assert machine.run(["readlink", "/opt/pyshop/current"]).stdout.strip() == "releases/1.1.0"

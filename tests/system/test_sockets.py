@@ -7,36 +7,18 @@ passes, and on SIGTERM finishes the requests in flight before it exits.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from devtools.load import Background, Load
 from devtools.machine import Machine, MachineCommand
 
 PORT = 18300  # the container has a network namespace of its own
 URL = f"http://127.0.0.1:{PORT}/"
 SOCKET = f'[socket]\nlisten = ["127.0.0.1:{PORT}"]\n'
 HEALTH = f'[health]\nhttp = "{URL}"\n'
-
-# Steady load until a stop file appears: one new connection every 10 ms,
-# each request with a 5 s timeout. Prints a JSON summary.
-LOAD = """
-import collections, json, os, sys, time, urllib.request
-url, stop = sys.argv[1], sys.argv[2]
-opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-bodies, errors = collections.Counter(), []
-end = time.monotonic() + 300
-while not os.path.exists(stop) and time.monotonic() < end:
-    try:
-        with opener.open(url, timeout=5) as response:
-            bodies[response.read().decode().strip()] += 1
-    except Exception as e:
-        errors.append(repr(e))
-    time.sleep(0.01)
-print(json.dumps({"bodies": bodies, "errors": errors}))
-"""
 
 
 def get(machine: Machine, url: str, timeout: float = 10) -> str:
@@ -49,22 +31,6 @@ def get(machine: Machine, url: str, timeout: float = 10) -> str:
 
 def unit_property(machine: Machine, unit: str, prop: str) -> str:
     return machine.systemctl("show", "-p", prop, "--value", unit).stdout.strip()
-
-
-class Background:
-    """A command in the machine, run from a thread; ``result()`` waits for it."""
-
-    def __init__(self, machine: Machine, argv: list[str], timeout: float = 330) -> None:
-        self._out: list[str] = []
-        self._thread = threading.Thread(
-            target=lambda: self._out.append(machine.run(argv, timeout=timeout).stdout)
-        )
-        self._thread.start()
-
-    def result(self, timeout: float = 330) -> str:
-        self._thread.join(timeout)
-        assert self._out, "the background command failed or is still running"
-        return self._out[0]
 
 
 @pytest.fixture
@@ -108,8 +74,7 @@ def test_no_request_fails_through_upgrade_failed_deploy_and_rollback(
     assert get(machine, URL) == "sock 1.0.0"
     listening_since = unit_property(machine, f"{app}.socket", "ActiveEnterTimestampMonotonic")
 
-    stop = scratch / "stop-load"
-    load = Background(machine, ["python3", "-c", LOAD, URL, str(stop)])
+    load = Load(machine, URL, scratch / "stop-load")
     try:
         install("2.0.0")
         install("3.0.0", code=3)  # crashes at start: 2.0.0 is restored
@@ -121,8 +86,7 @@ def test_no_request_fails_through_upgrade_failed_deploy_and_rollback(
         assert rollback.returncode == 0, rollback.stderr
         assert slow.result().strip() == "sock 2.0.0"
     finally:
-        stop.touch()
-    summary = json.loads(load.result())
+        summary = load.stop()
     assert summary["errors"] == [], summary["errors"][:5]
     served = summary["bodies"]
     assert served.get("sock 1.0.0", 0) > 10 and served.get("sock 2.0.0", 0) > 10, served

@@ -45,6 +45,8 @@ def test_listen_addresses_are_normalised(given_: object, expected: str) -> None:
         "",
         "localhost:8000",  # systemd resolves no names
         "127.0.0.1",  # no port
+        "\u00b9",  # a digit to str.isdigit(), not to int()
+        "127.0.0.1:\u0663",  # Arabic-Indic three
         "127.0.0.1:0",
         "127.0.0.1:65536",
         "::1:8000",  # IPv6 without brackets
