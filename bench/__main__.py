@@ -152,7 +152,7 @@ def outside(args: argparse.Namespace, argv: list[str]) -> int:
 
 def _meta(args: argparse.Namespace) -> dict[str, Any]:
     from bench import availability, load
-    from pyrelctl.readiness import DEFAULT_GRACE
+    from pyrelctl.defaults import DEFAULT_GRACE
 
     meminfo = Path("/proc/meminfo").read_text().split()
     memory_kib = int(meminfo[meminfo.index("MemTotal:") + 1])
@@ -231,7 +231,7 @@ def _cleanup(host: Host) -> None:
 
 def inside(args: argparse.Namespace) -> int:
     from bench import availability, deploys, scale, status
-    from pyrelctl.readiness import DEFAULT_GRACE
+    from pyrelctl.defaults import DEFAULT_GRACE
 
     host = Host(args.inside)
     report = Report(meta=_meta(args), notes=_notes(args, DEFAULT_GRACE))

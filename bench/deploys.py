@@ -184,7 +184,7 @@ class Deploys:
 
 def measure(host: Host, runs: int) -> list[Comparison]:
     """Upgrade and rollback figures (see the module's docstring)."""
-    from pyrelctl.readiness import DEFAULT_GRACE
+    from pyrelctl.defaults import DEFAULT_GRACE
 
     deploys = Deploys(host)
     log("deploys: installing the first release of up, up-g0, up-floor")

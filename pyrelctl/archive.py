@@ -26,10 +26,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import IO
 
+from pyrelctl.defaults import DEFAULT_MAX_BYTES
 from pyrelctl.errors import BadInput
 
 #: Default ceiling on the unpacked size of one release (settable per call).
-DEFAULT_MAX_BYTES = 8 * 1024**3
 #: More members than this is a zip bomb of another kind (inodes).
 MAX_MEMBERS = 1_000_000
 #: Largest manifest-like file read into memory before extraction.

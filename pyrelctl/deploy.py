@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from pyrelctl import checksums, health, pyrelease, signatures
-from pyrelctl.archive import DEFAULT_MAX_BYTES, Artifact, Progress, open_artifact
+from pyrelctl.archive import Artifact, Progress, open_artifact
+from pyrelctl.defaults import DEFAULT_GRACE, DEFAULT_KEEP, DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT
 from pyrelctl.errors import BadInput, DeployFailed, ExitCode, HostError, NotInstalled
 from pyrelctl.layout import (
     AppPaths,
@@ -37,7 +38,7 @@ from pyrelctl.layout import (
     write_atomic,
 )
 from pyrelctl.names import app_name_from_release
-from pyrelctl.readiness import DEFAULT_GRACE, DEFAULT_TIMEOUT, Failure, Readiness, Watcher
+from pyrelctl.readiness import Failure, Readiness, Watcher
 from pyrelctl.release import (
     HealthCheck,
     Kind,
@@ -60,7 +61,6 @@ from pyrelctl.units import (
     render_service,
 )
 
-DEFAULT_KEEP = 5
 #: Longest a pre_switch or post_switch hook may run (migrations can be slow).
 HOOK_TIMEOUT = 900.0
 

@@ -13,7 +13,6 @@ import errno
 import fcntl
 import json
 import os
-import secrets
 import shutil
 import time
 from collections.abc import Iterator
@@ -60,7 +59,7 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> bool:
     except FileNotFoundError:
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.urandom(4).hex()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
         with open(fd, "wb") as f:
@@ -79,7 +78,7 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> bool:
 
 def symlink_atomic(target: str, link: Path) -> None:
     """Point ``link`` at ``target`` with one rename: readers see the old or the new link."""
-    tmp = link.with_name(f".{link.name}.{secrets.token_hex(4)}.tmp")
+    tmp = link.with_name(f".{link.name}.{os.urandom(4).hex()}.tmp")
     os.symlink(target, tmp)
     try:
         os.replace(tmp, link)
@@ -113,7 +112,7 @@ def remove_tree(path: Path) -> None:
     """
     if not path.exists() and not path.is_symlink():
         return
-    doomed = path.with_name(f"{DOOMED_PREFIX}{path.name}.{secrets.token_hex(4)}")
+    doomed = path.with_name(f"{DOOMED_PREFIX}{path.name}.{os.urandom(4).hex()}")
     os.rename(path, doomed)
     fsync_dir(path.parent)
     shutil.rmtree(doomed)
@@ -305,7 +304,7 @@ class AppPaths:
             return []
 
     def new_incomplete_dir(self, version: str) -> Path:
-        return self.releases / f"{INCOMPLETE_PREFIX}{version}.{secrets.token_hex(4)}"
+        return self.releases / f"{INCOMPLETE_PREFIX}{version}.{os.urandom(4).hex()}"
 
     def switch(self, version: str) -> None:
         """Point ``current`` at ``releases/<version>`` atomically."""

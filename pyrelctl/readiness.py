@@ -16,11 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pyrelctl import health, journal
+from pyrelctl.defaults import DEFAULT_GRACE, DEFAULT_TIMEOUT
 from pyrelctl.release import HealthCheck
 from pyrelctl.systemd import Systemd, UnitState
 
-DEFAULT_TIMEOUT = 60.0
-DEFAULT_GRACE = 3.0
 #: How often the unit is polled while it must prove it stays up.
 POLL_INTERVAL = 0.1
 #: Pause between two failed health probes.

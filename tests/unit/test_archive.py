@@ -21,7 +21,6 @@ from hypothesis import strategies as st
 
 from pyrelctl import archive
 from pyrelctl.archive import (
-    DEFAULT_MAX_BYTES,
     Member,
     MemberType,
     RawMember,
@@ -29,6 +28,7 @@ from pyrelctl.archive import (
     open_artifact,
     validate,
 )
+from pyrelctl.defaults import DEFAULT_MAX_BYTES
 from pyrelctl.errors import BadInput, ExitCode
 
 # -- building artifacts ----------------------------------------------------------

@@ -1,0 +1,13 @@
+"""Defaults that the CLI shows in --help: here, in a module that imports nothing,
+so that a read-only command (status) does not load the deploy stack to print them."""
+
+from __future__ import annotations
+
+#: Releases kept after a good install (``--keep``).
+DEFAULT_KEEP = 5
+#: Largest unpacked release accepted (``--max-size``).
+DEFAULT_MAX_BYTES = 8 * 1024**3
+#: Seconds to wait for systemd's job and for readiness (``--timeout``).
+DEFAULT_TIMEOUT = 60.0
+#: Seconds a started release must stay up (``--grace``).
+DEFAULT_GRACE = 3.0
