@@ -55,10 +55,12 @@ from pyrelctl.socketunit import SETTING as SOCKET_SETTING
 from pyrelctl.socketunit import SocketUnit, effective_socket
 from pyrelctl.systemd import Systemd, UnitState
 from pyrelctl.transient import transient_argv
+from pyrelctl.unitfiles import write_unit
 from pyrelctl.units import (
     ServiceSpec,
+    UnitText,
     default_environment_files,
-    render_service,
+    service_unit,
 )
 
 #: Longest a pre_switch or post_switch hook may run (migrations can be slow).
@@ -257,13 +259,17 @@ class Deployer:
     ) -> str:
         """The text of the app's service unit for ``release`` (``settings``: as
         remembered by default)."""
+        return self._service_unit(app, release, settings).render()
+
+    def _service_unit(
+        self, app: AppPaths, release: Release, settings: dict[str, Any] | None
+    ) -> UnitText:
         socket = effective_socket(app.read_settings() if settings is None else settings, release)
-        env_files = self._env_files(app, release)
-        return render_service(
+        return service_unit(
             ServiceSpec(
                 app=app.name,
                 release=release,
-                environment_files=env_files,
+                environment_files=self._env_files(app, release),
                 credentials=tuple(app.secrets()),
                 socket=socket,
             )
@@ -289,7 +295,8 @@ class Deployer:
         if settings is None:
             settings = app.read_settings()
         changed = self.socket_unit(app).write(effective_socket(settings, release))
-        changed |= write_atomic(app.service_file, self.render(app, release, settings).encode())
+        unit = self._service_unit(app, release, settings)
+        changed |= write_unit(app, app.service_file, unit)
         if changed and self.online:
             self.say("units changed: systemctl daemon-reload")
             self.systemd.reload()

@@ -16,11 +16,12 @@ import hashlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from pyrelctl.layout import AppPaths, write_atomic
+from pyrelctl.layout import AppPaths
 from pyrelctl.release import Release
 from pyrelctl.sockets import DEFAULT_NAME, Socket
 from pyrelctl.systemd import Systemd
-from pyrelctl.units import render_socket
+from pyrelctl.unitfiles import forget_unit, write_unit
+from pyrelctl.units import socket_unit
 
 #: The key of the host's socket setting (``install --listen``) in settings.json.
 SETTING = "socket"
@@ -60,7 +61,7 @@ class SocketUnit:
                 return False
             self.remove()
             return True
-        return write_atomic(self.app.socket_file, render_socket(self.app.name, socket).encode())
+        return write_unit(self.app, self.app.socket_file, socket_unit(self.app.name, socket))
 
     def remove(self) -> None:
         """Stop and disable the unit, then delete its file (the caller reloads systemd)."""
@@ -76,6 +77,7 @@ class SocketUnit:
             if wants.is_symlink():
                 wants.unlink()
         self.app.socket_file.unlink(missing_ok=True)
+        forget_unit(self.app, self.app.socket_file)
         self.app.update_index("_app", **{_APPLIED: None})
 
     def ensure_running(self, *, timeout: float) -> str | None:

@@ -14,11 +14,13 @@ systemd.service(7) "Command lines", systemd.exec(7) "Environment="):
 
 from __future__ import annotations
 
+import hashlib
 import importlib.resources
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import jinja2
@@ -258,37 +260,76 @@ def _environment() -> jinja2.Environment:
     return env
 
 
-def render_service(spec: ServiceSpec) -> str:
-    """The text of ``<app>.service``."""
+@dataclass(frozen=True)
+class UnitText:
+    """A unit file before rendering: its template and the values that fill it.
+
+    :meth:`digest` names the result without rendering it (no jinja2), so an
+    install can tell that a unit file on disk is already what these inputs
+    give (unitfiles.py).
+    """
+
+    template: str
+    context: Mapping[str, Any]
+
+    def digest(self) -> str:
+        """A hash of everything the text depends on: the template, this module
+        (its filters encode the values) and the values."""
+        h = hashlib.sha256()
+        # The file jinja2's loader would pick: the first directory that has it.
+        path = next(d / self.template for d in _template_dirs() if (d / self.template).is_file())
+        h.update(path.read_bytes())
+        h.update(Path(__file__).read_bytes())
+        h.update(json.dumps(self.context, sort_keys=True, default=list).encode())
+        return h.hexdigest()
+
+    def render(self) -> str:
+        return _environment().get_template(self.template).render(**self.context)
+
+
+def service_unit(spec: ServiceSpec) -> UnitText:
+    """``<app>.service`` for ``spec``."""
     release = spec.release
     start = release.command("start")
     assert start is not None  # detect() guarantees a start command
     description = release.description or f"{spec.app} ({release.kind} release, managed by pyrelctl)"
     _refuse_control(description, "release.description")
-    template = _environment().get_template("app.service.j2")
-    return template.render(
-        app=spec.app,
-        pyrelctl_version=__version__,
-        description=description,
-        service_type=release.service_type.value,
-        notify=release.service_type is ServiceType.NOTIFY,
-        notify_access="all" if release.kind is Kind.PYTHON else "main",
-        exec_start=spec.absolute_argv(start),
-        exec_settings=exec_settings(spec),
-        kind=release.kind.value,
-        socket=spec.socket is not None,
-        stop_timeout=release.stop_timeout,
+    return UnitText(
+        "app.service.j2",
+        {
+            "app": spec.app,
+            "pyrelctl_version": __version__,
+            "description": description,
+            "service_type": release.service_type.value,
+            "notify": release.service_type is ServiceType.NOTIFY,
+            "notify_access": "all" if release.kind is Kind.PYTHON else "main",
+            "exec_start": spec.absolute_argv(start),
+            "exec_settings": exec_settings(spec),
+            "kind": release.kind.value,
+            "socket": spec.socket is not None,
+            "stop_timeout": release.stop_timeout,
+        },
     )
+
+
+def socket_unit(app: str, socket: Socket) -> UnitText:
+    """``<app>.socket`` holding ``socket``'s listeners."""
+    for address in socket.listen:
+        _refuse_control(address, "socket.listen")
+    return UnitText(
+        "app.socket.j2",
+        {"app": app, "pyrelctl_version": __version__, "listen": socket.listen, "name": socket.name},
+    )
+
+
+def render_service(spec: ServiceSpec) -> str:
+    """The text of ``<app>.service``."""
+    return service_unit(spec).render()
 
 
 def render_socket(app: str, socket: Socket) -> str:
     """The text of ``<app>.socket``."""
-    for address in socket.listen:
-        _refuse_control(address, "socket.listen")
-    template = _environment().get_template("app.socket.j2")
-    return template.render(
-        app=app, pyrelctl_version=__version__, listen=socket.listen, name=socket.name
-    )
+    return socket_unit(app, socket).render()
 
 
 def mix_environment(app: str, *, run_dir: str | None = None) -> dict[str, str]:

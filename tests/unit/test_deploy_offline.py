@@ -165,3 +165,36 @@ def test_uninstall_removes_releases_and_unit_and_purge_removes_state(
     assert not dropin.exists()
     assert not (root / "etc/pyrelctl/hello").exists()
     assert not (root / "var/lib/pyrelctl/hello").exists()
+
+
+def test_unchanged_units_are_not_rendered_again(
+    deployer: Deployer, root: Path, artifacts: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An upgrade whose units are the same skips jinja2 (unitfiles.py), but a unit
+    edited by hand, deleted, or with other inputs is rendered and written again."""
+    from pyrelctl.units import UnitText
+
+    deployer.install(artifacts["1.0"], InstallOptions())
+    unit = root / "etc/systemd/system/hello.service"
+    rendered = unit.read_text()
+    renders: list[str] = []
+    real_render = UnitText.render
+
+    def counting_render(self: UnitText) -> str:
+        renders.append(self.template)
+        return real_render(self)
+
+    monkeypatch.setattr(UnitText, "render", counting_render)
+    deployer.install(artifacts["2.0"], InstallOptions())
+    assert renders == []
+    assert unit.read_text() == rendered
+
+    unit.write_text(rendered.replace("Restart=on-failure", "Restart=no"))
+    deployer.rollback("hello")
+    assert renders == ["app.service.j2"] and unit.read_text() == rendered
+    unit.unlink()
+    deployer.install(artifacts["3.0"], InstallOptions())
+    assert renders == ["app.service.j2"] * 2 and unit.read_text() == rendered
+    deployer.install(artifacts["3.0"], InstallOptions(listen=("127.0.0.1:8000",)))
+    assert renders == ["app.service.j2"] * 2 + ["app.socket.j2", "app.service.j2"]
+    assert "Requires=hello.socket" in unit.read_text()
