@@ -348,7 +348,7 @@ def graceful(signum, frame):
 
 signal.signal(signal.SIGTERM, graceful)
 print("serving on", "the socket from systemd" if inherited else f"127.0.0.1:{PORT}", flush=True)
-server.serve_forever()
+server.serve_forever(poll_interval=0.05)  # shutdown() waits up to one interval
 server.server_close()
 print("stopped after the requests in flight", flush=True)
 """

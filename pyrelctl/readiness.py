@@ -10,6 +10,7 @@ journal lines, for the failure report.
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,8 +23,11 @@ from pyrelctl.systemd import Systemd, UnitState
 
 #: How often the unit is polled while it must prove it stays up.
 POLL_INTERVAL = 0.1
-#: Pause between two failed health probes.
+#: Longest pause between two failed health probes. The first retries come
+#: sooner (FIRST_RETRY, doubling): a release is often up a few milliseconds
+#: after a first probe that came too early.
 HEALTH_INTERVAL = 0.25
+FIRST_RETRY = 0.02
 
 
 @dataclass(frozen=True)
@@ -119,17 +123,49 @@ class Watcher:
         invocation: str,
     ) -> str | None:
         """Probe until healthy; return why not if the deadline passes or the unit dies."""
+        pause = FIRST_RETRY
         while True:
-            error = health.probe(check, run_command)
-            if error is None:
+            error, died = self._probe_watching(unit, invocation, check, run_command)
+            if error is None and not died:
                 return None
-            state = self.systemd.state(unit)
-            if not state.running or state.invocation_id != invocation:
-                return f"exited before its health check passed (last: {error})"
+            if died:
+                last = f" (last: {error})" if error else ""
+                return f"exited before its health check passed{last}"
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return f"health check never passed: {error}"
-            time.sleep(min(HEALTH_INTERVAL, remaining))
+            time.sleep(min(pause, remaining))
+            pause = min(pause * 2, HEALTH_INTERVAL)
+
+    def _probe_watching(
+        self, unit: str, invocation: str, check: HealthCheck, run_command: health.CommandRunner
+    ) -> tuple[str | None, bool]:
+        """One probe, while the unit is watched: (the probe's error, whether the unit died).
+
+        The probe runs in a thread because it can block for its whole timeout
+        on a unit that is already gone: with socket activation the kernel
+        accepts the connection into the socket's backlog whether or not a
+        process is left to answer it. A dead unit ends the wait at once (the
+        abandoned probe ends with its own timeout).
+        """
+        outcome: list[str | None] = []
+
+        def run_probe() -> None:
+            try:
+                outcome.append(health.probe(check, run_command))
+            except Exception as e:  # a probe that raises counts as a failed probe
+                outcome.append(f"{check.describe()}: {e}")
+
+        thread = threading.Thread(target=run_probe, name="health-probe", daemon=True)
+        thread.start()
+        while True:
+            thread.join(POLL_INTERVAL)
+            state = self.systemd.state(unit)
+            alive = state.running and state.invocation_id == invocation
+            if outcome:
+                return outcome[0], not alive and outcome[0] is not None
+            if not alive:
+                return None, True
 
     def _failure(
         self,
