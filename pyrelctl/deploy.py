@@ -14,7 +14,6 @@ import contextlib
 import dataclasses
 import getpass
 import os
-import secrets
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -251,6 +250,8 @@ class Deployer:
             if not cookie_env.exists():
                 # One cookie per app, generated once: it stays stable across
                 # upgrades (so rpc/remote keep working) and is root-only.
+                import secrets  # only here: it loads hmac and OpenSSL's hashes
+
                 cookie = secrets.token_hex(32)
                 write_atomic(cookie_env, f"RELEASE_COOKIE={cookie}\n".encode(), mode=0o600)
 
@@ -547,7 +548,7 @@ class Deployer:
             argv,
             release_dir=target,
             environment_files=self._env_files(app, release),
-            token=secrets.token_hex(3),
+            token=os.urandom(3).hex(),
             credentials=app.secrets(),
         ).argv
         try:

@@ -9,9 +9,12 @@ and nowhere else.
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 from pyrelctl.errors import SystemdError
@@ -81,9 +84,7 @@ class Systemd:
     """The systemd manager of the running system, through pystemd."""
 
     def __init__(self) -> None:
-        from pystemd.dbuslib import DBus  # imported late: offline mode needs no libsystemd
-
-        self._bus: Any = DBus()
+        self._bus: Any = _dbuslib().DBus()
         try:
             self._bus.open()
         except Exception as e:  # pystemd raises DBusError (no common base to name)
@@ -117,7 +118,7 @@ class Systemd:
         path: bytes = MANAGER_PATH,
         interface: bytes = MANAGER,
     ) -> Any:
-        from pystemd.dbuslib import apply_signature
+        apply_signature = _dbuslib().apply_signature
 
         try:
             return self._bus.call_method(
@@ -245,6 +246,27 @@ class OfflineSystemd(Systemd):
             f"{method.decode()} needs the running systemd, not --root",
             hint="run without --root on the host itself",
         )
+
+
+def _dbuslib() -> ModuleType:
+    """pystemd's D-Bus binding (``pystemd.dbuslib``), and nothing else of pystemd.
+
+    Imported late: offline mode needs no libsystemd. And without the package's
+    ``__init__``: that one loads pystemd's introspecting unit API and lxml
+    with it, about 20 ms of every command's start (bench/: `pyrelctl status`
+    has a 150 ms budget) for code this module never calls. The binding itself
+    imports only ``pystemd.dbusexc`` and ``pystemd.utils``, which load as
+    submodules of a bare package object pointing at pystemd's directory.
+    """
+    if "pystemd" not in sys.modules:
+        spec = importlib.util.find_spec("pystemd")  # finds it, runs nothing
+        if spec is not None and spec.submodule_search_locations is not None:
+            package = ModuleType("pystemd")
+            package.__path__ = list(spec.submodule_search_locations)
+            sys.modules["pystemd"] = package
+    import pystemd.dbuslib  # noqa: F401  (registers it in sys.modules)
+
+    return sys.modules["pystemd.dbuslib"]
 
 
 def _text(value: Any) -> str:
