@@ -15,7 +15,7 @@ from pyrelctl.release import HealthCheck, HealthKind
 
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:
-        code = int(self.path.strip("/") or 200)
+        code = int(self.path.partition("?")[0].strip("/") or 200)
         self.send_response(code)
         self.end_headers()
 
@@ -80,3 +80,31 @@ def test_command_probe_uses_the_runner() -> None:
     assert calls == [("bin/check", "ok"), ("bin/check", "bad")]
     with pytest.raises(ValueError, match="runner"):
         health.probe(ok)
+
+
+def test_http_answers_that_are_not_http_are_reported() -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+
+        def answer_garbage() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                conn.recv(1024)
+                conn.sendall(b"SSH-2.0-OpenSSH_9.2\r\n")
+
+        thread = threading.Thread(target=answer_garbage)
+        thread.start()
+        error = health.probe_http(f"http://127.0.0.1:{port}/")
+        thread.join()
+    assert error == f"GET http://127.0.0.1:{port}/: not an HTTP answer ('SSH-2.0-OpenSSH_9.2')"
+
+
+def test_http_query_and_timeout(server: int) -> None:
+    assert health.probe_http(f"http://127.0.0.1:{server}/200?x=1") is None
+    with socket.socket() as silent:  # accepts (backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/"
+        assert health.probe_http(url, timeout=0.2) == f"GET {url}: timed out"
