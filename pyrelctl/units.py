@@ -15,7 +15,6 @@ systemd.service(7) "Command lines", systemd.exec(7) "Environment="):
 from __future__ import annotations
 
 import hashlib
-import importlib.resources
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -235,8 +234,10 @@ def default_environment_files(app: str, release: Release) -> tuple[str, ...]:
 def _template_dirs() -> list[Path]:
     """Templates ship inside the wheel (``pyrelctl/units``); a source checkout
     keeps them in the top-level ``units/``."""
-    packaged = importlib.resources.files("pyrelctl") / "units"
-    candidates = [Path(str(packaged)), Path(__file__).resolve().parent.parent / "units"]
+    # A plain path, not importlib.resources (~4 ms to import): pyrelctl is
+    # always installed as files (wheel, .deb, RPM), never zipped.
+    here = Path(__file__).resolve().parent
+    candidates = [here / "units", here.parent / "units"]
     return [d for d in candidates if d.is_dir()]
 
 
