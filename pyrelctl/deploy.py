@@ -19,9 +19,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from pyrelctl import checksums, health, pyrelease, signatures
 from pyrelctl.archive import Artifact, Progress, open_artifact
 from pyrelctl.defaults import DEFAULT_GRACE, DEFAULT_KEEP, DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT
 from pyrelctl.errors import BadInput, DeployFailed, ExitCode, HostError, NotInstalled
@@ -49,11 +48,9 @@ from pyrelctl.release import (
     release_to_json,
 )
 from pyrelctl.retention import prune_plan, rollback_target
-from pyrelctl.run import run
 from pyrelctl.socketunit import SETTING as SOCKET_SETTING
 from pyrelctl.socketunit import SocketUnit, effective_socket
 from pyrelctl.systemd import Systemd, UnitState
-from pyrelctl.transient import transient_argv
 from pyrelctl.unitfiles import write_unit
 from pyrelctl.units import (
     ServiceSpec,
@@ -61,6 +58,9 @@ from pyrelctl.units import (
     default_environment_files,
     service_unit,
 )
+
+if TYPE_CHECKING:
+    from pyrelctl import health
 
 #: Longest a pre_switch or post_switch hook may run (migrations can be slow).
 HOOK_TIMEOUT = 900.0
@@ -210,6 +210,8 @@ class Deployer:
             if release.kind is Kind.PYTHON:
                 # The venv is made for the path the release has once renamed,
                 # on the running system (no --root prefix): venvs are not movable.
+                from pyrelctl import pyrelease
+
                 pyrelease.prepare(
                     staging,
                     Path("/", final.relative_to(self.layout.root)),
@@ -348,6 +350,8 @@ class Deployer:
         """Install a release and make it current (DESIGN.md, "What an install does")."""
         started_at = time.monotonic()
         # Opened once: what was validated and detected is what gets unpacked.
+        from pyrelctl import checksums, signatures
+
         with open_artifact(artifact_path, max_bytes=opts.max_bytes) as artifact:
             release = detect(artifact)
             # Before anything is written; required where `pyrelctl build` made the release.
@@ -541,6 +545,9 @@ class Deployer:
         """
         base = release_dir if release_dir is not None else app.current
         target = Path("/") / base.relative_to(self.layout.root)
+        from pyrelctl.run import run
+        from pyrelctl.transient import transient_argv
+
         command = transient_argv(
             app.name,
             release,

@@ -14,12 +14,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pyrelctl import health, journal
 from pyrelctl.defaults import DEFAULT_GRACE, DEFAULT_TIMEOUT
 from pyrelctl.release import HealthCheck
 from pyrelctl.systemd import Systemd, UnitState
+
+if TYPE_CHECKING:
+    from pyrelctl import health
 
 #: How often the unit is polled while it must prove it stays up.
 POLL_INTERVAL = 0.1
@@ -55,6 +57,12 @@ class Failure:
         return dataclasses.asdict(self)
 
 
+def _journal_lines(invocation: str) -> list[str]:
+    from pyrelctl import journal
+
+    return journal.invocation_lines(invocation)
+
+
 class Watcher:
     """Restarts a unit through systemd and watches it come up."""
 
@@ -84,7 +92,12 @@ class Watcher:
         # for crash loops: StartLimitBurst=5 per 10 s gives "start-limit-hit".
         # Resetting the failed state also resets that counter.
         self.systemd.reset_failed(unit)
-        job = self.systemd.restart(unit, timeout=timeout)
+        queued = self.systemd.queue_restart(unit)
+        # While systemd restarts the unit, load what watching it takes: the
+        # deploy's own start stays as short as it can be (bench/, issue 7).
+        from pyrelctl import health, journal  # noqa: F401
+
+        job = self.systemd.wait_job(queued, unit, timeout=timeout)
         state = self.systemd.state(unit)
         if not job.ok:
             reason = (
@@ -148,6 +161,8 @@ class Watcher:
         process is left to answer it. A dead unit ends the wait at once (the
         abandoned probe ends with its own timeout).
         """
+        from pyrelctl import health
+
         outcome: list[str | None] = []
 
         def run_probe() -> None:
@@ -182,5 +197,5 @@ class Watcher:
             job_result=job_result,
             exit=state.exit_description(),
             invocation_id=invocation,
-            journal=journal.invocation_lines(invocation),
+            journal=_journal_lines(invocation),
         )

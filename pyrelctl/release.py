@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from pyrelctl import pyrelease
 from pyrelctl.archive import Artifact, MemberType
 from pyrelctl.errors import BadInput
 from pyrelctl.names import check_app_name, check_version, is_env_name
@@ -131,7 +130,7 @@ _SECTIONS: dict[str, frozenset[str]] = {
     "hooks": frozenset({"pre_switch", "post_switch"}),
     "environment": frozenset(),  # free-form: any variable name
     "socket": frozenset({"listen", "name"}),
-    "python": pyrelease.KEYS,  # python releases only; checked by pyrelease.parse_spec
+    "python": frozenset(),  # python releases only; checked by pyrelease.parse_spec
 }
 
 
@@ -248,6 +247,8 @@ def parse_manifest(
                     "remove [commands]"
                 )
             check_app_name(name)
+            from pyrelctl import pyrelease  # python releases only (tomllib, hashes)
+
             pyrelease.parse_spec(doc.get("python"), artifact)
             commands = python_commands(name)
         else:

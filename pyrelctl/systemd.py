@@ -201,8 +201,19 @@ class Systemd:
         self._subscribed = True
 
     def _run_job(self, method: bytes, unit: str, timeout: float) -> JobResult:
+        return self.wait_job(self._queue_job(method, unit), unit, timeout=timeout)
+
+    def _queue_job(self, method: bytes, unit: str) -> bytes:
         self._subscribe()
         job: bytes = self._call(method, b"ss", unit.encode(), b"replace")
+        return job
+
+    def queue_restart(self, unit: str) -> bytes:
+        """Queue a restart of ``unit`` and return at once with the job; see :meth:`wait_job`."""
+        return self._queue_job(b"RestartUnit", unit)
+
+    def wait_job(self, job: bytes, unit: str, *, timeout: float = 90.0) -> JobResult:
+        """Wait until systemd has finished ``job`` (of ``unit``), or ``timeout`` passed."""
         deadline = time.monotonic() + timeout
         while True:
             while not self._bus.process().is_empty():
