@@ -23,6 +23,7 @@ met), 1 when one failed, 2 for bad usage.
 from __future__ import annotations
 
 import argparse
+import compileall
 import datetime
 import json
 import os
@@ -125,6 +126,10 @@ def outside(args: argparse.Namespace, argv: list[str]) -> int:
         "--command",
         " ".join([".venv/bin/python", "-m", "bench", *argv]),
     ]
+    # pyrelctl as installed runs from bytecode (pip, dpkg and rpm compile it);
+    # a checkout edited since its last run would recompile each changed
+    # module in every timed command (more so under PYTHONDONTWRITEBYTECODE).
+    compileall.compile_dir(REPO / "pyrelctl", quiet=1)
     with tempfile.TemporaryDirectory(prefix="pyrelctl-bench-") as tmp:
         scratch = Path(tmp)
         log(f"booting a container (scratch {scratch})")

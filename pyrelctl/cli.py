@@ -8,12 +8,10 @@ prints exactly one JSON document on stdout. Errors are one ``error:`` line
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import json
 import os
 import shlex
 import sys
-import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -388,6 +386,8 @@ def rollback(
 def _when(ts: float | None) -> str:
     if not ts:
         return "-"
+    import datetime
+
     return datetime.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
 
 
@@ -1049,6 +1049,8 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         sys.exit(status if isinstance(status, int) else 0)
     except PyrelctlError as e:
         if obj.verbosity >= 1:
+            import traceback
+
             traceback.print_exc()
         _fail(e, obj)
     except click.UsageError as e:

@@ -9,7 +9,7 @@ and nowhere else.
 
 from __future__ import annotations
 
-import importlib.util
+import importlib.machinery
 import sys
 import time
 from collections.abc import Callable
@@ -270,7 +270,7 @@ def _dbuslib() -> ModuleType:
     submodules of a bare package object pointing at pystemd's directory.
     """
     if "pystemd" not in sys.modules:
-        spec = importlib.util.find_spec("pystemd")  # finds it, runs nothing
+        spec = importlib.machinery.PathFinder.find_spec("pystemd")  # finds it, runs nothing
         if spec is not None and spec.submodule_search_locations is not None:
             package = ModuleType("pystemd")
             package.__path__ = list(spec.submodule_search_locations)
