@@ -16,11 +16,12 @@ import getpass
 import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from pyrelctl import hooks
 from pyrelctl.archive import Artifact, Progress, open_artifact
 from pyrelctl.defaults import DEFAULT_GRACE, DEFAULT_KEEP, DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT
 from pyrelctl.errors import BadInput, DeployFailed, ExitCode, HostError, NotInstalled
@@ -60,10 +61,7 @@ from pyrelctl.units import (
 )
 
 if TYPE_CHECKING:
-    from pyrelctl import health
-
-#: Longest a pre_switch or post_switch hook may run (migrations can be slow).
-HOOK_TIMEOUT = 900.0
+    pass
 
 Say = Callable[[str], None]
 
@@ -340,9 +338,8 @@ class Deployer:
         if problem is not None:
             return Failure(version=release.version, reason=problem, exit="not started")
         watcher = Watcher(self.systemd, self.say)
-        return watcher.restart_and_verify(
-            app.service_name, release.version, readiness, self._command_runner(app, release)
-        )
+        runner = hooks.command_runner(self.layout.root, app, release)
+        return watcher.restart_and_verify(app.service_name, release.version, readiness, runner)
 
     # -- install -----------------------------------------------------------
 
@@ -501,68 +498,7 @@ class Deployer:
         return health_from_json(data) if data else release.health
 
     def _hook(self, app: AppPaths, release: Release, name: str) -> Failure | None:
-        """Run a release's hook from its own directory, as the service's user."""
-        argv = release.hooks[name]
-        self.say(f"running {name} hook: {' '.join(argv)}")
-        status, output = self._run_as_service(
-            app,
-            release,
-            argv,
-            purpose=name.replace("_", "-"),
-            timeout=HOOK_TIMEOUT,
-            release_dir=app.release(release.version),
-        )
-        if status == 0:
-            return None
-        return Failure(
-            version=release.version,
-            reason=f"{name} hook {' '.join(argv)} exited with status {status}",
-            hook_output=output.splitlines()[-60:],
-        )
-
-    def _command_runner(self, app: AppPaths, release: Release) -> health.CommandRunner:
-        def run_check(argv: Sequence[str], timeout: float) -> tuple[int, str]:
-            return self._run_as_service(app, release, argv, purpose="health", timeout=timeout)
-
-        return run_check
-
-    def _run_as_service(
-        self,
-        app: AppPaths,
-        release: Release,
-        argv: Sequence[str],
-        *,
-        purpose: str,
-        timeout: float,
-        release_dir: Path | None = None,
-    ) -> tuple[int, str]:
-        """Run ``argv`` in a transient unit with the service's user and environment.
-
-        ``systemd-run --wait --pipe`` gives the command's exit status and
-        output; the program of a release-relative argv runs from
-        ``release_dir`` (a hook runs the *new* release, before ``current``
-        points to it), else through ``current``.
-        """
-        base = release_dir if release_dir is not None else app.current
-        target = Path("/") / base.relative_to(self.layout.root)
-        from pyrelctl.run import run
-        from pyrelctl.transient import transient_argv
-
-        command = transient_argv(
-            app.name,
-            release,
-            purpose,
-            argv,
-            release_dir=target,
-            environment_files=self._env_files(app, release),
-            token=os.urandom(3).hex(),
-            credentials=app.secrets(),
-        ).argv
-        try:
-            proc = run(command, check=False, timeout=timeout + 5)
-        except HostError as e:
-            return 124, e.message
-        return proc.returncode, proc.stdout + proc.stderr
+        return hooks.run_hook(self.layout.root, app, release, name, self.say)
 
     def _fail(
         self,

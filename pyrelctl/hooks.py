@@ -1,0 +1,97 @@
+"""Release commands run as the service runs: hooks and command health checks.
+
+Each runs in a transient unit (``systemd-run --wait --pipe``, transient.py)
+with the service's user, sandbox, environment and credentials, so a
+pre_switch migration or a health command sees exactly what the service
+will.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pyrelctl.errors import HostError
+from pyrelctl.layout import AppPaths
+from pyrelctl.readiness import Failure
+from pyrelctl.release import Release
+from pyrelctl.units import default_environment_files
+
+if TYPE_CHECKING:
+    from pyrelctl import health
+
+#: Longest a pre_switch or post_switch hook may run (migrations can be slow).
+HOOK_TIMEOUT = 900.0
+
+
+def run_as_service(
+    root: Path,
+    app: AppPaths,
+    release: Release,
+    argv: Sequence[str],
+    *,
+    purpose: str,
+    timeout: float,
+    release_dir: Path | None = None,
+) -> tuple[int, str]:
+    """Run ``argv`` in a transient unit with the service's user and environment.
+
+    ``systemd-run --wait --pipe`` gives the command's exit status and
+    output; the program of a release-relative argv runs from
+    ``release_dir`` (a hook runs the *new* release, before ``current``
+    points to it), else through ``current``. ``root`` is the layout's root.
+    """
+    from pyrelctl.run import run
+    from pyrelctl.transient import transient_argv
+
+    base = release_dir if release_dir is not None else app.current
+    command = transient_argv(
+        app.name,
+        release,
+        purpose,
+        argv,
+        release_dir=Path("/") / base.relative_to(root),
+        environment_files=default_environment_files(app.name, release),
+        token=os.urandom(3).hex(),
+        credentials=app.secrets(),
+    ).argv
+    try:
+        proc = run(command, check=False, timeout=timeout + 5)
+    except HostError as e:
+        return 124, e.message
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def run_hook(
+    root: Path, app: AppPaths, release: Release, name: str, say: Callable[[str], None]
+) -> Failure | None:
+    """Run a release's hook from its own directory, as the service's user."""
+    argv = release.hooks[name]
+    say(f"running {name} hook: {' '.join(argv)}")
+    status, output = run_as_service(
+        root,
+        app,
+        release,
+        argv,
+        purpose=name.replace("_", "-"),
+        timeout=HOOK_TIMEOUT,
+        release_dir=app.release(release.version),
+    )
+    if status == 0:
+        return None
+    return Failure(
+        version=release.version,
+        reason=f"{name} hook {' '.join(argv)} exited with status {status}",
+        hook_output=output.splitlines()[-60:],
+    )
+
+
+def command_runner(root: Path, app: AppPaths, release: Release) -> health.CommandRunner:
+    """How a ``[health] command`` runs: through the release's ``current``, as the service."""
+
+    def run_check(argv: Sequence[str], timeout: float) -> tuple[int, str]:
+        return run_as_service(root, app, release, argv, purpose="health", timeout=timeout)
+
+    return run_check
