@@ -696,7 +696,8 @@ class Deployer:
     def uninstall(self, name: str, *, purge: bool = False, wait_lock: bool = True) -> list[str]:
         """Stop and remove the app; with ``purge`` its settings, state and history too.
 
-        Drop-ins (``<app>.service.d/``) are the operator's and stay unless purged.
+        Drop-ins (``<app>.service.d/``, ``<app>.socket.d/``) are the operator's and
+        stay unless purged.
         """
         app = self.layout.app(name)
         if not app.base.is_dir():  # (a half-finished uninstall still has opt/APP)
@@ -744,6 +745,7 @@ class Deployer:
                     app.etc,
                     app.state,
                     app.dropin_dir,
+                    self.layout.unit_dir / f"{app.socket_name}.d",
                     self.layout.root / "var/lib" / app.name,
                     self.layout.root / "var/lib/private" / app.name,
                     self.layout.root / "var/log" / app.name,

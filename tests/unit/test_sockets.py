@@ -178,8 +178,15 @@ def test_offline_install_writes_enables_and_uninstall_removes_the_socket(tmp_pat
 
     deployer.rollback("web")
     assert (units / "web.socket").is_file()
+    dropins = units / "web.socket.d"
+    dropins.mkdir()
+    (dropins / "backlog.conf").write_text("[Socket]\nBacklog=128\n")
     deployer.uninstall("web")
     assert not (units / "web.socket").exists() and not wants.is_symlink()
+    assert (dropins / "backlog.conf").is_file()  # the operator's, until a purge
+    deployer.install(with_socket, InstallOptions())
+    deployer.uninstall("web", purge=True)
+    assert not dropins.exists()
 
 
 def test_stop_timeout_comes_from_the_manifest(tmp_path: Path) -> None:
