@@ -270,17 +270,13 @@ class Deployer:
             ServiceSpec(
                 app=app.name,
                 release=release,
-                environment_files=self._env_files(app, release),
+                # The same definition serves the transient units of hooks
+                # and rpc/eval/remote (hooks.py, operate.py).
+                environment_files=default_environment_files(app.name, release),
                 credentials=tuple(app.secrets()),
                 socket=socket,
             )
         )
-
-    @staticmethod
-    def _env_files(app: AppPaths, release: Release) -> tuple[str, ...]:
-        """EnvironmentFile= lines (units.default_environment_files: one definition
-        for the service and the transient units of rpc/eval/remote)."""
-        return default_environment_files(app.name, release)
 
     def socket_unit(self, app: AppPaths) -> SocketUnit:
         return SocketUnit(app, self.systemd, online=self.online, say=self.say)
