@@ -8,7 +8,12 @@ behaviour "serve", an HTTP health check), each on its own port:
   app's settings (``--grace 0`` at its first install, remembered), which
   shows what pyrelctl costs besides the wait it is asked to make;
 * ``up-floor`` is installed once by pyrelctl, so that it runs under the very
-  same generated unit, and from then on deployed by ``bench/floor.sh``.
+  same generated unit, and from then on deployed by ``bench/floor.sh``;
+* ``up-floor-py`` is deployed like ``up-floor``, but each run of floor.sh is
+  preceded by this virtualenv's Python importing :data:`LEAST_IMPORTS` and
+  doing nothing else. That is the least any deploy tool written in Python
+  with click pays before its first step, so its ratio to the floor is a
+  lower bound for pyrelctl's ratio on this machine.
 
 Each run upgrades every app to a new version and rolls it back, in an order
 that rotates from run to run. Each operation is timed from its command's
@@ -23,13 +28,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.host import Host, Timed, log
+from bench.host import PYTHON, Host, Timed, log
 from bench.probe import Poller
 from bench.report import Comparison, Measure, Target
 
 FLOOR_SCRIPT = Path(__file__).resolve().parent / "floor.sh"
 #: Issue 7: upgrade and rollback within 1.3x of their hand-written floors.
 RATIO_TARGET = Target(Measure.RATIO, 1.3)
+#: What a deploy tool in Python cannot do without, imported and not used:
+#: click (the CLI library this project chose), tarfile and tomllib (to read
+#: an artifact and its manifest), json (a release index) and pystemd's D-Bus
+#: binding (to restart through systemd), loaded as pyrelctl loads it.
+LEAST_IMPORTS = (
+    "import click, json, tarfile, tomllib; from pyrelctl.systemd import _dbuslib; _dbuslib()"
+)
 
 
 @dataclass(frozen=True)
@@ -53,6 +65,7 @@ class App:
 DEFAULT = App("up", 18101)
 NO_GRACE = App("up-g0", 18102)
 FLOOR = App("up-floor", 18103)
+FLOOR_PY = App("up-floor-py", 18104)
 
 
 @dataclass(frozen=True)
@@ -89,6 +102,7 @@ class Deploys:
         h.pyrelctl("install", self.artifact(DEFAULT, 0))
         h.pyrelctl("install", self.artifact(NO_GRACE, 0), "--grace", "0")
         h.pyrelctl("install", self.artifact(FLOOR, 0))
+        h.pyrelctl("install", self.artifact(FLOOR_PY, 0))
 
     def _note(self, op: str, variant: str, timing: Timing) -> None:
         for key, value in (("answered", timing.answered), ("exited", timing.exited)):
@@ -111,19 +125,28 @@ class Deploys:
         self._note("upgrade", variant, upgrade)
         self._note("rollback", variant, rollback)
 
-    def _floor(self, i: int) -> None:
+    def _floor(self, app: App, i: int) -> None:
+        """floor.sh up to version ``i`` and back; for FLOOR_PY, after LEAST_IMPORTS."""
         h = self.host
+        # sh -c 'python -c IMPORTS && exec sh floor.sh ARGS...': one command
+        # whose time includes the interpreter's, as pyrelctl's does.
+        prefix = (
+            []
+            if app is FLOOR
+            else ["sh", "-c", '"$0" -c "$1" && shift && exec "$@"', str(PYTHON), LEAST_IMPORTS]
+        )
 
         def floor(verb: str, version: str, *artifact: str) -> Timed:
             return h.timed(
                 [
+                    *prefix,
                     "sh",
                     str(FLOOR_SCRIPT),
                     verb,
-                    f"/opt/{FLOOR.name}",
-                    f"{FLOOR.name}.service",
-                    FLOOR.url,
-                    FLOOR.answer(version),
+                    f"/opt/{app.name}",
+                    f"{app.name}.service",
+                    app.url,
+                    app.answer(version),
                     version,
                     *artifact,
                 ]
@@ -132,16 +155,18 @@ class Deploys:
         # Up to version i, then back to the version it came from: the first
         # one, since every run of the floor ends where it began.
         previous, new = _version(0), _version(i)
-        artifact = str(self.artifact(FLOOR, i))
-        upgrade = _timed_deploy(FLOOR, lambda: floor("upgrade", new, artifact), lambda _: new)
-        rollback = _timed_deploy(FLOOR, lambda: floor("rollback", previous), lambda _: previous)
-        self._note("upgrade", "floor", upgrade)
-        self._note("rollback", "floor", rollback)
+        artifact = str(self.artifact(app, i))
+        upgrade = _timed_deploy(app, lambda: floor("upgrade", new, artifact), lambda _: new)
+        rollback = _timed_deploy(app, lambda: floor("rollback", previous), lambda _: previous)
+        variant = "floor" if app is FLOOR else "floor-py"
+        self._note("upgrade", variant, upgrade)
+        self._note("rollback", variant, rollback)
 
     def run(self, i: int) -> None:
         """Run ``i`` (from 1): every app up to its version ``i`` and back."""
         steps: list[Callable[[], None]] = [
-            lambda: self._floor(i),
+            lambda: self._floor(FLOOR, i),
+            lambda: self._floor(FLOOR_PY, i),
             lambda: self._pyrelctl(DEFAULT, i),
             lambda: self._pyrelctl(NO_GRACE, i),
         ]
@@ -163,6 +188,20 @@ class Deploys:
                     tuple(s[(op, "default", "answered")]),
                     floor_answered,
                     RATIO_TARGET,
+                ),
+                Comparison(
+                    op,
+                    "floor.sh after python importing the least -> answers",
+                    "floor.sh -> answers",
+                    tuple(s[(op, "floor-py", "answered")]),
+                    floor_answered,
+                ),
+                Comparison(
+                    op,
+                    f"{verb} -> answers (defaults)",
+                    "the same, after python importing the least",
+                    tuple(s[(op, "default", "answered")]),
+                    tuple(s[(op, "floor-py", "answered")]),
                 ),
                 Comparison(
                     op,
