@@ -196,14 +196,25 @@ def _meta(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _notes(args: argparse.Namespace, grace: float) -> list[str]:
+    from bench.deploys import LEAST_IMPORTS
+    from bench.status import SAMPLES_PER_RUN
+
     notes = []
+    if "status" in args.only:
+        notes.append(
+            f"status: {SAMPLES_PER_RUN} calls of each command per run "
+            f"({args.runs * SAMPLES_PER_RUN} in all), alternating, after one untimed call each."
+        )
     if {"upgrade", "rollback"} & set(args.only):
         notes.append(
             "upgrade/rollback: '-> answers' runs from the command's start to the first HTTP "
             "answer of the version it deploys (polled every 2 ms); the floor is bench/floor.sh "
             "(tar x, ln -s + mv -T, systemctl restart, curl until it answers) on a unit "
             f"pyrelctl generated, same sandbox. pyrelctl's grace ({grace:g} s by default) "
-            "begins after that answer; the '-> exit' rows include it, or set it to 0."
+            "begins after that answer; the '-> exit' rows include it, or set it to 0. "
+            "'python importing the least' runs this venv's python -c "
+            f"{LEAST_IMPORTS!r} before floor.sh: the least a deploy tool in Python "
+            "with click pays, so a lower bound for pyrelctl's ratio here."
         )
     if "availability" in args.only:
         notes.append(
