@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import getpass
 import os
 import shutil
 import time
@@ -118,6 +117,8 @@ def _dir_size(path: Path) -> int:
 
 
 def _who() -> str:
+    import getpass  # only for the history entry, written after the restart
+
     sudo = os.environ.get("SUDO_USER")
     try:
         user = getpass.getuser()

@@ -20,7 +20,6 @@ from pathlib import Path
 
 from pyrelctl.errors import BadInput
 from pyrelctl.layout import AppPaths
-from pyrelctl.run import run
 
 NAMESPACE = "pyrelctl-release"
 
@@ -60,6 +59,10 @@ def verify(app: AppPaths, artifact: Path, signature: Path | None) -> str | None:
         )
     if not artifact.is_file():
         raise BadInput(f"{app.name} requires a signed release: sign a tarball, not a directory")
+    # Here, not at the top: most hosts trust no key, and subprocess and
+    # logging would slow every install before its restart (bench/, issue 7).
+    from pyrelctl.run import run
+
     found = run(
         ["ssh-keygen", "-Y", "find-principals", "-s", signature, "-f", signers], check=False
     )
