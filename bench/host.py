@@ -128,7 +128,8 @@ class Host:
         interpreter start and imports of a new process per command: building
         50 apps x 20 releases that way takes a minute instead of four.
         """
-        import pyrelctl.cli  # noqa: F401  # imported once here, inherited by each fork
+        # Imported once here, inherited by each fork.
+        import pyrelctl.cli.deploys  # noqa: F401
 
         with multiprocessing.get_context("fork").Pool(workers) as pool:
             for failure in pool.imap_unordered(_run_batch, [list(map(list, b)) for b in batches]):

@@ -102,10 +102,11 @@ def option_items(command: click.Command, ctx: click.Context) -> Iterator[str]:
 def walk(
     command: click.Command, ctx: click.Context
 ) -> Iterator[tuple[click.Command, click.Context]]:
-    """Every subcommand, in definition order (the order of `pyrelctl --help` sections)."""
+    """Every subcommand, in the order `pyrelctl --help` lists them."""
     if isinstance(command, click.Group):
-        for name, sub in command.commands.items():
-            if sub.hidden:
+        for name in command.list_commands(ctx):
+            sub = command.get_command(ctx, name)
+            if sub is None or sub.hidden:
                 continue
             sub_ctx = click.Context(sub, info_name=name, parent=ctx)
             if isinstance(sub, click.Group):

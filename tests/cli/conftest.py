@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pytest
 
-import pyrelctl.cli
+import pyrelctl.cli.common
 from pyrelctl.cli import main
 
 # -- running the CLI ---------------------------------------------------------------
@@ -41,4 +41,4 @@ def no_systemd(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("pyrelctl tried to talk to systemd under --root")
 
-    monkeypatch.setattr(pyrelctl.cli, "Systemd", refuse)
+    monkeypatch.setattr(pyrelctl.cli.common, "Systemd", refuse)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from devtools.releases import make_generic_release
-from pyrelctl.cli import ByteSize
+from pyrelctl.cli.common import ByteSize
 from pyrelctl.layout import Layout, app_lock
 from tests.cli.conftest import run
 

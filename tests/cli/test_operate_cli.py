@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-import pyrelctl.cli
+import pyrelctl.cli.common
 from devtools.releases import make_generic_release
 from pyrelctl import operate
 from pyrelctl.deploy import Deployer, InstallOptions
@@ -66,7 +66,7 @@ def live(
     monkeypatch.setattr(operate, "run_attached", fake_run)
 
     def call(*args: str, main_pid: int = 4242) -> Result:
-        monkeypatch.setattr(pyrelctl.cli, "Systemd", lambda: FakeSystemd(main_pid))
+        monkeypatch.setattr(pyrelctl.cli.common, "Systemd", lambda: FakeSystemd(main_pid))
         return run(capsys, "--root", root, *args)
 
     return call, ran

@@ -1,0 +1,187 @@
+"""The pyrelctl command line: parse, call the domain modules, print.
+
+Human output goes to stdout, progress and diagnostics to stderr; ``--json``
+prints exactly one JSON document on stdout. Errors are one ``error:`` line
+(plus a ``hint:``) and the exit code of DESIGN.md; tracebacks only with -v.
+
+Each command lives in a module of this package, imported only when it runs
+(:class:`LazyGroup`, after click's "Lazily Loading Subcommands" pattern): a
+command loads what it uses and no other command's code (bench/, issue 7).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from pyrelctl import __version__
+from pyrelctl.cli.common import Ctx
+from pyrelctl.errors import DeployFailed, ExitCode, PyrelctlError
+from pyrelctl.layout import Layout
+
+#: Every command, in the order `pyrelctl --help` lists them, and where it is.
+COMMANDS = {
+    "install": "deploys:install",
+    "rollback": "deploys:rollback",
+    "status": "reads:status",
+    "releases": "reads:releases",
+    "history": "reads:history",
+    "logs": "reads:logs",
+    "unit": "reads:unit",
+    "start": "deploys:start",
+    "stop": "deploys:stop",
+    "restart": "deploys:restart",
+    "rpc": "console:rpc",
+    "eval": "console:eval_",
+    "remote": "console:remote",
+    "pid": "reads:pid",
+    "version": "reads:version",
+    "secret": "admin:secret",
+    "build": "admin:build_command",
+    "doctor": "reads:doctor",
+    "prune": "deploys:prune",
+    "uninstall": "deploys:uninstall",
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported from :data:`COMMANDS` when used."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        where = COMMANDS.get(cmd_name)
+        if where is None:
+            return None
+        module, name = where.split(":")
+        command = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+        assert isinstance(command, click.Command), where
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("/"),
+    show_default=True,
+    help="Work on the host tree below DIR, offline: files only, no systemd calls.",
+    metavar="DIR",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print one JSON document on stdout (install and read commands).",
+)
+@click.option("-v", "--verbose", count=True, help="Say more; -vv shows every subprocess.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only results and errors.")
+@click.version_option(__version__, prog_name="pyrelctl")
+@click.pass_context
+def cli(ctx: click.Context, root: Path, as_json: bool, verbose: int, quiet: bool) -> None:
+    """Deploy self-contained releases as systemd services.
+
+    pyrelctl installs a release (a `mix release` tarball, or any directory or
+    tarball with a release.toml) into /opt/APP/releases/VERSION, generates
+    APP.service, switches /opt/APP/current atomically, restarts through
+    systemd and waits until the new release is up; if it is not, the previous
+    release is restored by itself.
+
+    \b
+    Start with:
+      pyrelctl install shop-1.0.0.tar.gz
+      pyrelctl status
+      journalctl -u shop      (or: pyrelctl logs shop)
+      pyrelctl rollback shop
+    """
+    verbosity = -1 if quiet else verbose
+    if verbosity >= 2:
+        # Only then: logging costs ~5 ms of every start, and without a
+        # configuration warnings still reach stderr (logging.lastResort).
+        import logging
+
+        logging.basicConfig(level=logging.DEBUG, format="%(message)s", stream=sys.stderr)
+    # main() passes in the object so that it can still read the settings
+    # when it reports an error; CliRunner and other callers get a fresh one.
+    obj = ctx.ensure_object(Ctx)
+    obj.layout, obj.as_json, obj.verbosity = Layout(root), as_json, verbosity
+    ctx.call_on_close(obj.close)
+
+
+def _fail(e: PyrelctlError, obj: Ctx) -> NoReturn:
+    if isinstance(e, DeployFailed):
+        if obj.as_json:
+            click.echo(
+                json.dumps({"error": e.message, **e.report}, indent=2, sort_keys=True, default=str)
+            )
+        _print_report(e.report)
+    _error_lines(e.message, e.hint)
+    sys.exit(int(e.exit_code))
+
+
+def _error_lines(message: str, hint: str | None) -> None:
+    """The one ``error:`` line (and ``hint:`` line) a failure prints on stderr."""
+    click.echo("error: " + " ".join(message.split()), err=True)
+    if hint:
+        click.echo("hint: " + " ".join(hint.split()), err=True)
+
+
+def _print_report(report: dict[str, Any]) -> None:
+    failed = report.get("failed") or {}
+    hook_lines = failed.get("hook_output") or []
+    if hook_lines:
+        click.echo("output of the failed hook:", err=True)
+        for line in hook_lines:
+            click.echo(f"  {line}", err=True)
+    lines = failed.get("journal") or []
+    if lines:
+        click.echo(
+            f"journal of the failed start (invocation {failed.get('invocation_id')}):", err=True
+        )
+        for line in lines:
+            click.echo(f"  {line}", err=True)
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """Console-script entry point."""
+    obj = Ctx()
+    try:
+        status = cli.main(
+            args=list(sys.argv[1:] if argv is None else argv),
+            prog_name="pyrelctl",
+            standalone_mode=False,
+            obj=obj,
+        )
+        sys.exit(status if isinstance(status, int) else 0)
+    except PyrelctlError as e:
+        if obj.verbosity >= 1:
+            import traceback
+
+            traceback.print_exc()
+        _fail(e, obj)
+    except click.UsageError as e:
+        command = e.ctx.command_path if e.ctx is not None else "pyrelctl"
+        _error_lines(e.format_message(), f"see: {command} --help")
+        sys.exit(ExitCode.BAD_INPUT)
+    except click.ClickException as e:
+        _error_lines(e.format_message(), None)
+        sys.exit(e.exit_code)
+    except click.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except OSError as e:
+        if obj.verbosity >= 1:
+            raise
+        click.echo(
+            f"error: {e.strerror or e}" + (f": {e.filename}" if e.filename else ""), err=True
+        )
+        sys.exit(ExitCode.FAILED)

@@ -1,0 +1,244 @@
+"""Commands that change what runs: install, rollback, start, stop, restart,
+prune, uninstall."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from pyrelctl.cli.common import (
+    ByteSize,
+    Ctx,
+    grace_option,
+    health_options,
+    health_override,
+    no_wait_option,
+    pass_ctx,
+    state_json,
+    timeout_option,
+)
+from pyrelctl.completion import complete_app, complete_rollback_target
+from pyrelctl.defaults import DEFAULT_KEEP, DEFAULT_MAX_BYTES
+from pyrelctl.errors import BadInput
+
+
+@click.command()
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option(
+    "--app",
+    "app_name",
+    metavar="NAME",
+    help="Install under this app name instead of the release's own name.",
+)
+@click.option(
+    "--no-start",
+    is_flag=True,
+    help="Unpack, render units and switch `current`, but do not restart.",
+)
+@timeout_option
+@grace_option
+@health_options
+@click.option(
+    "--keep",
+    type=click.IntRange(min=1),
+    default=DEFAULT_KEEP,
+    show_default=True,
+    metavar="N",
+    help="Releases to keep; older ones are pruned after a good install.",
+)
+@click.option(
+    "--max-size",
+    type=ByteSize(),
+    default=DEFAULT_MAX_BYTES,
+    show_default="8G",
+    metavar="SIZE",
+    help="Refuse a release that unpacks to more than SIZE (e.g. 500M, 20G).",
+)
+@click.option(
+    "--signature",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="PATH",
+    help="The artifact's ssh-keygen signature (default ARTIFACT.sig); required once "
+    "/etc/pyrelctl/[APP/]allowed_signers exists.",
+)
+@click.option(
+    "--listen",
+    "listen",
+    multiple=True,
+    metavar="ADDR",
+    help="Socket activation on ADDR (PORT, IP:PORT, [IPv6]:PORT or /path; repeatable): "
+    "systemd holds the listener so restarts drop no connection. Remembered for the app; "
+    "overrides the release's [socket] listen.",
+)
+@click.option(
+    "--listen-reset",
+    is_flag=True,
+    help="Forget the remembered --listen: use the release's own [socket], if any.",
+)
+@no_wait_option
+@pass_ctx
+def install(
+    obj: Ctx,
+    artifact: Path,
+    app_name: str | None,
+    no_start: bool,
+    timeout: float,
+    grace: float | None,
+    health_http: str | None,
+    health_tcp: str | None,
+    health_command: str | None,
+    health_reset: bool,
+    keep: int,
+    max_size: int,
+    signature: Path | None,
+    listen: tuple[str, ...],
+    listen_reset: bool,
+    no_wait: bool,
+) -> None:
+    """Install ARTIFACT (a release directory, .tar.gz, .tgz or .tar) and make it current.
+
+    The service is restarted and must come up and stay up for --grace
+    seconds; otherwise it is marked failed, the previous release is restored
+    and pyrelctl exits with 3 (4 if the previous release fails too, 1 when
+    there was no previous release).
+    """
+    if listen and listen_reset:
+        raise BadInput("give either --listen or --listen-reset, not both")
+    from pyrelctl.deploy import InstallOptions
+    from pyrelctl.sockets import make_socket
+
+    opts = InstallOptions(
+        app=app_name,
+        start=not no_start,
+        timeout=timeout,
+        grace=grace,
+        keep=keep,
+        wait_lock=not no_wait,
+        max_bytes=max_size,
+        health=health_override(health_http, health_tcp, health_command),
+        reset_health=health_reset,
+        listen=make_socket(listen).listen if listen else (),
+        reset_listen=listen_reset,
+        signature=signature,
+    )
+    outcome = obj.deployer().install(artifact, opts)
+
+    def human() -> None:
+        if outcome.started:
+            click.echo(
+                f"{outcome.app} {outcome.version} installed and running "
+                f"(pid {outcome.main_pid}, {outcome.seconds:.1f} s)"
+            )
+        elif outcome.changed:
+            click.echo(f"{outcome.app} {outcome.version} installed (not started)")
+        else:
+            click.echo(f"{outcome.app} {outcome.version} is already current; nothing changed")
+
+    obj.emit(outcome.to_json(), human)
+
+
+@click.command()
+@click.argument("app", shell_complete=complete_app)
+@click.option(
+    "--to",
+    "to_version",
+    metavar="VERSION",
+    shell_complete=complete_rollback_target,
+    help="The release to go back to (default: the previous good one).",
+)
+@timeout_option
+@grace_option
+@no_wait_option
+@pass_ctx
+def rollback(
+    obj: Ctx, app: str, to_version: str | None, timeout: float, grace: float | None, no_wait: bool
+) -> None:
+    """Make an earlier release of APP current again and restart it.
+
+    Without --to, the newest good release installed before the current one.
+    Releases that failed to come up are never chosen.
+    """
+    outcome = obj.deployer().rollback(
+        app, to=to_version, timeout=timeout, grace=grace, wait_lock=not no_wait
+    )
+    obj.emit(
+        outcome.to_json(),
+        lambda: click.echo(
+            f"{outcome.app} rolled back from {outcome.previous} to {outcome.version}"
+            + (f" (pid {outcome.main_pid})" if outcome.started else " (not started)")
+        ),
+    )
+
+
+def _control(verb: str) -> click.Command:
+    @timeout_option
+    @no_wait_option
+    @click.argument("app", shell_complete=complete_app)
+    @pass_ctx
+    def command(obj: Ctx, app: str, timeout: float, no_wait: bool) -> None:
+        state = obj.deployer().control(app, verb, timeout=timeout, wait_lock=not no_wait)
+        obj.emit(
+            {"app": app, "state": state_json(state)},
+            lambda: click.echo(
+                f"{app}: {state.active_state} ({state.sub_state})"
+                + (f", pid {state.main_pid}" if state.main_pid else "")
+            ),
+        )
+
+    command.__doc__ = f"{verb.capitalize()} APP's service through systemd and wait for the job."
+    return click.command(verb)(command)
+
+
+start = _control("start")
+stop = _control("stop")
+restart = _control("restart")
+
+
+@click.command()
+@click.argument("app", shell_complete=complete_app)
+@click.option(
+    "--keep",
+    type=click.IntRange(min=1),
+    default=DEFAULT_KEEP,
+    show_default=True,
+    metavar="N",
+    help="Good releases to keep.",
+)
+@no_wait_option
+@pass_ctx
+def prune(obj: Ctx, app: str, keep: int, no_wait: bool) -> None:
+    """Remove old releases of APP, keeping N; never the current or last good one.
+
+    Releases that failed to come up do not count towards N and go first.
+    """
+    pruned = obj.deployer().prune(app, keep=keep, wait_lock=not no_wait)
+    obj.emit(
+        {"app": app, "pruned": list(pruned)},
+        lambda: click.echo(f"removed {', '.join(pruned)}" if pruned else "nothing to prune"),
+    )
+
+
+@click.command()
+@click.argument("app", shell_complete=complete_app)
+@click.option(
+    "--purge",
+    is_flag=True,
+    help="Also delete settings, secrets, state (/var/lib/APP), logs and history.",
+)
+@no_wait_option
+@pass_ctx
+def uninstall(obj: Ctx, app: str, purge: bool, no_wait: bool) -> None:
+    """Stop APP, disable and remove its unit and releases.
+
+    Settings under /etc/pyrelctl/APP, the service's state and pyrelctl's
+    history stay unless --purge is given; drop-ins too.
+    """
+    removed = obj.deployer().uninstall(app, purge=purge, wait_lock=not no_wait)
+    obj.emit(
+        {"app": app, "removed": removed},
+        lambda: click.echo(
+            f"uninstalled {app}"
+            + ("" if purge else f" (kept /etc/pyrelctl/{app} and state; --purge removes them)")
+        ),
+    )

@@ -1,0 +1,264 @@
+"""Commands that read the host and change nothing: status, releases, history,
+unit, logs, pid, version, doctor."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import click
+
+from pyrelctl.cli.common import Ctx, pass_ctx, size, state_json, table, when
+from pyrelctl.completion import complete_app
+from pyrelctl.errors import BadInput, ExitCode, PyrelctlError
+from pyrelctl.layout import Mark
+from pyrelctl.systemd import UnitState
+
+
+@click.command()
+@click.argument("app", required=False, shell_complete=complete_app)
+@pass_ctx
+def status(obj: Ctx, app: str | None) -> None:
+    """Show the unit state and current release of APP (or of every app)."""
+    names = [obj.layout.app(app).require().name] if app else obj.layout.apps()
+    docs: list[dict[str, Any]] = []
+    for name in names:
+        paths = obj.layout.app(name)
+        state = None if obj.layout.offline else obj.systemd.state(paths.service_name)
+        socket = None
+        if paths.socket_file.exists() and not obj.layout.offline:
+            socket = obj.systemd.state(paths.socket_name)
+        current = paths.current_version()
+        docs.append(
+            {
+                "app": name,
+                "current": current,
+                "mark": paths.mark(current) if current else None,
+                "unit": paths.service_name,
+                "state": state_json(state),
+                "socket": _socket_json(socket),
+            }
+        )
+
+    def human() -> None:
+        if not docs:
+            click.echo("no apps installed")
+            return
+        rows = []
+        for d in docs:
+            s = d["state"]
+            rows.append(
+                (
+                    d["app"],
+                    d["current"] or "-",
+                    f"{s['active_state']} ({s['sub_state']})" if s else "offline",
+                    when(s["since"]) if s else "-",
+                    str(s["main_pid"] or "-") if s else "-",
+                    s["enabled"] if s else "-",
+                    _listening(d["socket"]),
+                )
+            )
+        table(rows, ("APP", "CURRENT", "STATE", "SINCE", "PID", "ENABLED", "SOCKET"))
+
+    obj.emit(docs[0] if app else {"apps": docs}, human)
+
+
+def _socket_json(state: UnitState | None) -> dict[str, Any] | None:
+    if state is None:
+        return None
+    return {
+        "unit": state.name,
+        "active_state": state.active_state,
+        "sub_state": state.sub_state,
+        "listen": list(state.listen),
+    }
+
+
+def _listening(socket: dict[str, Any] | None) -> str:
+    """The SOCKET column: the addresses systemd holds, and its state unless listening."""
+    if socket is None:
+        return "-"
+    addresses = ",".join(socket["listen"]) or socket["unit"]
+    if socket["sub_state"] in ("listening", "running"):
+        return addresses
+    return f"{addresses} ({socket['active_state']})"
+
+
+@click.command()
+@click.argument("app", shell_complete=complete_app)
+@pass_ctx
+def releases(obj: Ctx, app: str) -> None:
+    """List APP's releases: version, install time, size; marks current and failed ones."""
+    paths = obj.layout.app(app).require()
+    current = paths.current_version()
+    index = paths.read_index()
+    rows = []
+    for version in paths.versions():
+        facts = index.get(version, {})
+        rows.append(
+            {
+                "version": version,
+                "current": version == current,
+                "mark": facts.get("mark", Mark.NEW),
+                "installed_at": facts.get("installed_at"),
+                "size": facts.get("size"),
+                "artifact": facts.get("artifact"),
+            }
+        )
+    obj.emit(
+        {"app": app, "current": current, "releases": rows},
+        lambda: table(
+            [
+                (
+                    "*" if r["current"] else " ",
+                    r["version"],
+                    when(r["installed_at"]),
+                    size(r["size"]),
+                    r["mark"],
+                )
+                for r in rows
+            ],
+            (" ", "VERSION", "INSTALLED", "SIZE", "MARK"),
+        ),
+    )
+
+
+@click.command()
+@click.argument("app", shell_complete=complete_app)
+@pass_ctx
+def history(obj: Ctx, app: str) -> None:
+    """Show every install, rollback and automatic rollback of APP, with its result."""
+    records = obj.layout.app(app).require().history()
+    obj.emit(
+        {"app": app, "history": records},
+        lambda: table(
+            [
+                (
+                    when(r.get("time")),
+                    r.get("action", "?"),
+                    r.get("from") or "-",
+                    r.get("to") or "-",
+                    r.get("result", ""),
+                    r.get("user", ""),
+                )
+                for r in records
+            ],
+            ("TIME", "ACTION", "FROM", "TO", "RESULT", "USER"),
+        ),
+    )
+
+
+@click.command()
+@click.argument("app", shell_complete=complete_app)
+@pass_ctx
+def unit(obj: Ctx, app: str) -> None:
+    """Print APP's generated unit files, and the drop-ins that amend them."""
+    paths = obj.layout.app(app).require()
+    files = [
+        paths.service_file,
+        *sorted(paths.dropin_dir.glob("*.conf")),
+        paths.socket_file,
+        *sorted(paths.layout.unit_dir.glob(f"{paths.socket_name}.d/*.conf")),
+    ]
+    shown = [f for f in files if f.is_file()]
+    if not shown:
+        raise BadInput(
+            f"{paths.service_file} does not exist", hint=f"install a release of {app} first"
+        )
+    docs = {str(f): f.read_text() for f in shown}
+
+    def human() -> None:
+        for name, text in docs.items():
+            click.echo(f"# {name}")
+            click.echo(text.rstrip("\n"))
+            click.echo()
+
+    obj.emit({"app": app, "files": docs}, human)
+
+
+@click.command()
+@click.argument("app", shell_complete=complete_app)
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
+@click.option(
+    "-n", "--lines", type=click.IntRange(min=0), metavar="N", help="Show the last N lines."
+)
+@pass_ctx
+def logs(obj: Ctx, app: str, follow: bool, lines: int | None) -> None:
+    """Show APP's journal (journalctl -u APP)."""
+    paths = obj.layout.app(app).require()
+    from pyrelctl import journal
+
+    argv = journal.journalctl_argv(
+        paths.service_name,
+        root=obj.layout.root if obj.layout.offline else None,
+        follow=follow,
+        lines=lines,
+    )
+    sys.stdout.flush()
+    try:
+        os.execvp(argv[0], argv)
+    except FileNotFoundError as e:
+        raise PyrelctlError("journalctl not found", hint="install systemd's journalctl") from e
+
+
+@click.command()
+@click.argument("app", shell_complete=complete_app)
+@pass_ctx
+def pid(obj: Ctx, app: str) -> None:
+    """Print the PID of APP's main process (systemd's MainPID); exit 1 if it is not running."""
+    main_pid = obj.operator().pid(app)
+    obj.emit({"app": app, "pid": main_pid}, lambda: click.echo(str(main_pid)))
+
+
+@click.command()
+@click.argument("app", shell_complete=complete_app)
+@pass_ctx
+def version(obj: Ctx, app: str) -> None:
+    """Print the version of the release APP runs; if it is stopped, the current one.
+
+    The running release is read from the main process itself (its working
+    directory is the release it started from), so after `install --no-start`
+    this still names the old release until the service restarts. stderr (and
+    --json) says where the answer came from.
+    """
+    found = obj.operator().version(app)
+
+    def human() -> None:
+        click.echo(found.version)
+        if found.source == "process":
+            where = f"running (pid {found.main_pid})"
+        else:
+            where = f"current release; {found.detail}" if found.detail else "current release"
+        if found.current is not None and found.current != found.version:
+            where += f"; current is {found.current} (runs after a restart)"
+        obj.say(f"{app} {found.version}: {where}")
+
+    obj.emit(found.to_json(), human)
+
+
+@click.command()
+@click.argument("app", required=False, shell_complete=complete_app)
+@pass_ctx
+def doctor(obj: Ctx, app: str | None) -> int:
+    """Check this host and APP (default: every app); print each problem and its fix.
+
+    The host: systemd's version and the features pyrelctl relies on, D-Bus,
+    the ownership and modes of /opt, /etc/pyrelctl (0700) and pyrelctl's
+    state, free space for the next release. Each app: its current release
+    (complete, root-owned, matching its SHA256SUMS), the unit file against
+    what pyrelctl renders now, drop-ins (listed), settings and secrets
+    (root-only), and the unit's state in systemd. Under --root only the
+    files are checked. Changes nothing; exits 1 when it found a problem.
+    """
+    from pyrelctl.doctor import Doctor, report_lines
+
+    report = Doctor(obj.layout, lambda: obj.systemd).run([app] if app else None)
+    colour = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+
+    def human() -> None:
+        for line in report_lines(report, quiet=obj.verbosity < 0, colour=colour):
+            click.echo(line)
+
+    obj.emit(report.to_json(), human)
+    return int(ExitCode.FAILED) if report.problems else 0
