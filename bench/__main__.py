@@ -12,6 +12,8 @@ target as met / NOT met. The measurements (NAME for --only):
   status        pyrelctl status APP against systemctl status APP
   upgrade       pyrelctl install of the next version against bench/floor.sh
   rollback      pyrelctl rollback against bench/floor.sh's symlink swap + restart
+  mix           upgrade and rollback of a real mix release (built in the run)
+                against bench/floor.sh
   availability  failed requests and latency under load through an upgrade, a
                 failed deploy and a rollback, with and without socket activation
   scale         install, status and prune at 1x1, Nx1 and NxR apps x releases
@@ -39,7 +41,7 @@ from bench.host import PYTHON, REPO, Host, boot, log
 from bench.report import Report
 from devtools.proc import wait_until
 
-SECTIONS = ("status", "upgrade", "rollback", "availability", "scale")
+SECTIONS = ("status", "upgrade", "rollback", "mix", "availability", "scale")
 #: Generous: the default run takes about 7 minutes.
 INSIDE_TIMEOUT = 3600.0
 
@@ -246,7 +248,7 @@ def _cleanup(host: Host) -> None:
 
 
 def inside(args: argparse.Namespace) -> int:
-    from bench import availability, deploys, scale, status
+    from bench import availability, deploys, mix, scale, status
     from pyrelctl.defaults import DEFAULT_GRACE
 
     host = Host(args.inside)
@@ -270,6 +272,8 @@ def inside(args: argparse.Namespace) -> int:
             report.comparisons.extend(c for c in found if c.section in wanted)
 
         section("upgrade/rollback", run_deploys)
+    if "mix" in wanted:
+        section("mix", lambda: report.comparisons.extend(mix.measure(host, args.runs)))
     if "availability" in wanted:
         section(
             "availability",

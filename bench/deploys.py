@@ -83,7 +83,8 @@ def _timed_deploy(
     return Timing(answered - timed.started, timed.seconds)
 
 
-def _version(i: int) -> str:
+def release_version(i: int) -> str:
+    """The version run ``i`` deploys (run 0: the first install)."""
     return f"1.0.{i}"
 
 
@@ -95,7 +96,7 @@ class Deploys:
         self.samples: dict[tuple[str, str, str], list[float]] = {}
 
     def artifact(self, app: App, i: int) -> Path:
-        return self.host.release(app.name, _version(i), port=app.port, extra_toml=app.health)
+        return self.host.release(app.name, release_version(i), port=app.port, extra_toml=app.health)
 
     def setup(self) -> None:
         h = self.host
@@ -110,9 +111,10 @@ class Deploys:
 
     # -- the three ways to deploy ----------------------------------------
 
-    def _pyrelctl(self, app: App, i: int) -> None:
+    def _pyrelctl(self, app: App, i: int, variant: str) -> None:
+        """pyrelctl installs version ``i`` of ``app`` and rolls it back."""
         h = self.host
-        new = _version(i)
+        new = release_version(i)
         upgrade = _timed_deploy(
             app, lambda: h.timed(h.pyrelctl_argv("install", self.artifact(app, i))), lambda _: new
         )
@@ -121,19 +123,19 @@ class Deploys:
             lambda: h.timed(h.pyrelctl_argv("--json", "rollback", app.name)),
             lambda t: str(json.loads(t.result.stdout)["version"]),
         )
-        variant = "default" if app is DEFAULT else "grace0"
         self._note("upgrade", variant, upgrade)
         self._note("rollback", variant, rollback)
 
-    def _floor(self, app: App, i: int) -> None:
-        """floor.sh up to version ``i`` and back; for FLOOR_PY, after LEAST_IMPORTS."""
+    def _floor(self, app: App, i: int, variant: str, *, least_imports: bool = False) -> None:
+        """floor.sh up to version ``i`` of ``app`` and back; first, with
+        ``least_imports``, python imports LEAST_IMPORTS."""
         h = self.host
         # sh -c 'python -c IMPORTS && exec sh floor.sh ARGS...': one command
         # whose time includes the interpreter's, as pyrelctl's does.
         prefix = (
-            []
-            if app is FLOOR
-            else ["sh", "-c", '"$0" -c "$1" && shift && exec "$@"', str(PYTHON), LEAST_IMPORTS]
+            ["sh", "-c", '"$0" -c "$1" && shift && exec "$@"', str(PYTHON), LEAST_IMPORTS]
+            if least_imports
+            else []
         )
 
         def floor(verb: str, version: str, *artifact: str) -> Timed:
@@ -154,22 +156,25 @@ class Deploys:
 
         # Up to version i, then back to the version it came from: the first
         # one, since every run of the floor ends where it began.
-        previous, new = _version(0), _version(i)
+        previous, new = release_version(0), release_version(i)
         artifact = str(self.artifact(app, i))
         upgrade = _timed_deploy(app, lambda: floor("upgrade", new, artifact), lambda _: new)
         rollback = _timed_deploy(app, lambda: floor("rollback", previous), lambda _: previous)
-        variant = "floor" if app is FLOOR else "floor-py"
         self._note("upgrade", variant, upgrade)
         self._note("rollback", variant, rollback)
 
-    def run(self, i: int) -> None:
-        """Run ``i`` (from 1): every app up to its version ``i`` and back."""
-        steps: list[Callable[[], None]] = [
-            lambda: self._floor(FLOOR, i),
-            lambda: self._floor(FLOOR_PY, i),
-            lambda: self._pyrelctl(DEFAULT, i),
-            lambda: self._pyrelctl(NO_GRACE, i),
+    def steps(self, i: int) -> list[Callable[[], None]]:
+        """What run ``i`` does: each app up to its version ``i`` and back."""
+        return [
+            lambda: self._floor(FLOOR, i, "floor"),
+            lambda: self._floor(FLOOR_PY, i, "floor-py", least_imports=True),
+            lambda: self._pyrelctl(DEFAULT, i, "default"),
+            lambda: self._pyrelctl(NO_GRACE, i, "grace0"),
         ]
+
+    def run(self, i: int) -> None:
+        """Run ``i`` (from 1), in an order that rotates from run to run."""
+        steps = self.steps(i)
         shift = i % len(steps)
         for step in steps[shift:] + steps[:shift]:
             step()

@@ -87,7 +87,7 @@ defmodule ${module}.MixProject do
     [
       extra_applications: [:logger],
       mod: {${module}.Application, []},
-      env: [crash_on_start: ${crash}]
+      env: [crash_on_start: ${crash}, http_port: ${http_port}]
     ]
   end
 end
@@ -115,7 +115,30 @@ defmodule ${module}.Application do
     end
 
     IO.puts("${app} #{vsn} started")
-    Supervisor.start_link([], strategy: :one_for_one, name: ${module}.Supervisor)
+
+    children =
+      case Application.fetch_env!(:${app}, :http_port) do
+        nil -> []
+        port -> [{Task, fn -> serve(port, "${app} #{vsn}") end}]
+      end
+
+    Supervisor.start_link(children, strategy: :one_for_one, name: ${module}.Supervisor)
+  end
+
+  # With http_port set: answers every request on 127.0.0.1:PORT with
+  # "NAME VERSION", so that a poller can tell which version serves.
+  defp serve(port, body) do
+    opts = [:binary, ip: {127, 0, 0, 1}, reuseaddr: true, active: false]
+    {:ok, listener} = :gen_tcp.listen(port, opts)
+    accept(listener, body)
+  end
+
+  defp accept(listener, body) do
+    {:ok, conn} = :gen_tcp.accept(listener)
+    _ = :gen_tcp.recv(conn, 0, 1000)
+    :ok = :gen_tcp.send(conn, "HTTP/1.0 200 OK\\r\\n\\r\\n#{body}\\n")
+    :gen_tcp.close(conn)
+    accept(listener, body)
   end
 end
 """
@@ -147,12 +170,15 @@ def build_mix_app(
     *,
     name: str = "shop",
     failing: Sequence[str] = (),
+    http_port: int | None = None,
 ) -> dict[str, Path]:
     """Build an Elixir app with `mix release`, once per version; return version -> tarball.
 
     The app (`mix new NAME --sup` in `workdir/NAME`) prints `NAME VERSION
     started` at start and keeps running; a version in `failing` prints `NAME
-    VERSION crashing on purpose` and exits with status 3 instead. Tarballs
+    VERSION crashing on purpose` and exits with status 3 instead. With
+    `http_port`, the app also answers every request on 127.0.0.1:PORT with
+    `NAME VERSION` (HTTP/1.0, over gen_tcp: no deps to fetch). Tarballs
     are copied to `workdir/artifacts/NAME-VERSION.tar.gz`. Each is checked:
     it holds `bin/NAME` and `releases/start_erl.data`, and an extracted copy
     runs `bin/NAME eval 'IO.puts(:ok)'` on this host.
@@ -183,7 +209,8 @@ def build_mix_app(
     built: dict[str, Path] = {}
     for version in versions:
         crash = "true" if version in failing else "false"
-        mix_exs = _MIX_EXS.substitute(values, version=version, crash=crash)
+        port = "nil" if http_port is None else str(int(http_port))
+        mix_exs = _MIX_EXS.substitute(values, version=version, crash=crash, http_port=port)
         (project / "mix.exs").write_text(mix_exs)
         started = time.monotonic()
         # --overwrite: the release directory is reused from the previous version.
