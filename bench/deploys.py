@@ -18,11 +18,15 @@ behaviour "serve", an HTTP health check), each on its own port:
 Each run upgrades every app to a new version and rolls it back, in an order
 that rotates from run to run. Each operation is timed from its command's
 start to (a) the first HTTP answer of the version it deploys, seen by a
-:class:`~bench.probe.Poller`, and (b) the command's exit.
+:class:`~bench.probe.Poller`, (b) the command's exit, and (c) the moment
+systemd began the restart (the unit's ActiveExitTimestamp), which splits
+(a) into what the deploy tool does before the restart and what systemd
+and the application do after it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -70,17 +74,40 @@ FLOOR_PY = App("up-floor-py", 18104)
 
 @dataclass(frozen=True)
 class Timing:
-    answered: float  # seconds from the command's start to the new version's first answer
-    exited: float  # seconds from the command's start to its exit
+    """Seconds from a deploy command's start to three moments."""
+
+    restarted: float  # systemd began the restart: the old process is told to stop
+    answered: float  # the new version's first answer
+    exited: float  # the command's exit
+
+
+def _restart_began(host: Host, app: App) -> float:
+    """When systemd last began to stop the app's unit, on time.monotonic()'s clock.
+
+    ActiveExitTimestampMonotonic is CLOCK_MONOTONIC in microseconds, as
+    time.monotonic() is (in seconds); a restart leaves "active" first.
+    """
+    shown = host.run(
+        [
+            "systemctl",
+            "show",
+            "--value",
+            "-p",
+            "ActiveExitTimestampMonotonic",
+            f"{app.name}.service",
+        ]
+    )
+    return int(shown.stdout.strip()) / 1e6
 
 
 def _timed_deploy(
-    app: App, command: Callable[[], Timed], expected: Callable[[Timed], str]
+    host: Host, app: App, command: Callable[[], Timed], expected: Callable[[Timed], str]
 ) -> Timing:
     with Poller(app.port) as poller:
         timed = command()
         answered = poller.first_answer_after(timed.started, body=app.answer(expected(timed)))
-    return Timing(answered - timed.started, timed.seconds)
+    restarted = _restart_began(host, app)
+    return Timing(restarted - timed.started, answered - timed.started, timed.seconds)
 
 
 def release_version(i: int) -> str:
@@ -106,19 +133,23 @@ class Deploys:
         h.pyrelctl("install", self.artifact(FLOOR_PY, 0))
 
     def _note(self, op: str, variant: str, timing: Timing) -> None:
-        for key, value in (("answered", timing.answered), ("exited", timing.exited)):
+        for key, value in dataclasses.asdict(timing).items():
             self.samples.setdefault((op, variant, key), []).append(value)
 
-    # -- the three ways to deploy ----------------------------------------
+    # -- deploying: by pyrelctl, or by floor.sh -----------------------------
 
     def _pyrelctl(self, app: App, i: int, variant: str) -> None:
         """pyrelctl installs version ``i`` of ``app`` and rolls it back."""
         h = self.host
         new = release_version(i)
         upgrade = _timed_deploy(
-            app, lambda: h.timed(h.pyrelctl_argv("install", self.artifact(app, i))), lambda _: new
+            h,
+            app,
+            lambda: h.timed(h.pyrelctl_argv("install", self.artifact(app, i))),
+            lambda _: new,
         )
         rollback = _timed_deploy(
+            h,
             app,
             lambda: h.timed(h.pyrelctl_argv("--json", "rollback", app.name)),
             lambda t: str(json.loads(t.result.stdout)["version"]),
@@ -158,8 +189,8 @@ class Deploys:
         # one, since every run of the floor ends where it began.
         previous, new = release_version(0), release_version(i)
         artifact = str(self.artifact(app, i))
-        upgrade = _timed_deploy(app, lambda: floor("upgrade", new, artifact), lambda _: new)
-        rollback = _timed_deploy(app, lambda: floor("rollback", previous), lambda _: previous)
+        upgrade = _timed_deploy(h, app, lambda: floor("upgrade", new, artifact), lambda _: new)
+        rollback = _timed_deploy(h, app, lambda: floor("rollback", previous), lambda _: previous)
         self._note("upgrade", variant, upgrade)
         self._note("rollback", variant, rollback)
 
@@ -207,6 +238,20 @@ class Deploys:
                     "the same, after python importing the least",
                     tuple(s[(op, "default", "answered")]),
                     tuple(s[(op, "floor-py", "answered")]),
+                ),
+                Comparison(
+                    op,
+                    f"{verb} -> restart begins (defaults)",
+                    "floor.sh -> restart begins",
+                    tuple(s[(op, "default", "restarted")]),
+                    tuple(s[(op, "floor", "restarted")]),
+                ),
+                Comparison(
+                    op,
+                    "floor.sh after python importing the least -> restart begins",
+                    "floor.sh -> restart begins",
+                    tuple(s[(op, "floor-py", "restarted")]),
+                    tuple(s[(op, "floor", "restarted")]),
                 ),
                 Comparison(
                     op,

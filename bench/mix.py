@@ -26,8 +26,8 @@ from bench.host import Host, log
 from bench.report import Comparison
 from devtools.releases import build_mix_app
 
-PYRELCTL_APP = App("mxa", 18111)
-FLOOR_APP = App("mxf", 18112)
+PYRELCTL_APP = App("mxa", 18121)
+FLOOR_APP = App("mxf", 18122)
 
 
 class MixDeploys(Deploys):
@@ -61,17 +61,26 @@ class MixDeploys(Deploys):
 
     def comparisons(self, grace: float) -> list[Comparison]:
         s = self.samples
-        return [
-            Comparison(
-                op,
-                f"{verb} -> answers (mix release)",
-                "floor.sh -> answers",
-                tuple(s[(op, "default", "answered")]),
-                tuple(s[(op, "floor", "answered")]),
-                RATIO_TARGET,
-            )
-            for op, verb in (("upgrade", "install"), ("rollback", "rollback"))
-        ]
+        found = []
+        for op, verb in (("upgrade", "install"), ("rollback", "rollback")):
+            found += [
+                Comparison(
+                    op,
+                    f"{verb} -> answers (mix release)",
+                    "floor.sh -> answers",
+                    tuple(s[(op, "default", "answered")]),
+                    tuple(s[(op, "floor", "answered")]),
+                    RATIO_TARGET,
+                ),
+                Comparison(
+                    op,
+                    f"{verb} -> restart begins (mix release)",
+                    "floor.sh -> restart begins",
+                    tuple(s[(op, "default", "restarted")]),
+                    tuple(s[(op, "floor", "restarted")]),
+                ),
+            ]
+        return found
 
 
 def measure(host: Host, runs: int) -> list[Comparison]:
@@ -81,4 +90,7 @@ def measure(host: Host, runs: int) -> list[Comparison]:
     for i in range(1, runs + 1):
         log(f"mix: run {i}/{runs}")
         deploys.run(i)
+    # Two idle BEAMs would still be running through the measurements after this one.
+    for app in (PYRELCTL_APP, FLOOR_APP):
+        host.pyrelctl("uninstall", "--purge", app.name)
     return deploys.comparisons(grace=0.0)
