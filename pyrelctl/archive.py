@@ -14,6 +14,8 @@ bits, no duplicates, nothing written through a symlink member).
 
 from __future__ import annotations
 
+import gzip
+import io
 import os
 import posixpath
 import shutil
@@ -34,6 +36,12 @@ from pyrelctl.errors import BadInput
 MAX_MEMBERS = 1_000_000
 #: Largest manifest-like file read into memory before extraction.
 MAX_SMALL_FILE = 1024 * 1024
+#: A .tar.gz whose tar is at most this large is decompressed once, into
+#: memory. tarfile reads a compressed stream from its start again at every
+#: backward seek: listing, reading the manifests and extracting would
+#: decompress a mix release about three times (bench/, issue 7). A larger
+#: archive is read as a stream, as before, rather than held in memory.
+SPOOL_LIMIT = 128 * 1024 * 1024
 
 TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 
@@ -430,6 +438,32 @@ def is_tarball(path: Path) -> bool:
     return path.name.endswith(TAR_SUFFIXES)
 
 
+def _decompressed(path: Path) -> io.BytesIO | None:
+    """The tar inside gzip file ``path``, if it is one and within SPOOL_LIMIT.
+
+    None also when gzip cannot even begin (a damaged header): tarfile then
+    says why. Read to the end, so gzip checks its CRC32 and length trailer;
+    a stream damaged past its start raises BadInput.
+    """
+    with open(path, "rb") as raw:
+        if raw.read(2) != b"\x1f\x8b":  # gzip's magic number (RFC 1952)
+            return None
+        raw.seek(0)
+        tar = io.BytesIO()
+        try:
+            with gzip.GzipFile(fileobj=raw, mode="rb") as stream:
+                while chunk := stream.read(1024 * 1024):
+                    if tar.tell() + len(chunk) > SPOOL_LIMIT:
+                        return None
+                    tar.write(chunk)
+        except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+            if tar.tell() == 0:
+                return None
+            raise BadInput(f"{path}: corrupt or truncated archive ({_first_line(e)})") from e
+    tar.seek(0)
+    return tar
+
+
 def open_artifact(path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Artifact:
     """Open and validate a release directory or ``.tar.gz``/``.tgz``/``.tar`` archive."""
     if path.is_dir():
@@ -439,7 +473,13 @@ def open_artifact(path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Artifact
     if not is_tarball(path):
         raise BadInput(f"{path}: not a release (expected a directory, .tar.gz, .tgz or .tar)")
     try:
-        tar = tarfile.open(path, "r:*")  # noqa: SIM115  # closed by the Artifact it is handed to
+        spooled = _decompressed(path)
+        # Closed by the Artifact it is handed to.
+        tar = (
+            tarfile.open(path, "r:*")  # noqa: SIM115
+            if spooled is None
+            else tarfile.open(fileobj=spooled, mode="r:")  # noqa: SIM115
+        )
     except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
         # tarfile's message lists every compression it tried, one per line.
         raise BadInput(f"{path}: not a readable tar archive") from e

@@ -718,6 +718,27 @@ def test_gzip_integrity_is_checked(
         artifact.extract(tmp_path / "dest")
 
 
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_gzip_reads_the_same_whether_decompressed_in_memory_or_streamed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, in_memory: bool
+) -> None:
+    # Within SPOOL_LIMIT a .tar.gz is decompressed once, into memory; beyond
+    # it, tarfile reads the compressed stream. Same members, bytes and checks.
+    if not in_memory:
+        monkeypatch.setattr(archive, "SPOOL_LIMIT", 0)
+    path = make_tar(tmp_path / "good.tar.gz", GOOD)
+    with open_artifact(path) as artifact:
+        assert artifact.read("etc/conf") == b"k=v\n"
+        artifact.extract(tmp_path / "dest")
+    assert tree(tmp_path / "dest") == EXPECTED_TREE
+    for damage in (_gzip_with_bad_crc, _gzip_without_trailer):
+        damaged = tmp_path / f"{damage.__name__}.tar.gz"
+        damaged.write_bytes(damage()[0])
+        with pytest.raises(BadInput, match="corrupt or truncated"), open_artifact(damaged) as a:
+            a.extract(tmp_path / f"dest-{damage.__name__}")
+        assert not (tmp_path / f"dest-{damage.__name__}").exists()
+
+
 def test_symlink_through_a_symlink_member_is_refused(tmp_path: Path) -> None:
     members = [
         T("d", kind="dir"),
