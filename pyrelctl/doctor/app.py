@@ -1,313 +1,26 @@
-"""``pyrelctl doctor``: what is wrong with this host or app, and the command that fixes it.
-
-Each check yields :class:`Finding` values: ``ok``, ``info`` (worth knowing,
-such as drop-ins), ``warning`` (not broken yet), ``problem`` (pyrelctl or
-the service will fail, or a secret is exposed) or ``skipped`` (could not be
-checked here). A problem carries a ``fix``: one shell command line, with
-``--root`` where the check ran under one, that an operator can paste.
-
-Checks that need the running systemd (its version, D-Bus, the unit's state)
-run only on the host itself; under ``--root`` the file checks run alone.
-Nothing here changes the host.
-"""
+"""Doctor's checks of one app: current, files, units, socket, secrets, state."""
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import hashlib
 import os
-import shlex
-import shutil
 import stat
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
-from enum import StrEnum
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from pyrelctl import checksums
-from pyrelctl.deploy import Deployer
+from pyrelctl.doctor.checks import Checks, file_mode
+from pyrelctl.doctor.findings import MAX_LISTED, Finding, Severity
 from pyrelctl.errors import PyrelctlError
-from pyrelctl.layout import AppPaths, Layout, Mark
-from pyrelctl.release import Kind, Release
+from pyrelctl.layout import AppPaths, Mark
+from pyrelctl.release import Kind
 from pyrelctl.socketunit import effective_socket
-from pyrelctl.systemd import OfflineSystemd, Systemd
 from pyrelctl.units import render_socket
 
-#: What pyrelctl relies on, by the systemd version that brought it (systemd's NEWS).
-SYSTEMD_FEATURES: tuple[tuple[int, str], ...] = (
-    (235, "DynamicUser=, StateDirectory=, RuntimeDirectory=, LogsDirectory="),
-    (236, "systemd-run --wait --pipe --collect (rpc, eval, remote, hooks)"),
-    (240, "Type=exec"),
-    (247, "LoadCredential= (secrets)"),
-)
-MIN_SYSTEMD = max(version for version, _ in SYSTEMD_FEATURES)
-#: Programs pyrelctl runs on the host.
-PROGRAMS = ("systemd-run", "journalctl")
-#: Free space wanted even for the first, or a tiny, release.
-MIN_FREE = 100 * 1024**2
-#: The next release is assumed as big as the biggest installed one, twice over:
-#: it is unpacked beside the others, and a python release builds a venv from
-#: its wheelhouse.
-NEXT_RELEASE_FACTOR = 2
-#: Offending paths named per finding; the rest are counted.
-MAX_LISTED = 5
 
-
-class Severity(StrEnum):
-    OK = "ok"
-    INFO = "info"
-    WARNING = "warning"
-    PROBLEM = "problem"
-    SKIPPED = "skipped"
-
-
-@dataclass(frozen=True)
-class Finding:
-    """The result of one check on the host or on one app."""
-
-    check: str  # a stable identifier, e.g. "etc-permissions"
-    subject: str  # "host" or the app's name
-    severity: Severity
-    message: str
-    fix: str | None = None  # a shell command line
-    details: tuple[str, ...] = ()
-
-    def to_json(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data["details"] = list(self.details)
-        return data
-
-
-@dataclass(frozen=True)
-class Report:
-    findings: tuple[Finding, ...]
-
-    @property
-    def problems(self) -> list[Finding]:
-        return [f for f in self.findings if f.severity is Severity.PROBLEM]
-
-    @property
-    def warnings(self) -> list[Finding]:
-        return [f for f in self.findings if f.severity is Severity.WARNING]
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "ok": not self.problems,
-            "problems": len(self.problems),
-            "warnings": len(self.warnings),
-            "findings": [f.to_json() for f in self.findings],
-        }
-
-
-def parse_systemd_version(text: str) -> int | None:
-    """The major version of a systemd version string ("252.39-1~deb12u2" -> 252)."""
-    digits = ""
-    for char in text.strip():
-        if not char.isdigit():
-            break
-        digits += char
-    return int(digits) if digits else None
-
-
-def _mode(st: os.stat_result) -> str:
-    return f"{stat.S_IMODE(st.st_mode):04o}"
-
-
-class Doctor:
-    """Runs the checks. ``connect`` returns the systemd client (online only)."""
-
-    def __init__(
-        self,
-        layout: Layout,
-        connect: Callable[[], Systemd],
-        *,
-        disk_free: Callable[[Path], int] = lambda p: shutil.disk_usage(p).free,
-        euid: Callable[[], int] = os.geteuid,
-        which: Callable[[str], str | None] = shutil.which,
-    ) -> None:
-        self.layout = layout
-        self._connect = connect
-        self._disk_free = disk_free
-        self._euid = euid
-        self._which = which
-        self._systemd: Systemd | None = None
-        # Rendering never calls systemd: an offline client makes sure of it.
-        self._deployer = Deployer(layout, OfflineSystemd())
-
-    # -- helpers -------------------------------------------------------------
-
-    def _cli(self, *args: str) -> str:
-        """A pyrelctl command line, with --root when the checks run under one."""
-        root = ["--root", str(self.layout.root)] if self.layout.offline else []
-        return shlex.join(["pyrelctl", *root, *args])
-
-    def _path(self, path: Path) -> str:
-        return shlex.quote(str(path))
-
-    def _reinstall(self, app: AppPaths, version: str) -> str:
-        """Installing the current version again re-renders the unit and settings."""
-        return self._cli("install", str(app.release(version)), "--app", app.name)
-
-    # -- entry point ---------------------------------------------------------
-
-    def run(self, apps: Sequence[str] | None = None) -> Report:
-        """Check the host, then ``apps`` (default: every installed app)."""
-        names = list(apps) if apps is not None else self.layout.apps()
-        paths = [self.layout.app(name).require() for name in names]
-        findings: list[Finding] = []
-        findings.extend(self._host(paths))
-        for app in paths:
-            findings.extend(self._app(app))
-        return Report(tuple(findings))
-
-    # -- the host ------------------------------------------------------------
-
-    def _host(self, apps: Sequence[AppPaths]) -> Iterator[Finding]:
-        if self._euid() != 0:
-            yield Finding(
-                "privileges",
-                "host",
-                Severity.WARNING,
-                "not running as root: root-only files cannot all be checked",
-                fix="sudo " + self._cli("doctor"),
-            )
-        if self.layout.offline:
-            yield Finding(
-                "systemd",
-                "host",
-                Severity.SKIPPED,
-                f"--root {self.layout.root}: the running systemd is not checked",
-            )
-        else:
-            yield from self._systemd_checks()
-        yield from self._directories()
-        yield self._disk(apps)
-
-    def _systemd_checks(self) -> Iterator[Finding]:
-        if not (self.layout.root / "run/systemd/system").is_dir():
-            yield Finding(
-                "systemd",
-                "host",
-                Severity.PROBLEM,
-                "systemd is not running as init here (no /run/systemd/system): "
-                "pyrelctl cannot start services",
-                fix=shlex.join(["pyrelctl", "--root", "DIR", "install", "ARTIFACT"])
-                + "   # to prepare a tree offline instead",
-            )
-            return
-        try:
-            self._systemd = self._connect()
-            version_text = self._systemd.version()
-        except PyrelctlError as e:
-            yield Finding(
-                "dbus",
-                "host",
-                Severity.PROBLEM,
-                f"cannot talk to systemd over D-Bus: {e.message}",
-                fix="systemctl start dbus.socket dbus.service   # package: dbus",
-            )
-            return
-        yield Finding("dbus", "host", Severity.OK, "systemd answers on the system bus")
-        major = parse_systemd_version(version_text)
-        missing = [f"{what} ({v})" for v, what in SYSTEMD_FEATURES if major is None or major < v]
-        if missing:
-            yield Finding(
-                "systemd-version",
-                "host",
-                Severity.PROBLEM,
-                f"systemd {version_text} lacks what pyrelctl relies on: {'; '.join(missing)}",
-                fix=f"upgrade systemd to {MIN_SYSTEMD} or later (Debian 12 ships 252)",
-            )
-        else:
-            yield Finding(
-                "systemd-version",
-                "host",
-                Severity.OK,
-                f"systemd {version_text} (pyrelctl needs {MIN_SYSTEMD} or later)",
-            )
-        absent = [program for program in PROGRAMS if self._which(program) is None]
-        if absent:
-            yield Finding(
-                "programs",
-                "host",
-                Severity.PROBLEM,
-                f"not found on PATH: {', '.join(absent)} (rpc, eval, remote, hooks and logs use "
-                "them)",
-                fix="apt-get install systemd",
-            )
-
-    def _directories(self) -> Iterator[Finding]:
-        root = self.layout.root
-        shared = [root / "opt", root / "etc/systemd/system", root / "var/lib/pyrelctl"]
-        for path in shared:
-            yield from self._root_owned_dir(path, "host", "directories")
-        etc = root / "etc/pyrelctl"
-        try:
-            st = etc.stat()
-        except FileNotFoundError:
-            return
-        if st.st_uid != 0 or stat.S_IMODE(st.st_mode) & 0o077:
-            yield Finding(
-                "etc-permissions",
-                "host",
-                Severity.PROBLEM,
-                f"{etc} is mode {_mode(st)}, owner uid {st.st_uid}: it holds every app's "
-                "settings and secrets and must be 0700, owned by root",
-                fix=f"chown root:root {self._path(etc)} && chmod 0700 {self._path(etc)}",
-            )
-        else:
-            yield Finding("etc-permissions", "host", Severity.OK, f"{etc} is root-only (0700)")
-
-    def _root_owned_dir(self, path: Path, subject: str, check: str) -> Iterator[Finding]:
-        """A directory only root may change: owned by root, not group/other-writable."""
-        try:
-            st = path.stat()
-        except FileNotFoundError:
-            return
-        if st.st_uid != 0 or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-            yield Finding(
-                check,
-                subject,
-                Severity.PROBLEM,
-                f"{path} is mode {_mode(st)}, owner uid {st.st_uid}: users other than root "
-                "could change what runs as a service",
-                fix=f"chown root:root {self._path(path)} && chmod go-w {self._path(path)}",
-            )
-
-    def _disk(self, apps: Sequence[AppPaths]) -> Finding:
-        where = self.layout.root / "opt"
-        while not where.exists():
-            where = where.parent
-        biggest, owner = 0, None
-        for app in apps:
-            for version, facts in app.read_index().items():
-                size = facts.get("size") if not version.startswith("_") else None
-                if isinstance(size, int) and size > biggest:
-                    biggest, owner = size, app
-        need = max(biggest * NEXT_RELEASE_FACTOR, MIN_FREE)
-        free = self._disk_free(where)
-        text = f"{_size(free)} free for {where}"
-        if free >= need:
-            return Finding(
-                "disk", "host", Severity.OK, f"{text}; the next release needs ~{_size(need)}"
-            )
-        fix = (
-            self._cli("prune", owner.name, "--keep", "2")
-            if owner is not None and len(owner.versions()) > 2
-            else f"free space on the file system of {where}"
-        )
-        return Finding(
-            "disk",
-            "host",
-            Severity.PROBLEM,
-            f"{text}, but the next release needs about {_size(need)} "
-            f"(twice the biggest installed release)",
-            fix=fix,
-        )
-
-    # -- one app -------------------------------------------------------------
+class AppChecks(Checks):
+    """One app: ``current``, release files, unit and socket files, drop-ins, secrets, state."""
 
     def _app(self, app: AppPaths) -> Iterator[Finding]:
         current: str | None = None
@@ -387,7 +100,7 @@ class Doctor:
                     "cookie",
                     app.name,
                     Severity.PROBLEM,
-                    f"{cookie} (the build's Erlang cookie) is mode {_mode(st)}; "
+                    f"{cookie} (the build's Erlang cookie) is mode {file_mode(st)}; "
                     "other users can read it",
                     fix=f"chmod 0600 {self._path(cookie)}",
                 )
@@ -433,12 +146,6 @@ class Doctor:
                 Severity.OK,
                 f"release {version} matches its {checksums.SUMS_FILE} ({len(expected)} files)",
             )
-
-    def _release(self, app: AppPaths, version: str) -> Release | None:
-        try:
-            return self._deployer.release_of(app, version)
-        except PyrelctlError:
-            return None
 
     def _unit_file(self, app: AppPaths, version: str) -> Iterator[Finding]:
         fix = self._reinstall(app, version)
@@ -590,13 +297,13 @@ class Doctor:
             return
         bad: list[str] = []
         if st.st_uid != 0 or stat.S_IMODE(st.st_mode) & 0o077:
-            bad.append(f"{etc} (mode {_mode(st)}, uid {st.st_uid})")
+            bad.append(f"{etc} (mode {file_mode(st)}, uid {st.st_uid})")
         for dirpath, dirnames, filenames in os.walk(etc):
             for name in [*dirnames, *filenames]:
                 path = Path(dirpath, name)
                 sub = path.lstat()
                 if sub.st_uid != 0 or stat.S_IMODE(sub.st_mode) & 0o077:
-                    bad.append(f"{path} (mode {_mode(sub)}, uid {sub.st_uid})")
+                    bad.append(f"{path} (mode {file_mode(sub)}, uid {sub.st_uid})")
         if bad:
             quoted = self._path(etc)
             yield Finding(
@@ -672,53 +379,3 @@ def _settings_lines(text: str) -> list[str]:
     return [
         line.strip() for line in text.splitlines() if line.strip() and line.lstrip()[0] not in "#;"
     ]
-
-
-def _size(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError
-
-
-_COLOURS = {
-    Severity.OK: "\033[32m",
-    Severity.INFO: "\033[36m",
-    Severity.WARNING: "\033[33m",
-    Severity.PROBLEM: "\033[1;31m",
-    Severity.SKIPPED: "\033[2m",
-}
-
-
-def report_lines(report: Report, *, quiet: bool = False, colour: bool = False) -> list[str]:
-    """The human report: findings grouped by subject, each problem with its fix.
-
-    ``quiet`` leaves out what is fine (ok, info, skipped); ``colour`` adds ANSI
-    colours (the CLI decides: a terminal, and no NO_COLOR).
-    """
-    lines: list[str] = []
-    subject = None
-    for finding in report.findings:
-        if quiet and finding.severity not in (Severity.PROBLEM, Severity.WARNING):
-            continue
-        if finding.subject != subject:
-            subject = finding.subject
-            lines.append(subject)
-        label = "PROBLEM" if finding.severity is Severity.PROBLEM else finding.severity.value
-        padded = f"{label:<8}"
-        if colour:
-            padded = f"{_COLOURS[finding.severity]}{padded}\033[0m"
-        lines.append(f"  {padded} {finding.check}: {finding.message}")
-        lines.extend(f"           | {detail}" for detail in finding.details)
-        if finding.fix and finding.severity in (Severity.PROBLEM, Severity.WARNING):
-            lines.append(f"           fix: {finding.fix}")
-    problems, warnings = len(report.problems), len(report.warnings)
-    if problems or warnings:
-        lines.append(
-            f"{problems} problem{'s' * (problems != 1)}, {warnings} warning{'s' * (warnings != 1)}"
-        )
-    else:
-        lines.append("no problems found")
-    return lines
