@@ -46,7 +46,7 @@ def _apply(deployer: Deployer, app: AppPaths) -> bool:
     current = app.current_version()
     if current is None:
         return False
-    deployer.write_units(app, deployer.release_of(app, current))
+    deployer.setup.write_units(app, deployer.release_of(app, current))
     if not deployer.online:
         return False
     return deployer.systemd.state(app.service_name).running

@@ -18,9 +18,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn
 
 from pyrelctl import hooks
+from pyrelctl.appsetup import AppSetup
 from pyrelctl.archive import Artifact, Progress, open_artifact
 from pyrelctl.defaults import DEFAULT_GRACE, DEFAULT_KEEP, DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT
 from pyrelctl.errors import BadInput, DeployFailed, ExitCode, HostError, NotInstalled
@@ -33,7 +34,6 @@ from pyrelctl.layout import (
     fsync_dir,
     remove_tree,
     symlink_atomic,
-    write_atomic,
 )
 from pyrelctl.names import app_name_from_release
 from pyrelctl.readiness import Failure, Readiness, Watcher
@@ -49,18 +49,7 @@ from pyrelctl.release import (
 )
 from pyrelctl.retention import prune_plan, rollback_target
 from pyrelctl.socketunit import SETTING as SOCKET_SETTING
-from pyrelctl.socketunit import SocketUnit, effective_socket
 from pyrelctl.systemd import Systemd, UnitState
-from pyrelctl.unitfiles import write_unit
-from pyrelctl.units import (
-    ServiceSpec,
-    UnitText,
-    default_environment_files,
-    service_unit,
-)
-
-if TYPE_CHECKING:
-    pass
 
 Say = Callable[[str], None]
 
@@ -116,17 +105,6 @@ def _dir_size(path: Path) -> int:
     return total
 
 
-def _who() -> str:
-    import getpass  # only for the history entry, written after the restart
-
-    sudo = os.environ.get("SUDO_USER")
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = str(os.getuid())
-    return f"{sudo} (via sudo)" if sudo else user
-
-
 class Deployer:
     """Carries out pyrelctl's operations on one host.
 
@@ -145,6 +123,7 @@ class Deployer:
         self.systemd = systemd
         self.say = say
         self.progress = progress
+        self.setup = AppSetup(layout, systemd, say)
 
     @property
     def online(self) -> bool:
@@ -204,7 +183,7 @@ class Deployer:
                 cookie = staging / "releases/COOKIE"
                 if cookie.is_file() and not cookie.is_symlink():
                     # The build's cookie is replaced by the app's own (see
-                    # _app_config); never leave one readable by other users.
+                    # AppSetup.configure); never leave one readable by other users.
                     cookie.chmod(0o600)
             if release.kind is Kind.PYTHON:
                 # The venv is made for the path the release has once renamed,
@@ -238,92 +217,6 @@ class Deployer:
             artifact=artifact.source.name,
         )
 
-    def _app_config(self, app: AppPaths, release: Release) -> None:
-        """Create the app's root-only settings directory (and a mix release's cookie)."""
-        # /etc/pyrelctl too is root-only when pyrelctl creates it (doctor checks it).
-        if not app.etc.parent.is_dir():
-            app.etc.parent.mkdir(parents=True, exist_ok=True)
-            app.etc.parent.chmod(0o700)
-        app.etc.mkdir(parents=True, exist_ok=True, mode=0o700)
-        app.etc.chmod(0o700)
-        if release.kind is Kind.MIX:
-            cookie_env = app.etc / "release.env"
-            if not cookie_env.exists():
-                # One cookie per app, generated once: it stays stable across
-                # upgrades (so rpc/remote keep working) and is root-only.
-                import secrets  # only here: it loads hmac and OpenSSL's hashes
-
-                cookie = secrets.token_hex(32)
-                write_atomic(cookie_env, f"RELEASE_COOKIE={cookie}\n".encode(), mode=0o600)
-
-    def render(
-        self, app: AppPaths, release: Release, settings: dict[str, Any] | None = None
-    ) -> str:
-        """The text of the app's service unit for ``release`` (``settings``: as
-        remembered by default)."""
-        return self._service_unit(app, release, settings).render()
-
-    def _service_unit(
-        self, app: AppPaths, release: Release, settings: dict[str, Any] | None
-    ) -> UnitText:
-        socket = effective_socket(app.read_settings() if settings is None else settings, release)
-        return service_unit(
-            ServiceSpec(
-                app=app.name,
-                release=release,
-                # The same definition serves the transient units of hooks
-                # and rpc/eval/remote (hooks.py, operate.py).
-                environment_files=default_environment_files(app.name, release),
-                credentials=tuple(app.secrets()),
-                socket=socket,
-            )
-        )
-
-    def socket_unit(self, app: AppPaths) -> SocketUnit:
-        return SocketUnit(app, self.systemd, online=self.online, say=self.say)
-
-    def write_units(
-        self, app: AppPaths, release: Release, settings: dict[str, Any] | None = None
-    ) -> bool:
-        """Write the units whose content changed; daemon-reload only then.
-
-        ``settings`` are the app's (default: as remembered); the host's socket
-        setting among them wins over the release's ``[socket]``.
-        """
-        if settings is None:
-            settings = app.read_settings()
-        changed = self.socket_unit(app).write(effective_socket(settings, release))
-        unit = self._service_unit(app, release, settings)
-        changed |= write_unit(app, app.service_file, unit)
-        if changed and self.online:
-            self.say("units changed: systemctl daemon-reload")
-            self.systemd.reload()
-        return changed
-
-    def _enable(self, app: AppPaths) -> None:
-        """Enable the unit once, after its first good start; later installs respect a
-        `systemctl disable` by the operator."""
-        index = app.read_index()
-        if index.get("_app", {}).get("enabled_once"):
-            return
-        if self.online:
-            self.systemd.enable(app.service_name)
-            self.systemd.reload()  # as `systemctl enable` does, so UnitFileState is current
-        else:
-            # What `systemctl --root=DIR enable` does: the [Install] symlink.
-            wants = self.layout.unit_dir / "multi-user.target.wants"
-            wants.mkdir(parents=True, exist_ok=True)
-            link = wants / app.service_name
-            if not link.is_symlink():
-                symlink_atomic(f"/etc/systemd/system/{app.service_name}", link)
-            if app.socket_file.exists():  # the service's Also=
-                wants = self.layout.unit_dir / "sockets.target.wants"
-                wants.mkdir(parents=True, exist_ok=True)
-                link = wants / app.socket_name
-                if not link.is_symlink():
-                    symlink_atomic(f"/etc/systemd/system/{app.socket_name}", link)
-        app.update_index("_app", enabled_once=True)
-
     # -- starting and verifying --------------------------------------------
 
     def _verify(self, app: AppPaths, release: Release, readiness: Readiness) -> UnitState | Failure:
@@ -331,7 +224,7 @@ class Deployer:
 
         The socket unit, if any, keeps listening through the restart.
         """
-        problem = self.socket_unit(app).ensure_running(timeout=readiness.timeout)
+        problem = self.setup.socket_unit(app).ensure_running(timeout=readiness.timeout)
         if problem is not None:
             return Failure(version=release.version, reason=problem, exit="not started")
         watcher = Watcher(self.systemd, self.say)
@@ -370,9 +263,9 @@ class Deployer:
     ) -> Outcome:
         """Installing the current version again: converge, do not redeploy."""
         self.say(f"{app.name} {release.version} is already current")
-        self._app_config(app, release)
+        self.setup.configure(app, release)
         settings = self._settings(app, opts)
-        changed = self.write_units(app, release, settings)
+        changed = self.setup.write_units(app, release, settings)
         state = self.systemd.state(app.service_name) if self.online else None
         if opts.start and self.online and (changed or state is None or not state.running):
             return self._switch(
@@ -403,7 +296,7 @@ class Deployer:
         changed: bool,
     ) -> Outcome:
         """Run hooks, render units, move ``current``, restart, verify; restore on failure."""
-        self._app_config(app, release)
+        self.setup.configure(app, release)
         settings = self._settings(app, opts)
         readiness = Readiness(
             timeout=opts.timeout,
@@ -416,14 +309,14 @@ class Deployer:
             failure = self._hook(app, release, "pre_switch")
             if failure is not None:
                 self._fail(app, release, previous, failure, readiness, action, switched=False)
-        self.write_units(app, release, settings)
+        self.setup.write_units(app, release, settings)
         app.switch(release.version)
         self.say(f"current -> releases/{release.version}")
         if not online_start:
             if not self.online:
-                self._enable(app)
+                self.setup.enable(app)
             self._remember(app, settings)
-            self._record(app, action, previous, release.version, "switched, not started")
+            app.record(action, previous, release.version, "switched, not started")
             pruned = self._prune(app, opts.keep)
             return Outcome(
                 app=app.name,
@@ -445,8 +338,8 @@ class Deployer:
                 self._fail(app, release, previous, failure, readiness, action)
         app.update_index(release.version, mark=Mark.GOOD, last_good_at=time.time())
         self._remember(app, settings)
-        self._enable(app)
-        self._record(app, action, previous, release.version, "ok")
+        self.setup.enable(app)
+        app.record(action, previous, release.version, "ok")
         pruned = self._prune(app, opts.keep)
         self.say(f"{app.name} {release.version} is up (pid {result.main_pid})")
         return Outcome(
@@ -527,7 +420,7 @@ class Deployer:
             # Nothing to go back to: leave it stopped rather than crash-looping.
             if switched:
                 self.systemd.stop(app.service_name, timeout=readiness.timeout)
-            self._record(app, action, previous, release.version, f"failed: {failure.reason}")
+            app.record(action, previous, release.version, f"failed: {failure.reason}")
             report["restored"] = None
             raise DeployFailed(
                 message,
@@ -537,7 +430,7 @@ class Deployer:
             )
         if not switched:
             state = self.systemd.state(app.service_name)
-            self._record(app, action, previous, release.version, f"failed: {failure.reason}")
+            app.record(action, previous, release.version, f"failed: {failure.reason}")
             report["restored"] = {"version": previous, "main_pid": state.main_pid}
             raise DeployFailed(
                 message,
@@ -548,7 +441,7 @@ class Deployer:
         self.say(f"{release.version} failed; restoring {previous}")
         try:
             old = self.release_of(app, previous)
-            self.write_units(app, old)
+            self.setup.write_units(app, old)
             app.switch(previous)
             # The previous release is verified as it ran before this command:
             # its own health check, or the app's settings as they were.
@@ -564,8 +457,8 @@ class Deployer:
         except HostError as e:
             restored = Failure(version=previous, reason=e.message)
         if isinstance(restored, Failure):
-            self._record(
-                app, action, previous, release.version, f"failed; restoring {previous} failed too"
+            app.record(
+                action, previous, release.version, f"failed; restoring {previous} failed too"
             )
             report["restored"] = None
             report["restore_failure"] = restored.to_json()
@@ -575,33 +468,14 @@ class Deployer:
                 report=report,
                 hint=f"THE APP IS DOWN; see: journalctl -u {app.name}",
             )
-        self._record(app, action, previous, release.version, f"failed: {failure.reason}")
-        self._record(app, "auto-rollback", release.version, previous, "ok")
+        app.record(action, previous, release.version, f"failed: {failure.reason}")
+        app.record("auto-rollback", release.version, previous, "ok")
         report["restored"] = {"version": previous, "main_pid": restored.main_pid}
         raise DeployFailed(
             message,
             exit_code=ExitCode.ROLLED_BACK,
             report=report,
             hint=f"{previous} was restored and runs (pid {restored.main_pid})",
-        )
-
-    def _record(
-        self,
-        app: AppPaths,
-        action: str,
-        from_version: str | None,
-        to_version: str | None,
-        result: str,
-    ) -> None:
-        app.append_history(
-            {
-                "time": time.time(),
-                "action": action,
-                "user": _who(),
-                "from": from_version,
-                "to": to_version,
-                "result": result,
-            }
         )
 
     # -- rollback ----------------------------------------------------------
@@ -650,7 +524,7 @@ class Deployer:
             self.recover(app)
             pruned = self._prune(app, keep)
             if pruned:
-                self._record(app, "prune", None, None, "removed " + ", ".join(pruned))
+                app.record("prune", None, None, "removed " + ", ".join(pruned))
             return pruned
 
     # -- service control ---------------------------------------------------
@@ -701,22 +575,7 @@ class Deployer:
             app.require()
         removed: list[str] = []
         with app_lock(app, "uninstall", wait=wait_lock, on_wait=self.say):
-            sockets = self.socket_unit(app)
-            if sockets.exists:
-                sockets.remove()
-                removed.append(str(app.socket_file))
-            if self.online and app.service_file.exists():
-                self.systemd.stop(app.service_name)
-                self.systemd.disable(app.service_name)
-            elif not self.online:
-                wants = self.layout.unit_dir / "multi-user.target.wants" / app.service_name
-                if wants.is_symlink():
-                    wants.unlink()
-            if app.service_file.exists():
-                app.service_file.unlink()
-                removed.append(str(app.service_file))
-            if self.online:
-                self.systemd.reload()
+            removed.extend(self.setup.remove_units(app))
             # current first: a crash past this point leaves no link to a
             # half-deleted release; each release goes with an atomic rename,
             # so a second uninstall finishes what a crash interrupted.
@@ -736,7 +595,7 @@ class Deployer:
                 shutil.rmtree(app.releases)
             app.base.rmdir()
             removed.append(str(app.base))
-            self._record(app, "uninstall", None, None, "ok")
+            app.record("uninstall", None, None, "ok")
             if purge:
                 for path in (
                     app.etc,

@@ -341,6 +341,21 @@ class AppPaths:
         ensure_dir(self.etc, 0o700)
         _write_json(self.settings_file, settings, mode=0o600)
 
+    def record(
+        self, action: str, from_version: str | None, to_version: str | None, result: str
+    ) -> None:
+        """Add what an operation did to the app's history (``pyrelctl history``)."""
+        self.append_history(
+            {
+                "time": time.time(),
+                "action": action,
+                "user": _who(),
+                "from": from_version,
+                "to": to_version,
+                "result": result,
+            }
+        )
+
     def append_history(self, record: dict[str, Any]) -> None:
         """Add one JSON line to the app's history, durably."""
         self.state.mkdir(parents=True, exist_ok=True)
@@ -400,3 +415,15 @@ def app_lock(
         yield
     finally:
         os.close(fd)
+
+
+def _who() -> str:
+    """Who runs this command, as the history names them."""
+    import getpass  # only for the history entry, written after the restart
+
+    sudo = os.environ.get("SUDO_USER")
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return f"{sudo} (via sudo)" if sudo else user

@@ -151,7 +151,7 @@ class AppChecks(Checks):
         fix = self._reinstall(app, version)
         try:
             release = self._deployer.release_of(app, version)
-            wanted = self._deployer.render(app, release)
+            wanted = self._deployer.setup.render(app, release)
         except PyrelctlError as e:
             yield Finding(
                 "unit-file",
