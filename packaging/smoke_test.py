@@ -44,14 +44,14 @@ def check(condition: bool, message: str) -> None:
 
 def main(site: Path) -> None:
     import pyrelctl
-    from pyrelctl import build, units
+    from pyrelctl import units, wheels
 
     site = site.resolve()
     check(Path(pyrelctl.__file__).resolve().is_relative_to(site), f"pyrelctl not from {site}")
     templates = units._template_dirs()
     check(bool(templates), "no unit template directory found")
     check(all(d.resolve().is_relative_to(site) for d in templates), f"templates: {templates}")
-    check(build.runtime_source().resolve().is_relative_to(site), "runtime sources not packaged")
+    check(wheels.runtime_source().resolve().is_relative_to(site), "runtime sources not packaged")
     check(pyrelctl.__version__ in pyrelctl_version(), "--version does not print the version")
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -24,17 +24,11 @@ import pytest
 
 from pyrelctl import checksums
 from pyrelctl.archive import open_artifact
-from pyrelctl.build import (
-    BuildConfig,
-    read_config,
-    read_lock,
-    render_manifest,
-    repack_wheel,
-    write_runtime_wheel,
-)
+from pyrelctl.build import BuildConfig, read_config, read_lock, render_manifest
 from pyrelctl.errors import BadInput
 from pyrelctl.release import Kind, ServiceType, detect
 from pyrelctl.units import ServiceSpec, render_service
+from pyrelctl.wheels import repack_wheel, write_runtime_wheel
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "pyshop"

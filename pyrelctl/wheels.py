@@ -1,0 +1,138 @@
+"""Wheels for ``pyrelctl build``: written and repacked byte-reproducibly, and read.
+
+A wheel is a zip (PEP 427); the same input must give the same bytes, so
+every entry gets the same time (``SOURCE_DATE_EPOCH``, at least 1980, the
+earliest a zip can hold), a normalised mode and one compression level.
+"""
+
+from __future__ import annotations
+
+import base64
+import configparser
+import hashlib
+import stat
+import time
+import tomllib
+import zipfile
+from pathlib import Path
+
+from pyrelctl.errors import BadInput, HostError
+
+#: The earliest time a zip entry can carry; the default SOURCE_DATE_EPOCH.
+ZIP_EPOCH = 315532800
+
+
+def _zip_time(epoch: int) -> tuple[int, int, int, int, int, int]:
+    t = time.gmtime(max(epoch, ZIP_EPOCH))
+    return (t.tm_year, t.tm_mon, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec)
+
+
+def _zip_write(zf: zipfile.ZipFile, name: str, data: bytes, epoch: int, mode: int = 0o644) -> None:
+    info = zipfile.ZipInfo(name, date_time=_zip_time(epoch))
+    info.external_attr = (stat.S_IFREG | mode) << 16
+    info.compress_type = zipfile.ZIP_DEFLATED
+    info.create_system = 3  # Unix, whatever the build host
+    zf.writestr(info, data, compresslevel=9)
+
+
+def repack_wheel(path: Path, epoch: int) -> None:
+    """Rewrite a wheel with fixed times and compression (same members, same order)."""
+    with zipfile.ZipFile(path) as src:
+        entries = [(info, src.read(info)) for info in src.infolist() if not info.is_dir()]
+    tmp = path.with_name(path.name + ".tmp")
+    with zipfile.ZipFile(tmp, "w") as dst:
+        for info, data in entries:
+            mode = (info.external_attr >> 16) & 0o777
+            _zip_write(dst, info.filename, data, epoch, 0o755 if mode & 0o100 else 0o644)
+    tmp.replace(path)
+
+
+def _record_hash(data: bytes) -> str:
+    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+    return f"sha256={digest}"
+
+
+def runtime_source() -> Path:
+    """The runtime's project directory: ``runtime/`` of a checkout, or the copy
+    the pyrelctl wheel carries (``pyrelctl/_runtime``)."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "_runtime", here.parent / "runtime"):
+        if (candidate / "pyproject.toml").is_file():
+            return candidate
+    raise HostError("pyrelctl_runtime's sources are missing from this pyrelctl installation")
+
+
+def write_runtime_wheel(dest: Path, epoch: int) -> Path:
+    """Build the ``pyrelctl-runtime`` wheel from its sources, byte-reproducibly.
+
+    The package is pure Python, so a wheel is a zip of its files and three
+    metadata files; writing it here needs no build backend and no index.
+    """
+    base = runtime_source()
+    project = tomllib.loads((base / "pyproject.toml").read_text())["project"]
+    version = project["version"]
+    package = base / "src" / "pyrelctl_runtime"
+    files: dict[str, bytes] = {}
+    for path in sorted(package.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts and path.suffix in (".py", ".typed"):
+            files[path.relative_to(package.parent).as_posix()] = path.read_bytes()
+    info = f"pyrelctl_runtime-{version}.dist-info"
+    metadata = [
+        "Metadata-Version: 2.1",
+        f"Name: {project['name']}",
+        f"Version: {version}",
+        f"Summary: {project.get('description', '')}",
+        f"Requires-Python: {project.get('requires-python', '>=3')}",
+        *(f"Requires-Dist: {dep}" for dep in project.get("dependencies", [])),
+    ]
+    files[f"{info}/METADATA"] = ("\n".join(metadata) + "\n").encode()
+    files[f"{info}/WHEEL"] = (
+        b"Wheel-Version: 1.0\nGenerator: pyrelctl build\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    )
+    record = "".join(f"{name},{_record_hash(data)},{len(data)}\n" for name, data in files.items())
+    files[f"{info}/RECORD"] = (record + f"{info}/RECORD,,\n").encode()
+    wheel = dest / f"pyrelctl_runtime-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        for name, data in files.items():
+            _zip_write(zf, name, data, epoch)
+    return wheel
+
+
+def wheel_metadata(wheel: Path) -> dict[str, str]:
+    """The first value of each field of a wheel's METADATA."""
+    with zipfile.ZipFile(wheel) as zf:
+        name = next(
+            (n for n in zf.namelist() if n.count("/") == 1 and n.endswith(".dist-info/METADATA")),
+            None,
+        )
+        if name is None:
+            raise BadInput(f"{wheel.name} has no .dist-info/METADATA")
+        text = zf.read(name).decode("utf-8", "replace")
+    fields: dict[str, str] = {}
+    for line in text.split("\n\n", 1)[0].splitlines():
+        key, sep, value = line.partition(": ")
+        if sep and key not in fields:
+            fields[key] = value.strip()
+    return fields
+
+
+def wheel_scripts(wheel: Path) -> set[str]:
+    """The programs a wheel installs into ``bin/``: console/gui scripts and data scripts."""
+    found: set[str] = set()
+    with zipfile.ZipFile(wheel) as zf:
+        for name in zf.namelist():
+            parts = name.split("/")
+            if (
+                len(parts) == 2
+                and parts[1] == "entry_points.txt"
+                and parts[0].endswith(".dist-info")
+            ):
+                parser = configparser.ConfigParser(delimiters=("=",), interpolation=None)
+                parser.optionxform = str  # type: ignore[assignment,method-assign]  # keep case
+                parser.read_string(zf.read(name).decode("utf-8", "replace"))
+                for section in ("console_scripts", "gui_scripts"):
+                    if parser.has_section(section):
+                        found.update(parser.options(section))
+            elif len(parts) == 3 and parts[0].endswith(".data") and parts[1] == "scripts":
+                found.add(parts[2])
+    return found
