@@ -48,7 +48,9 @@ from pyrelctl.release import (
     release_to_json,
 )
 from pyrelctl.retention import prune_plan, rollback_target
+from pyrelctl.sockets import check_paths_for
 from pyrelctl.socketunit import SETTING as SOCKET_SETTING
+from pyrelctl.socketunit import effective_socket
 from pyrelctl.systemd import Systemd, UnitState
 
 Say = Callable[[str], None]
@@ -245,6 +247,7 @@ class Deployer:
             checksums.verify_artifact(artifact, required=release.kind is Kind.PYTHON)
             name = opts.app if opts.app is not None else app_name_from_release(release.name)
             app = self.layout.app(name)
+            check_paths_for(effective_socket(self._settings(app, opts), release), app.name)
             signer = signatures.verify(app, artifact_path, opts.signature)
             if signer is not None:
                 self.say(f"signature good: signed by {signer}")

@@ -135,3 +135,38 @@ def parse_socket_table(table: Mapping[str, Any], where: str) -> Socket | None:
         return make_socket(listen, table.get("name", DEFAULT_NAME))
     except BadInput as e:
         raise BadInput(f"{where}: {e.message}", hint=e.hint) from None
+
+
+def in_runtime_directory(address: str, app: str) -> bool:
+    """Whether ``address`` is a unix socket path inside ``/run/APP``."""
+    return address == f"/run/{app}" or address.startswith(f"/run/{app}/")
+
+
+def out_of_runtime_directory(address: str, app: str) -> str:
+    """``address``, moved out of ``/run/APP`` if it is inside: ``/run/APP/x.sock``
+    becomes ``/run/APP.x.sock``. No app's runtime directory has a dot in its
+    name, and distinct paths below it stay distinct."""
+    if not in_runtime_directory(address, app):
+        return address
+    if address == f"/run/{app}":
+        return f"/run/{app}.sock"
+    return f"/run/{app}." + address.removeprefix(f"/run/{app}/")
+
+
+def check_paths_for(socket: Socket | None, app: str) -> None:
+    """Refuse a unix socket path inside ``/run/APP``, the service's ``RuntimeDirectory=``.
+
+    systemd removes that directory whenever the service stops
+    (systemd.exec(5), RuntimeDirectory=), so a restart would delete the
+    socket's file while the socket unit still listens: from then on, clients
+    could not connect, without any error from systemd.
+    """
+    if socket is None:
+        return
+    for address in socket.listen:
+        if in_runtime_directory(address, app):
+            raise BadInput(
+                f"listen address {address!r} of {app} is inside /run/{app}, the service's "
+                "RuntimeDirectory=: systemd empties it at every stop, socket file included",
+                hint=f"use a path outside it, e.g. {out_of_runtime_directory(address, app)}",
+            )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import os
+import shlex
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from pyrelctl.doctor.findings import MAX_LISTED, Finding, Severity
 from pyrelctl.errors import PyrelctlError
 from pyrelctl.layout import AppPaths, Mark
 from pyrelctl.release import Kind
+from pyrelctl.sockets import in_runtime_directory, out_of_runtime_directory
 from pyrelctl.socketunit import effective_socket
 from pyrelctl.units import render_socket
 
@@ -213,6 +215,16 @@ class AppChecks(Checks):
         wanted = effective_socket(app.read_settings(), release)
         path = app.socket_file
         fix = self._reinstall(app, version)
+        if wanted is not None and any(in_runtime_directory(a, app.name) for a in wanted.listen):
+            moved = [out_of_runtime_directory(a, app.name) for a in wanted.listen]
+            yield Finding(
+                "socket",
+                app.name,
+                Severity.PROBLEM,
+                f"{app.socket_name} listens inside /run/{app.name}, which systemd empties "
+                "whenever the service stops: after a restart, clients cannot connect",
+                fix=" ".join([fix, *(f"--listen {shlex.quote(a)}" for a in moved)]),
+            )
         text = path.read_text() if path.is_file() else None
         if wanted is None:
             if text is not None:

@@ -185,3 +185,20 @@ def test_report_lines() -> None:
     ]
     assert report_lines(report, quiet=True)[0] == "shop"
     assert "\033[1;31m" in report_lines(report, colour=True)[3]
+
+
+def test_a_socket_in_the_runtime_directory_and_the_fix_that_moves_it(host: OnlineLayout) -> None:
+    """An app set up before install refused such paths: doctor says where to move them."""
+    app = host.app("hello")
+    app.write_settings({"socket": {"listen": ["/run/hello/http.sock", "127.0.0.1:80"]}})
+    found = [f for f in check(host, FakeSystemd()) if "empties" in f.message]
+    assert [(f.check, f.severity) for f in found] == [("socket", Severity.PROBLEM)]
+    fix = found[0].fix or ""
+    assert fix.endswith("--listen /run/hello.http.sock --listen 127.0.0.1:80"), fix
+
+    # What the fix runs, done offline (its --app and --listen options):
+    Deployer(Layout(host.root), OfflineSystemd()).install(
+        app.release("1.0"),
+        InstallOptions(app="hello", listen=("/run/hello.http.sock", "127.0.0.1:80")),
+    )
+    assert not [f for f in check(host, FakeSystemd()) if "empties" in f.message]

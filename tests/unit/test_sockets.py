@@ -16,7 +16,14 @@ from pyrelctl.deploy import Deployer, InstallOptions
 from pyrelctl.errors import BadInput
 from pyrelctl.layout import Layout
 from pyrelctl.release import DEFAULT_STOP_TIMEOUT, Kind, Release, mix_commands
-from pyrelctl.sockets import Socket, listen_address, make_socket, parse_socket_table
+from pyrelctl.sockets import (
+    Socket,
+    check_paths_for,
+    listen_address,
+    make_socket,
+    out_of_runtime_directory,
+    parse_socket_table,
+)
 from pyrelctl.socketunit import effective_socket
 from pyrelctl.systemd import OfflineSystemd
 from pyrelctl.units import ServiceSpec, render_service, render_socket
@@ -146,6 +153,54 @@ def test_the_hosts_addresses_win_but_the_release_keeps_its_name() -> None:
 
 
 SOCKET_TOML = '[socket]\nlisten = ["127.0.0.1:8000"]\n'
+
+
+@given(st.lists(st.from_regex(r"/run/web(/[a-z0-9._-]{1,12}){1,3}", fullmatch=True)))
+def test_moved_sockets_leave_the_runtime_directory_and_stay_distinct(paths: list[str]) -> None:
+    valid = {p for p in paths if ".." not in p.split("/") and p.split("/")[-1] not in ("", ".")}
+    moved = {out_of_runtime_directory(p, "web") for p in valid}
+    assert len(moved) == len(valid)
+    for address in moved:
+        assert listen_address(address) == address
+        check_paths_for(Socket(listen=(address,)), "web")
+    assert out_of_runtime_directory("127.0.0.1:80", "web") == "127.0.0.1:80"
+    assert out_of_runtime_directory("/run/web", "web") == "/run/web.sock"
+
+
+@pytest.mark.parametrize("path", ["/run/web/app.sock", "/run/web", "/run/web/a/b.sock"])
+def test_a_unix_socket_in_the_apps_runtime_directory_is_refused(path: str) -> None:
+    with pytest.raises(BadInput, match="RuntimeDirectory") as e:
+        check_paths_for(Socket(listen=("127.0.0.1:80", path)), "web")
+    assert e.value.hint is not None and "/run/web." in e.value.hint
+
+
+@pytest.mark.parametrize("path", ["/run/web.sock", "/run/web-http/app.sock", "/run/webx/a.sock"])
+def test_a_unix_socket_beside_the_runtime_directory_is_fine(path: str) -> None:
+    check_paths_for(Socket(listen=(path,)), "web")
+
+
+def test_install_refuses_a_socket_in_the_runtime_directory_before_any_change(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    deployer = Deployer(Layout(root), OfflineSystemd())
+    out = tmp_path / "artifacts"
+    one = make_generic_release(out, name="web", version="1")
+    two = make_generic_release(
+        out, name="web", version="2", extra_toml='[socket]\nlisten = ["/run/web/http.sock"]\n'
+    )
+    deployer.install(one, InstallOptions())
+    before = sorted(p.relative_to(root) for p in root.rglob("*"))
+    # The release's own [socket], and an address the host sets with --listen.
+    with pytest.raises(BadInput, match="inside /run/web"):
+        deployer.install(two, InstallOptions())
+    with pytest.raises(BadInput, match="inside /run/web"):
+        deployer.install(one, InstallOptions(app="web", listen=("/run/web/x.sock",)))
+    assert sorted(p.relative_to(root) for p in root.rglob("*")) == before
+    # The host's address wins over the release's, so this one is fine.
+    deployer.install(two, InstallOptions(listen=("/run/web.sock",)))
+    assert "ListenStream=/run/web.sock" in (root / "etc/systemd/system/web.socket").read_text()
 
 
 def test_offline_install_writes_enables_and_uninstall_removes_the_socket(tmp_path: Path) -> None:
