@@ -216,7 +216,9 @@ def _notes(args: argparse.Namespace, grace: float) -> list[str]:
             "begins after that answer; the '-> exit' rows include it, or set it to 0. "
             "'python importing the least' runs this venv's python -c "
             f"{LEAST_IMPORTS!r} before floor.sh: the least a deploy tool in Python "
-            "with click pays, so a lower bound for pyrelctl's ratio here."
+            "with click pays, so a lower bound for pyrelctl's ratio here. 'a bare python -c "
+            "pass' is the least any front end in Python pays (even a thin client of a "
+            "resident server)."
         )
     if "availability" in args.only:
         notes.append(

@@ -1,6 +1,6 @@
 """Upgrade and rollback: pyrelctl against the floor of a hand-written script.
 
-Three apps serve the same generic test release (devtools.releases,
+Five apps serve the same generic test release (devtools.releases,
 behaviour "serve", an HTTP health check), each on its own port:
 
 * ``up`` is deployed by pyrelctl with its defaults (grace period included);
@@ -13,7 +13,11 @@ behaviour "serve", an HTTP health check), each on its own port:
   preceded by this virtualenv's Python importing :data:`LEAST_IMPORTS` and
   doing nothing else. That is the least any deploy tool written in Python
   with click pays before its first step, so its ratio to the floor is a
-  lower bound for pyrelctl's ratio on this machine.
+  lower bound for pyrelctl's ratio on this machine;
+* ``up-floor-bare`` likewise, after a bare ``python -c pass``: the least any
+  front end written in Python pays, even a thin client that hands its
+  command to a resident server (as Mercurial's chg does), so the lower
+  bound of that design.
 
 Each run upgrades every app to a new version and rolls it back, in an order
 that rotates from run to run. Each operation is timed from its command's
@@ -46,6 +50,8 @@ RATIO_TARGET = Target(Measure.RATIO, 1.3)
 LEAST_IMPORTS = (
     "import click, json, tarfile, tomllib; from pyrelctl.systemd import _dbuslib; _dbuslib()"
 )
+#: A Python program that does nothing: the interpreter's start and exit alone.
+BARE_PYTHON = "pass"
 
 
 @dataclass(frozen=True)
@@ -70,6 +76,7 @@ DEFAULT = App("up", 18101)
 NO_GRACE = App("up-g0", 18102)
 FLOOR = App("up-floor", 18103)
 FLOOR_PY = App("up-floor-py", 18104)
+FLOOR_BARE = App("up-floor-bare", 18105)
 
 
 @dataclass(frozen=True)
@@ -116,7 +123,7 @@ def release_version(i: int) -> str:
 
 
 class Deploys:
-    """Upgrades and rollbacks of the three apps, run after run."""
+    """Upgrades and rollbacks of the five apps, run after run."""
 
     def __init__(self, host: Host) -> None:
         self.host = host
@@ -131,6 +138,7 @@ class Deploys:
         h.pyrelctl("install", self.artifact(NO_GRACE, 0), "--grace", "0")
         h.pyrelctl("install", self.artifact(FLOOR, 0))
         h.pyrelctl("install", self.artifact(FLOOR_PY, 0))
+        h.pyrelctl("install", self.artifact(FLOOR_BARE, 0))
 
     def _note(self, op: str, variant: str, timing: Timing) -> None:
         for key, value in dataclasses.asdict(timing).items():
@@ -157,15 +165,15 @@ class Deploys:
         self._note("upgrade", variant, upgrade)
         self._note("rollback", variant, rollback)
 
-    def _floor(self, app: App, i: int, variant: str, *, least_imports: bool = False) -> None:
-        """floor.sh up to version ``i`` of ``app`` and back; first, with
-        ``least_imports``, python imports LEAST_IMPORTS."""
+    def _floor(self, app: App, i: int, variant: str, *, python: str | None = None) -> None:
+        """floor.sh up to version ``i`` of ``app`` and back; each preceded, with
+        ``python``, by this venv's ``python -c PYTHON``."""
         h = self.host
-        # sh -c 'python -c IMPORTS && exec sh floor.sh ARGS...': one command
+        # sh -c 'python -c CODE && exec sh floor.sh ARGS...': one command
         # whose time includes the interpreter's, as pyrelctl's does.
         prefix = (
-            ["sh", "-c", '"$0" -c "$1" && shift && exec "$@"', str(PYTHON), LEAST_IMPORTS]
-            if least_imports
+            ["sh", "-c", '"$0" -c "$1" && shift && exec "$@"', str(PYTHON), python]
+            if python is not None
             else []
         )
 
@@ -198,7 +206,8 @@ class Deploys:
         """What run ``i`` does: each app up to its version ``i`` and back."""
         return [
             lambda: self._floor(FLOOR, i, "floor"),
-            lambda: self._floor(FLOOR_PY, i, "floor-py", least_imports=True),
+            lambda: self._floor(FLOOR_PY, i, "floor-py", python=LEAST_IMPORTS),
+            lambda: self._floor(FLOOR_BARE, i, "floor-bare", python=BARE_PYTHON),
             lambda: self._pyrelctl(DEFAULT, i, "default"),
             lambda: self._pyrelctl(NO_GRACE, i, "grace0"),
         ]
@@ -230,6 +239,13 @@ class Deploys:
                     "floor.sh after python importing the least -> answers",
                     "floor.sh -> answers",
                     tuple(s[(op, "floor-py", "answered")]),
+                    floor_answered,
+                ),
+                Comparison(
+                    op,
+                    "floor.sh after a bare python -c pass -> answers",
+                    "floor.sh -> answers",
+                    tuple(s[(op, "floor-bare", "answered")]),
                     floor_answered,
                 ),
                 Comparison(
@@ -276,7 +292,7 @@ def measure(host: Host, runs: int) -> list[Comparison]:
     from pyrelctl.defaults import DEFAULT_GRACE
 
     deploys = Deploys(host)
-    log("deploys: installing the first release of up, up-g0, up-floor")
+    log("deploys: installing the first release of each app")
     deploys.setup()
     for i in range(1, runs + 1):
         log(f"deploys: run {i}/{runs}")
