@@ -68,7 +68,12 @@ def run_hook(
     root: Path, app: AppPaths, release: Release, name: str, say: Callable[[str], None]
 ) -> Failure | None:
     """Run a release's hook from its own directory, as the service's user."""
+    from pyrelctl.transient import dropins_note
+
     argv = release.hooks[name]
+    note = dropins_note(app, f"the {name} hook")
+    if note is not None:
+        say(note)
     say(f"running {name} hook: {' '.join(argv)}")
     status, output = run_as_service(
         root,

@@ -42,7 +42,7 @@ from pyrelctl.layout import AppPaths, Layout
 from pyrelctl.names import VERSION_RE
 from pyrelctl.run import run_attached
 from pyrelctl.systemd import Systemd, UnitState
-from pyrelctl.transient import TransientCommand, transient_command
+from pyrelctl.transient import TransientCommand, dropins_note, transient_command
 from pyrelctl.units import default_environment_files
 
 #: The release commands pyrelctl runs in a transient unit.
@@ -213,14 +213,9 @@ class Operator:
         )
 
     def _note_dropins(self, app: AppPaths) -> None:
-        dropins = sorted(app.dropin_dir.glob("*.conf"))
-        if dropins:
-            # The transient unit is built from what pyrelctl generates; the
-            # operator's drop-ins amend only APP.service itself.
-            self.say(
-                f"note: {app.dropin_dir} is not applied to this command; settings "
-                f"both need belong in /etc/pyrelctl/{app.name}/env"
-            )
+        note = dropins_note(app, "this command")
+        if note is not None:
+            self.say(note)
 
     # -- pid, version ------------------------------------------------------
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pyrelctl.errors import BadInput
+from pyrelctl.layout import AppPaths
 from pyrelctl.release import Release
 from pyrelctl.units import ServiceSpec, exec_settings
 
@@ -26,6 +27,21 @@ RUNTIME_PARENT = "pyrelctl"
 def transient_stem(app: str, verb: str, token: str) -> str:
     """The name (without ``.service``) of one command's transient unit."""
     return f"pyrelctl-{app}-{verb}-{token}"
+
+
+def dropins_note(app: AppPaths, what: str) -> str | None:
+    """A warning for the operator when ``APP.service.d/`` has drop-ins, else None.
+
+    A transient unit is built from what pyrelctl generates, so the
+    operator's drop-ins (``systemctl edit APP``) amend the service only: a
+    variable set there is missing from a migration hook or an ``eval``.
+    """
+    if not any(app.dropin_dir.glob("*.conf")):
+        return None
+    return (
+        f"note: {app.dropin_dir} is not applied to {what}; settings both need "
+        f"belong in /etc/pyrelctl/{app.name}/env"
+    )
 
 
 def _no_expansion(arg: str) -> str:

@@ -186,10 +186,15 @@ def test_pre_switch_hook_failure_switches_nothing(
     hooks = '[hooks]\npre_switch = ["bin/hooked", "hook", "pre"]\n'
     good(app, extra_toml=hooks)  # a passing hook
     pid = main_pid(machine, app)
+    # An operator's drop-in amends the service, not the hook's transient unit: said.
+    dropins = f"/etc/systemd/system/{app}.service.d"
+    machine.run(["mkdir", "-p", dropins])
+    machine.run(["sh", "-c", f"printf '[Service]\\nEnvironment=X=1\\n' > {dropins}/x.conf"])
     bad = make_release(name=app, version="2.0.0", behaviour="hookfail", extra_toml=hooks)
     proc = pyrelctl("install", bad)
     assert proc.returncode == 3, proc.stderr
     assert "pre_switch hook" in proc.stderr and "failing on purpose" in proc.stderr
+    assert f"note: {dropins} is not applied to the pre_switch hook" in proc.stderr
     uid = proc.stderr.split("as uid ")[1].split()[0]
     assert uid != "0"  # ran as the service's (dynamic) user, not root
     assert_previous_serves(machine, pyrelctl, app, "2.0.0")

@@ -26,7 +26,7 @@ from pyrelctl.operate import Operator
 from pyrelctl.release import Kind, Release, mix_commands
 from pyrelctl.run import run_attached
 from pyrelctl.systemd import JobResult, OfflineSystemd, UnitState
-from pyrelctl.transient import TransientCommand, transient_command
+from pyrelctl.transient import TransientCommand, dropins_note, transient_command
 from pyrelctl.units import ServiceSpec, default_environment_files, exec_settings, render_service
 
 # -- the systemd-run command line ---------------------------------------------------
@@ -417,3 +417,16 @@ def test_run_attached_passes_a_signal_on_and_cleans_up() -> None:
     assert got == [signal.SIGTERM]
     assert status == 128 + signal.SIGTERM
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
+
+
+def test_drop_ins_are_named_when_a_transient_unit_would_miss_them(tmp_path: Path) -> None:
+    app = Layout(tmp_path).app("shop")
+    assert dropins_note(app, "this command") is None
+    app.dropin_dir.mkdir(parents=True)
+    (app.dropin_dir / "README").write_text("systemd reads only *.conf here\n")
+    assert dropins_note(app, "this command") is None
+    (app.dropin_dir / "db.conf").write_text("[Service]\nEnvironment=DATABASE_URL=x\n")
+    note = dropins_note(app, "the pre_switch hook")
+    assert note is not None
+    assert f"{app.dropin_dir} is not applied to the pre_switch hook" in note
+    assert "/etc/pyrelctl/shop/env" in note
