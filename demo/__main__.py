@@ -45,7 +45,9 @@ def show(machine: Machine, argv: Sequence[str], *, expect: int = 0) -> str:
     shown = [Path(a).name if a == str(PYRELCTL) else a for a in argv]
     print(f"{BOLD}# {shlex.join(shown)}{RESET}")
     proc = machine.run(list(argv), check=False, timeout=180)
-    for stream in (proc.stdout, proc.stderr):
+    # Progress (stderr) first: on a terminal it comes before the result line
+    # that pyrelctl prints on stdout when it is done.
+    for stream in (proc.stderr, proc.stdout):
         if stream.strip():
             print(stream.rstrip())
     if proc.returncode != 0:
