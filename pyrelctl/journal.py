@@ -8,14 +8,33 @@ from pyrelctl.run import run
 
 
 def journalctl_argv(
-    unit: str, *, root: Path | None = None, follow: bool = False, lines: int | None = None
+    unit: str,
+    *,
+    root: Path | None = None,
+    follow: bool = False,
+    lines: int | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    priority: str | None = None,
 ) -> list[str]:
-    """The journalctl command line that ``pyrelctl logs`` runs."""
+    """The journalctl command line that ``pyrelctl logs`` runs.
+
+    ``since``, ``until`` and ``priority`` are journalctl's own syntax
+    (systemd.time(7), e.g. "-1h", "today", "2026-11-30 14:00"; "err" or
+    "warning..err"), passed on as given: journalctl checks them and says
+    what it cannot parse.
+    """
     argv = ["journalctl", "--unit", unit, "--no-pager"]
     if root is not None:
         argv.append(f"--root={root}")
     if lines is not None:
         argv.append(f"--lines={lines}")
+    if since is not None:
+        argv.append(f"--since={since}")
+    if until is not None:
+        argv.append(f"--until={until}")
+    if priority is not None:
+        argv.append(f"--priority={priority}")
     if follow:
         argv.append("--follow")
     return argv

@@ -183,9 +183,34 @@ def unit(obj: Ctx, app: str) -> None:
 @click.option(
     "-n", "--lines", type=click.IntRange(min=0), metavar="N", help="Show the last N lines."
 )
+@click.option(
+    "-S",
+    "--since",
+    metavar="TIME",
+    help='Only lines from TIME on, as journalctl reads it: "-1h", "today", "2026-11-30 14:00".',
+)
+@click.option("-U", "--until", metavar="TIME", help="Only lines up to TIME.")
+@click.option(
+    "-p",
+    "--priority",
+    metavar="PRIO",
+    help='Only lines of priority PRIO or more urgent ("err", "warning"; "info..err": a range).',
+)
 @pass_ctx
-def logs(obj: Ctx, app: str, follow: bool, lines: int | None) -> None:
-    """Show APP's journal (journalctl -u APP)."""
+def logs(
+    obj: Ctx,
+    app: str,
+    follow: bool,
+    lines: int | None,
+    since: str | None,
+    until: str | None,
+    priority: str | None,
+) -> None:
+    """Show APP's journal (journalctl -u APP).
+
+    Every release's output and systemd's own lines about the unit, oldest
+    first; with -f, new lines as they come.
+    """
     paths = obj.layout.app(app).require()
     from pyrelctl import journal
 
@@ -194,6 +219,9 @@ def logs(obj: Ctx, app: str, follow: bool, lines: int | None) -> None:
         root=obj.layout.root if obj.layout.offline else None,
         follow=follow,
         lines=lines,
+        since=since,
+        until=until,
+        priority=priority,
     )
     sys.stdout.flush()
     try:

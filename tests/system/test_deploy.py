@@ -185,3 +185,11 @@ def test_start_stop_restart_through_pyrelctl(
     assert machine.systemctl("show", "-p", "MainPID", "--value", "ctl").stdout.strip() != pid
     logs = pyrelctl("logs", "ctl", "-n", "50")
     assert logs.returncode == 0 and "ctl 1 started" in logs.stdout
+    # journalctl's own filters, passed on: the start line is info, from the last hour.
+    recent = pyrelctl("logs", "ctl", "--since", "-1h", "-p", "info")
+    assert recent.returncode == 0 and "ctl 1 started" in recent.stdout, recent.stderr
+    for args in (["--until", "2000-01-01"], ["-p", "err"]):
+        filtered = pyrelctl("logs", "ctl", *args)
+        assert filtered.returncode == 0 and "ctl 1 started" not in filtered.stdout, args
+    bad = pyrelctl("logs", "ctl", "--since", "not a time")
+    assert bad.returncode != 0 and "not a time" in bad.stderr, bad.stderr
