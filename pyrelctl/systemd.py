@@ -42,7 +42,8 @@ class UnitState:
     result: str = ""
     exec_main_code: int = 0  # CLD_EXITED (1), CLD_KILLED (2), CLD_DUMPED (3)
     exec_main_status: int = 0
-    n_restarts: int = 0
+    n_restarts: int = 0  # automatic restarts (Restart=) since the last explicit start
+    memory_bytes: int | None = None  # the unit's cgroup memory; None: not accounted
     active_enter_usec: int = 0
     state_change_usec: int = 0
     need_daemon_reload: bool = False  # the unit file changed on disk since the last reload
@@ -182,6 +183,7 @@ class Systemd:
             exec_main_code=int(s.get(b"ExecMainCode", 0)),
             exec_main_status=int(s.get(b"ExecMainStatus", 0)),
             n_restarts=int(s.get(b"NRestarts", 0)),
+            memory_bytes=_uint64(s.get(b"MemoryCurrent")),
             active_enter_usec=int(u.get(b"ActiveEnterTimestamp", 0)),
             state_change_usec=int(u.get(b"StateChangeTimestamp", 0)),
             need_daemon_reload=bool(u.get(b"NeedDaemonReload", False)),
@@ -284,6 +286,13 @@ def _text(value: Any) -> str:
     if value is None:
         return ""
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _uint64(value: Any) -> int | None:
+    """A cgroup counter; systemd sends UINT64_MAX ("[not set]") when it has none."""
+    if value is None or int(value) >= 2**64 - 1:
+        return None
+    return int(value)
 
 
 def _dbus_message(e: Exception) -> str:

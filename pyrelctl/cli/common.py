@@ -247,4 +247,6 @@ def state_json(state: UnitState | None) -> dict[str, Any] | None:
         "since": state.state_change_usec / 1e6 if state.state_change_usec else None,
         "invocation_id": state.invocation_id,
         "result": state.result,
+        "restarts": state.n_restarts,
+        "memory_bytes": state.memory_bytes,
     }

@@ -15,12 +15,19 @@ from pyrelctl.errors import BadInput, ExitCode, PyrelctlError
 from pyrelctl.layout import Mark
 from pyrelctl.systemd import UnitState
 
+STATUS_COLUMNS = ("APP", "CURRENT", "STATE", "SINCE", "PID", "MEM", "RESTARTS", "ENABLED", "SOCKET")
+
 
 @click.command()
 @click.argument("app", required=False, shell_complete=complete_app)
 @pass_ctx
 def status(obj: Ctx, app: str | None) -> None:
-    """Show the unit state and current release of APP (or of every app)."""
+    """Show the unit state and current release of APP (or of every app).
+
+    MEM is the service's memory (its cgroup's, all processes); RESTARTS counts
+    the restarts systemd made by itself (Restart=on-failure) since the last
+    start by hand or by a deploy: a release that keeps crashing shows here.
+    """
     names = [obj.layout.app(app).require().name] if app else obj.layout.apps()
     docs: list[dict[str, Any]] = []
     for name in names:
@@ -55,11 +62,24 @@ def status(obj: Ctx, app: str | None) -> None:
                     f"{s['active_state']} ({s['sub_state']})" if s else "offline",
                     when(s["since"]) if s else "-",
                     str(s["main_pid"] or "-") if s else "-",
+                    size(s["memory_bytes"]) if s else "-",
+                    str(s["restarts"]) if s else "-",
                     s["enabled"] if s else "-",
                     _listening(d["socket"]),
                 )
             )
-        table(rows, ("APP", "CURRENT", "STATE", "SINCE", "PID", "ENABLED", "SOCKET"))
+        headers = (
+            "APP",
+            "CURRENT",
+            "STATE",
+            "SINCE",
+            "PID",
+            "MEM",
+            "RESTARTS",
+            "ENABLED",
+            "SOCKET",
+        )
+        table(rows, headers)
 
     obj.emit(docs[0] if app else {"apps": docs}, human)
 

@@ -183,6 +183,35 @@ def test_start_stop_restart_through_pyrelctl(
     restarted = pyrelctl("restart", "ctl")
     assert restarted.returncode == 0
     assert machine.systemctl("show", "-p", "MainPID", "--value", "ctl").stdout.strip() != pid
+
+    def state() -> dict[str, object]:
+        return dict(json.loads(pyrelctl("--json", "status", "ctl", check=True).stdout)["state"])
+
+    # A crash: systemd restarts it by itself (Restart=on-failure), and status counts it.
+    assert state()["restarts"] == 0
+    # Memory is systemd's MemoryCurrent. This container's systemd has no memory
+    # controller of its own (the host's cgroups are hybrid, and read-only
+    # inside), so systemctl says "[not set]" here and pyrelctl "-"/null; on a
+    # cgroup-v2 host both give the cgroup's bytes.
+    shown = machine.systemctl("show", "-p", "MemoryCurrent", "--value", "ctl").stdout.strip()
+    memory = state()["memory_bytes"]
+    if shown == "[not set]":
+        assert memory is None
+    else:
+        assert isinstance(memory, int) and memory > 0 and int(shown) > 0
+    crashed_pid = state()["main_pid"]
+    machine.run(["kill", "-KILL", str(crashed_pid)])
+    wait_until(
+        lambda: state()["main_pid"] not in (0, crashed_pid) or None,
+        timeout=15,
+        what="systemd's restart of the killed process",
+    )
+    assert state()["restarts"] == 1
+    assert "RESTARTS" in pyrelctl("status").stdout
+    # A start by hand (or a deploy) begins the count again.
+    assert pyrelctl("restart", "ctl").returncode == 0
+    assert state()["restarts"] == 0
+
     logs = pyrelctl("logs", "ctl", "-n", "50")
     assert logs.returncode == 0 and "ctl 1 started" in logs.stdout
     # journalctl's own filters, passed on: the start line is info, from the last hour.
