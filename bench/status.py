@@ -6,6 +6,9 @@ one untimed call of each so that both find their files in the page cache,
 as on a host in use. A second row
 splits pyrelctl's time: the interpreter's start against the import of
 pyrelctl's CLI, which shows how much of the figure is Python loading code.
+A third shows what the program's quick exit saves (``cli.run``, which ends
+with ``os._exit``): the same status through ``cli.main`` alone, which
+leaves the process to the interpreter's full teardown.
 """
 
 from __future__ import annotations
@@ -29,11 +32,29 @@ def measure(host: Host, runs: int) -> list[Comparison]:
     systemctl = ["systemctl", "status", "--no-pager", APP]
     imports = [str(PYTHON), "-c", "import pyrelctl.cli"]
     bare = [str(PYTHON), "-c", "pass"]
-    for argv in (ours, systemctl, imports, bare):
+    teardown = [
+        str(PYTHON),
+        "-c",
+        f"import sys; sys.argv = ['pyrelctl', 'status', {APP!r}]; "
+        "from pyrelctl.cli import main; main()",
+    ]
+    for argv in (ours, systemctl, imports, bare, teardown):
         host.run(argv)
-    samples: dict[str, list[float]] = {"ours": [], "systemctl": [], "imports": [], "bare": []}
+    samples: dict[str, list[float]] = {
+        "ours": [],
+        "systemctl": [],
+        "imports": [],
+        "bare": [],
+        "teardown": [],
+    }
     for i in range(runs * SAMPLES_PER_RUN):
-        order = [("ours", ours), ("systemctl", systemctl), ("imports", imports), ("bare", bare)]
+        order = [
+            ("ours", ours),
+            ("systemctl", systemctl),
+            ("imports", imports),
+            ("bare", bare),
+            ("teardown", teardown),
+        ]
         for key, argv in order if i % 2 == 0 else reversed(order):
             samples[key].append(host.timed(argv).seconds)
     return [
@@ -51,5 +72,12 @@ def measure(host: Host, runs: int) -> list[Comparison]:
             "python -c pass",
             tuple(samples["imports"]),
             tuple(samples["bare"]),
+        ),
+        Comparison(
+            "status",
+            f"pyrelctl status {APP}",
+            "the same through cli.main, with the interpreter's teardown",
+            tuple(samples["ours"]),
+            tuple(samples["teardown"]),
         ),
     ]
