@@ -68,18 +68,7 @@ def status(obj: Ctx, app: str | None) -> None:
                     _listening(d["socket"]),
                 )
             )
-        headers = (
-            "APP",
-            "CURRENT",
-            "STATE",
-            "SINCE",
-            "PID",
-            "MEM",
-            "RESTARTS",
-            "ENABLED",
-            "SOCKET",
-        )
-        table(rows, headers)
+        table(rows, STATUS_COLUMNS)
 
     obj.emit(docs[0] if app else {"apps": docs}, human)
 
