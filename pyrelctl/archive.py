@@ -358,12 +358,6 @@ class _TarArtifact(Artifact):
             raise BadInput(f"{self.source}: corrupt or truncated archive ({e})") from e
 
 
-class _DirArtifact(Artifact):
-    def _open(self, member: Member) -> IO[bytes]:
-        fd = os.open(self.source / member.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        return open(fd, "rb")
-
-
 def _tar_type(info: tarfile.TarInfo) -> str:
     if info.isreg():
         return MemberType.FILE
@@ -378,36 +372,6 @@ def _tar_type(info: tarfile.TarInfo) -> str:
     if info.isfifo():
         return "FIFO"
     return "special file"
-
-
-def _stat_type(st: os.stat_result) -> str:
-    if stat.S_ISREG(st.st_mode):
-        return MemberType.FILE  # hard links in a directory are copied as files
-    if stat.S_ISDIR(st.st_mode):
-        return MemberType.DIR
-    if stat.S_ISLNK(st.st_mode):
-        return MemberType.SYMLINK
-    if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
-        return "device node"
-    if stat.S_ISFIFO(st.st_mode):
-        return "FIFO"
-    return "socket" if stat.S_ISSOCK(st.st_mode) else "special file"
-
-
-def _walk_dir(root: Path) -> Iterator[RawMember]:
-    def onerror(e: OSError) -> None:
-        raise BadInput(f"cannot read {e.filename}: {e.strerror}") from e
-
-    for dirpath, dirnames, filenames in os.walk(root, onerror=onerror):
-        dirnames.sort()
-        for name in sorted(dirnames) + sorted(filenames):
-            path = Path(dirpath, name)
-            st = path.lstat()
-            rel = path.relative_to(root).as_posix()
-            target = os.readlink(path) if stat.S_ISLNK(st.st_mode) else ""
-            yield RawMember(
-                rel, _stat_type(st), stat.S_IMODE(st.st_mode), st.st_size, target, st.st_mtime
-            )
 
 
 def _first_line(e: BaseException) -> str:
@@ -467,7 +431,10 @@ def _decompressed(path: Path) -> io.BytesIO | None:
 def open_artifact(path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Artifact:
     """Open and validate a release directory or ``.tar.gz``/``.tgz``/``.tar`` archive."""
     if path.is_dir():
-        return _DirArtifact(path, validate(_walk_dir(path), max_bytes=max_bytes))
+        # Imported here: the directory module imports this one.
+        from pyrelctl.dirartifact import open_dir
+
+        return open_dir(path, max_bytes=max_bytes)
     if not path.exists():
         raise BadInput(f"{path}: no such file or directory")
     if not is_tarball(path):
