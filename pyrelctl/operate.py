@@ -31,7 +31,7 @@ import dataclasses
 import os
 import secrets
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,13 @@ from pyrelctl.layout import AppPaths, Layout
 from pyrelctl.names import VERSION_RE
 from pyrelctl.run import run_attached
 from pyrelctl.systemd import Systemd, UnitState
-from pyrelctl.transient import TransientCommand, dropins_note, transient_command
+from pyrelctl.transient import (
+    INPUT_DIR,
+    TransientCommand,
+    dropins_note,
+    staged_input,
+    transient_command,
+)
 from pyrelctl.units import default_environment_files
 
 #: The release commands pyrelctl runs in a transient unit.
@@ -134,7 +140,7 @@ class Operator:
         self,
         name: str,
         verb: str,
-        args: Sequence[str] = (),
+        expression: str | None = None,
         *,
         version: str | None = None,
         stdin_tty: bool = False,
@@ -143,9 +149,10 @@ class Operator:
 
         stdin, stdout and stderr are pyrelctl's own. On SIGINT, SIGTERM or
         SIGHUP the transient unit is stopped (its command with it), and
-        128 + the signal's number is returned.
+        128 + the signal's number is returned. The staged expression is
+        removed however it ends.
         """
-        command = self.prepare(name, verb, args, version=version, stdin_tty=stdin_tty)
+        command = self.prepare(name, verb, expression, version=version, stdin_tty=stdin_tty)
 
         def stop(signum: int) -> None:
             # Stopping a unit that has already gone (--collect) is no error.
@@ -153,13 +160,14 @@ class Operator:
                 self.systemd.stop(command.unit, timeout=STOP_TIMEOUT)
             self.say(f"interrupted by {signal.Signals(signum).name}: stopped {command.unit}")
 
-        return run_attached(command.argv, interrupted=stop)
+        with staged_input(command):
+            return run_attached(command.argv, interrupted=stop)
 
     def prepare(
         self,
         name: str,
         verb: str,
-        args: Sequence[str] = (),
+        expression: str | None = None,
         *,
         version: str | None = None,
         stdin_tty: bool = False,
@@ -169,7 +177,9 @@ class Operator:
         Refuses (in this order): a caller who is not root, ``--root``, a
         console without a terminal, an app that is not installed, a release
         that does not declare ``verb``, and (rpc, remote) a service that is
-        not running.
+        not running. ``expression`` (rpc, eval) becomes the command's last
+        argument, staged out of every other command line
+        (:func:`pyrelctl.transient.transient_command`).
         """
         if verb not in COMMAND_VERBS:
             raise ValueError(f"not a release command: {verb}")
@@ -204,7 +214,9 @@ class Operator:
             app.name,
             release,
             verb,
-            args,
+            (),
+            expression=expression,
+            input_dir=self.layout.root / INPUT_DIR,
             release_dir=release_dir,
             environment_files=default_environment_files(app.name, release),
             token=secrets.token_hex(4),

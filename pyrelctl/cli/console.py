@@ -4,7 +4,6 @@ remote."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 
 import click
 
@@ -13,7 +12,7 @@ from pyrelctl.completion import complete_app, complete_version
 
 
 def release_command(
-    obj: Ctx, app: str, verb: str, args: Sequence[str] = (), version: str | None = None
+    obj: Ctx, app: str, verb: str, expression: str | None = None, version: str | None = None
 ) -> int:
     # Root first, before systemd or any file is touched: the command runs as
     # the service's user with root-only settings (the cookie).
@@ -21,7 +20,7 @@ def release_command(
 
     require_root(verb, app)
     return obj.operator().run_command(
-        app, verb, args, version=version, stdin_tty=sys.stdin.isatty()
+        app, verb, expression, version=version, stdin_tty=sys.stdin.isatty()
     )
 
 
@@ -43,8 +42,12 @@ def rpc(obj: Ctx, app: str, expr: str) -> int:
     transient systemd unit. stdin, stdout and stderr pass through, and
     pyrelctl exits with the command's own status. Needs root, and the service
     running (exit 1 otherwise).
+
+    EXPR arrives byte for byte as the command's last argument, and is in no
+    other command line: not systemd-run's, not the unit's ExecStart (it is
+    handed over as a credential; `$`, quotes, newlines stay as typed).
     """
-    return release_command(obj, app, "rpc", [expr])
+    return release_command(obj, app, "rpc", expr)
 
 
 @click.command("eval")
@@ -71,7 +74,7 @@ def eval_(obj: Ctx, app: str, expr: str, release_version: str | None) -> int:
     current release or from --release VERSION. pyrelctl exits with the
     command's own status. Needs root.
     """
-    return release_command(obj, app, "eval", [expr], release_version)
+    return release_command(obj, app, "eval", expr, release_version)
 
 
 @click.command()
