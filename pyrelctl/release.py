@@ -155,6 +155,40 @@ def _string(section: str, key: str, value: object) -> str:
     return value
 
 
+def check_unit_text(value: str, what: str) -> str:
+    """Refuse what no unit file can hold: a control character (a raw newline ends
+    a directive; systemd.syntax(7)). Checked when the manifest is read, so a
+    release is refused before anything of it is written."""
+    bad = next((c for c in value if ord(c) < 0x20 or ord(c) == 0x7F), None)
+    if bad is not None:
+        raise BadInput(
+            f"{what} contains the control character {bad!r}, which cannot be "
+            "written into a unit file"
+        )
+    return value
+
+
+#: Characters systemd reads as flags at the start of an ``Exec*=`` command's
+#: first word, even inside quotes (systemd.service(5), "Command lines";
+#: src/core/load-fragment.c): ``+`` and ``!``/``!!`` run it as root outside
+#: the sandbox, ``@`` sets argv[0], ``-`` ignores failure, ``:`` turns off
+#: variable expansion, ``|`` (v254+) runs it through the user's shell. A
+#: program word must never begin with one of them.
+EXEC_PREFIXES = frozenset("@-:+!|")
+
+
+def check_program_word(program: str, what: str) -> str:
+    """Refuse a command's first word that systemd would read as prefix flags."""
+    if not program or program[0] in EXEC_PREFIXES:
+        raise BadInput(
+            f"{what}: the program {program!r} begins with {program[:1]!r}, which systemd "
+            "reads as a flag of the command line (+ and ! would run it as root, "
+            "outside the sandbox)",
+            hint="name a program of the release (bin/app) or on the service's PATH (python3)",
+        )
+    return program
+
+
 def _argv(section: str, key: str, value: object) -> tuple[str, ...]:
     if (
         not isinstance(value, list)
@@ -166,6 +200,9 @@ def _argv(section: str, key: str, value: object) -> tuple[str, ...]:
             f"{MANIFEST}: {section}.{key} must be a non-empty list of strings "
             '(an argv, e.g. ["bin/app", "start"])'
         )
+    check_program_word(value[0], f"{MANIFEST}: {section}.{key}")
+    for arg in value:
+        check_unit_text(arg, f"{MANIFEST}: {section}.{key}")
     return tuple(value)
 
 
@@ -291,6 +328,7 @@ def parse_manifest(
     description = meta.get("description", "")
     if not isinstance(description, str):
         raise BadInput(f"{MANIFEST}: release.description must be a string")
+    check_description(description)
     return Release(
         name=name,
         version=version,
@@ -307,6 +345,35 @@ def parse_manifest(
     )
 
 
+def check_writable_path(path: str, what: str) -> str:
+    """A ``ReadWritePaths=`` entry: a plain absolute path, nothing systemd reads
+    otherwise (a leading ``-`` or ``+``, spaces splitting it into two, ``%``
+    specifiers, quotes, escapes), no ``..`` and not ``/`` itself."""
+    parts = path.split("/")
+    if (
+        not path.startswith("/")
+        or path == "/"
+        or ".." in parts
+        or any(ord(c) < 0x20 or ord(c) == 0x7F or c in " \"'\\%$;" for c in path)
+    ):
+        raise BadInput(
+            f"{what} {path!r} is not a plain absolute path",
+            hint="e.g. /srv/shop/uploads: no spaces, quotes, %, $, ; or ..",
+        )
+    return path
+
+
+def check_description(text: str) -> str:
+    """A ``Description=`` value: one line, and not ending in a backslash, which
+    systemd reads as "continued on the next line" (systemd.syntax(7)): the
+    unit's next directive would become part of the description."""
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in text) or text.rstrip().endswith("\\"):
+        raise BadInput(
+            f"{MANIFEST}: release.description must be one line of text, not ending in a backslash"
+        )
+    return text
+
+
 def _parse_sandbox(service: Mapping[str, Any]) -> Sandbox:
     flags = {}
     for key in ("memory_deny_write_execute", "bind_privileged_ports"):
@@ -318,17 +385,7 @@ def _parse_sandbox(service: Mapping[str, Any]) -> Sandbox:
     if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
         raise BadInput(f"{MANIFEST}: service.writable_paths must be a list of absolute paths")
     for path in paths:
-        parts = path.split("/")
-        if (
-            not path.startswith("/")
-            or path == "/"
-            or ".." in parts
-            or any(ord(c) < 0x20 or c in ' "\\%$;' for c in path)
-        ):
-            raise BadInput(
-                f"{MANIFEST}: service.writable_paths entry {path!r} is not a plain absolute path",
-                hint="e.g. /srv/shop/uploads: no spaces, quotes, %, $, ; or ..",
-            )
+        check_writable_path(path, f"{MANIFEST}: service.writable_paths entry")
     return Sandbox(
         memory_deny_write_execute=flags.get("memory_deny_write_execute", True),
         bind_privileged_ports=flags.get("bind_privileged_ports", False),
@@ -364,7 +421,7 @@ def _parse_environment(table: Mapping[str, Any]) -> dict[str, str]:
             raise BadInput(f"{MANIFEST}: environment variable name {key!r} is not valid")
         if not isinstance(value, str):
             raise BadInput(f"{MANIFEST}: environment.{key} must be a string")
-        env[key] = value
+        env[key] = check_unit_text(value, f"{MANIFEST}: environment.{key}")
     return env
 
 

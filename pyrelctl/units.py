@@ -27,7 +27,14 @@ if TYPE_CHECKING:
 from pyrelctl import __version__
 from pyrelctl.errors import BadInput
 from pyrelctl.names import is_env_name
-from pyrelctl.release import Kind, Release, Sandbox, ServiceType
+from pyrelctl.release import (
+    Kind,
+    Release,
+    Sandbox,
+    ServiceType,
+    check_description,
+    check_program_word,
+)
 from pyrelctl.sockets import Socket
 
 #: Where pyrelctl puts an app on the target system (never prefixed by --root).
@@ -66,6 +73,7 @@ def exec_line(argv: Sequence[str], what: str = "command") -> str:
     """An ``Exec*=`` command line that systemd splits back into exactly ``argv``."""
     if not argv or not argv[0]:
         raise BadInput(f"{what} is empty")
+    check_program_word(argv[0], what)
     return " ".join(quote_value(arg, what).replace("$", "$$") for arg in argv)
 
 
@@ -110,6 +118,9 @@ class ServiceSpec:
         program = argv[0]
         if "/" in program:
             program = str((root or self.current) / program)
+        # Every argv pyrelctl hands systemd (unit files and transient units)
+        # passes here: the manifest's check, once more where it counts.
+        check_program_word(program, "command")
         return [program, *argv[1:]]
 
 
@@ -294,7 +305,7 @@ def service_unit(spec: ServiceSpec) -> UnitText:
     start = release.command("start")
     assert start is not None  # detect() guarantees a start command
     description = release.description or f"{spec.app} ({release.kind} release, managed by pyrelctl)"
-    _refuse_control(description, "release.description")
+    check_description(description)
     return UnitText(
         "app.service.j2",
         {
