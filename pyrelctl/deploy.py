@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-from pyrelctl import hooks
+from pyrelctl import allowances, hooks, hostclaims
 from pyrelctl.appsetup import AppSetup
 from pyrelctl.archive import Artifact, Progress, open_artifact
 from pyrelctl.defaults import DEFAULT_GRACE, DEFAULT_KEEP, DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT
@@ -48,7 +48,7 @@ from pyrelctl.release import (
     release_to_json,
 )
 from pyrelctl.retention import prune_plan, rollback_target
-from pyrelctl.sockets import check_paths_for
+from pyrelctl.sockets import check_nothing_at, check_paths_for, check_release_socket
 from pyrelctl.socketunit import SETTING as SOCKET_SETTING
 from pyrelctl.socketunit import effective_socket
 from pyrelctl.systemd import Systemd, UnitState
@@ -77,6 +77,9 @@ class InstallOptions:
     reset_listen: bool = False  # forget the remembered socket setting
     run_hooks: bool = True  # the release's pre_switch / post_switch hooks
     signature: Path | None = None  # default: ARTIFACT.sig, when the host requires one
+    allow: tuple[str, ...] = ()  # sandbox widenings the host allows (allowances.py); remembered
+    reset_allow: bool = False  # forget the remembered allowances first
+    allow_downgrade: bool = False  # a signed release older than the current one
 
 
 @dataclass(frozen=True)
@@ -199,6 +202,7 @@ class Deployer:
                     name=release.name,
                     version=release.version,
                     say=self.say,
+                    online=self.online,
                 )
             # Everything must be on disk before the rename makes the release
             # "complete"; one sync(2) beats an fsync per file of a big release.
@@ -236,30 +240,83 @@ class Deployer:
     # -- install -----------------------------------------------------------
 
     def install(self, artifact_path: Path, opts: InstallOptions) -> Outcome:
-        """Install a release and make it current (DESIGN.md, "What an install does")."""
+        """Install a release and make it current (DESIGN.md, "What an install does").
+
+        Every check that can refuse the artifact runs before the first write.
+        """
         started_at = time.monotonic()
-        # Opened once: what was validated and detected is what gets unpacked.
         from pyrelctl import checksums, signatures
 
-        with open_artifact(artifact_path, max_bytes=opts.max_bytes) as artifact:
+        verification = signatures.Verification(self.layout, opts.app, artifact_path, opts.signature)
+        # Read once: the bytes verified (first, before any parsing) are the
+        # bytes validated, detected and unpacked.
+        with open_artifact(
+            artifact_path,
+            max_bytes=opts.max_bytes,
+            verify=verification if verification.needed else None,
+        ) as artifact:
             release = detect(artifact)
-            # Before anything is written; required where `pyrelctl build` made the release.
+            # Required where `pyrelctl build` made the release.
             checksums.verify_artifact(artifact, required=release.kind is Kind.PYTHON)
-            name = opts.app if opts.app is not None else app_name_from_release(release.name)
+            own_name = app_name_from_release(release.name)
+            name = opts.app if opts.app is not None else own_name
             app = self.layout.app(name)
-            check_paths_for(effective_socket(self._settings(app, opts), release), app.name)
-            signer = signatures.verify(app, artifact_path, opts.signature)
+            signer = verification.confirm(app, own_name)
             if signer is not None:
                 self.say(f"signature good: signed by {signer}")
+            self._check_host(app, release, opts)
             with app_lock(app, "install", wait=opts.wait_lock, on_wait=self.say):
                 self.recover(app)
                 previous = app.current_version()
+                if signer is not None and not opts.allow_downgrade:
+                    self._refuse_downgrade(app, release, previous)
                 if previous == release.version and app.release(previous).is_dir():
                     return self._reinstall_current(app, release, opts, started_at)
                 self._unpack(app, artifact, release)
                 return self._switch(
                     app, release, previous, opts, "install", started_at, changed=True
                 )
+
+    def _check_host(self, app: AppPaths, release: Release, opts: InstallOptions) -> None:
+        """What the host must agree to before a release is installed as ``app``:
+        the name claims nothing of the host's, the sockets are the app's to
+        bind, and every widening of the sandbox is allowed (hostclaims.py,
+        sockets.py, allowances.py)."""
+        loaded: list[str] = []
+        if self.online and not hostclaims.manages(app):
+            loaded = [
+                unit
+                for unit in (app.service_name, app.socket_name)
+                if self.systemd.state(unit).load_state not in ("not-found", "")
+            ]
+        hostclaims.check_free(app, loaded_units=loaded)
+        settings = self._settings(app, opts)
+        host_socket = bool(settings.get(SOCKET_SETTING))
+        socket = effective_socket(settings, release)
+        check_paths_for(socket, app.name)
+        if not host_socket:
+            check_release_socket(release.socket, app.name)
+        check_nothing_at(socket, self.layout.root)
+        widened = allowances.check(app.name, release, settings, host_socket=host_socket)
+        if widened:
+            self.say(
+                f"sandbox widened for {app.name}, as the host allows: "
+                + ", ".join(w.describe() for w in widened)
+            )
+
+    @staticmethod
+    def _refuse_downgrade(app: AppPaths, release: Release, previous: str | None) -> None:
+        """A signed release older than the current one needs ``--allow-downgrade``:
+        an old release keeps its good signature after its flaws are known."""
+        from pyrelctl.signatures import version_key
+
+        if previous is None or version_key(release.version) >= version_key(previous):
+            return
+        raise BadInput(
+            f"{release.version} is older than the current {previous} of {app.name}; "
+            "a signed release is not downgraded without --allow-downgrade",
+            hint=f"go back with: pyrelctl rollback {app.name} (or install --allow-downgrade)",
+        )
 
     def _reinstall_current(
         self, app: AppPaths, release: Release, opts: InstallOptions, started_at: float
@@ -377,6 +434,10 @@ class Deployer:
             updated[SOCKET_SETTING] = {"listen": list(opts.listen)}
         if opts.reset_listen:
             updated.pop(SOCKET_SETTING, None)
+        if opts.reset_allow:
+            updated.pop(allowances.SETTING, None)
+        if opts.allow:
+            updated[allowances.SETTING] = sorted({*allowances.granted(updated), *opts.allow})
         return updated
 
     @staticmethod
@@ -499,13 +560,32 @@ class Deployer:
         """
         started_at = time.monotonic()
         app = self.layout.app(name).require()
+        # Checked before the lock too, so that a refusal changes nothing at all
+        # (a target that cannot be found is reported under the lock, as before).
+        try:
+            early = rollback_target(app, app.current_version(), to)
+        except (NotInstalled, BadInput, HostError):
+            early = None
+        if early is not None:
+            self._check_rollback(app, early)
         with app_lock(app, "rollback", wait=wait_lock, on_wait=self.say):
             self.recover(app)
             current = app.current_version()
             target = rollback_target(app, current, to)
-            release = self.release_of(app, target)
+            release = self._check_rollback(app, target)
             opts = InstallOptions(timeout=timeout, grace=grace, keep=0, run_hooks=False)
             return self._switch(app, release, current, opts, "rollback", started_at, changed=True)
+
+    def _check_rollback(self, app: AppPaths, target: str) -> Release:
+        """The release to roll back to, if the host's allowances as they are now
+        let it run: one withdrawn since it was installed keeps it from coming back."""
+        release = self.release_of(app, target)
+        settings = app.read_settings()
+        host_socket = bool(settings.get(SOCKET_SETTING))
+        if not host_socket:
+            check_release_socket(release.socket, app.name)
+        allowances.check(app.name, release, settings, host_socket=host_socket)
+        return release
 
     # -- prune -------------------------------------------------------------
 

@@ -10,7 +10,7 @@ import signal
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from pyrelctl.errors import CommandFailed, HostError
 
@@ -22,14 +22,15 @@ def run(
     *,
     check: bool = True,
     input: str | None = None,
-    stdin: Path | None = None,
+    stdin: Path | IO[bytes] | None = None,
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
     timeout: float | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``argv`` (never through a shell), capturing text output.
 
-    stdin is /dev/null unless ``input`` (text) or ``stdin`` (a file) is given.
+    stdin is /dev/null unless ``input`` (text) or ``stdin`` (a file, by path
+    or as an open file with a descriptor, read from its current offset) is given.
     With ``check``, a non-zero status raises :class:`CommandFailed` carrying
     argv, status and stderr.
     """
@@ -37,8 +38,10 @@ def run(
     log.debug("+ %s", shlex.join(args))
     with contextlib.ExitStack() as stack:
         source: Any = subprocess.DEVNULL if input is None else None
-        if stdin is not None:
+        if isinstance(stdin, Path):
             source = stack.enter_context(stdin.open("rb"))
+        elif stdin is not None:
+            source = stdin
         return _run(args, check=check, input=input, stdin=source, env=env, cwd=cwd, timeout=timeout)
 
 

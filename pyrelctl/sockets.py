@@ -16,9 +16,12 @@ deploy.py keeps the unit running.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
+import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pyrelctl.errors import BadInput
@@ -169,4 +172,57 @@ def check_paths_for(socket: Socket | None, app: str) -> None:
                 f"listen address {address!r} of {app} is inside /run/{app}, the service's "
                 "RuntimeDirectory=: systemd empties it at every stop, socket file included",
                 hint=f"use a path outside it, e.g. {out_of_runtime_directory(address, app)}",
+            )
+
+
+def owned_socket_path(address: str, app: str) -> bool:
+    """Whether ``address`` is a unix socket path of the app's own:
+    ``/run/APP.sock`` or ``/run/APP.NAME`` (no further directory)."""
+    rest = address.removeprefix(f"/run/{app}.")
+    return rest != address and bool(rest) and "/" not in rest
+
+
+def check_release_socket(socket: Socket | None, app: str) -> None:
+    """Refuse a unix socket path of the release's own ``[socket]`` outside the app's prefix.
+
+    PID 1 binds ``ListenStream=`` paths as root, outside any sandbox, and
+    first unlinks whatever file is at the path (systemd.socket(5),
+    RemoveOnStop=; src/core/socket.c): ``listen = ["/etc/shadow"]`` would
+    delete it, ``/run/dbus/system_bus_socket`` would take the system bus'
+    address. So the artifact may only name ``/run/APP.*``, a prefix nothing
+    but this app can have (app names have no dot); any other path is the
+    host's choice, made with ``install --listen``.
+    """
+    if socket is None:
+        return
+    for address in socket.listen:
+        if address.startswith("/") and not owned_socket_path(address, app):
+            raise BadInput(
+                f"release.toml: socket.listen {address!r} is outside /run/{app}.*, the unix "
+                f"socket paths a release of {app} may name",
+                hint=f"use e.g. /run/{app}.sock, or let the host choose: "
+                f"pyrelctl install ARTIFACT --listen {address}",
+            )
+
+
+def check_nothing_at(socket: Socket | None, root: Path) -> None:
+    """Refuse a unix socket path where something other than a socket exists.
+
+    PID 1 unlinks the file at a ``ListenStream=`` path before it binds
+    there: whoever chose the path, a file or a directory in its place would be
+    lost (or the bind would fail at every start)."""
+    if socket is None:
+        return
+    for address in socket.listen:
+        if not address.startswith("/"):
+            continue
+        try:
+            st = os.lstat(root / address.lstrip("/"))
+        except FileNotFoundError:
+            continue
+        if not stat.S_ISSOCK(st.st_mode):
+            raise BadInput(
+                f"listen address {address!r}: that path exists and is not a socket; "
+                "systemd would delete it to bind there",
+                hint="choose a path where nothing is, e.g. /run/APP.sock",
             )

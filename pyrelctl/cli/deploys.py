@@ -76,6 +76,25 @@ from pyrelctl.errors import BadInput
     is_flag=True,
     help="Forget the remembered --listen: use the release's own [socket], if any.",
 )
+@click.option(
+    "--allow",
+    "allow",
+    multiple=True,
+    metavar="WHAT",
+    help="Let the release widen its sandbox: low-ports (a port below 1024), wx-memory "
+    "(MemoryDenyWriteExecute= off) or write:/PATH (ReadWritePaths= at or below PATH); "
+    "repeatable, remembered for the app. A release asking for more is refused.",
+)
+@click.option(
+    "--allow-reset",
+    is_flag=True,
+    help="Forget the remembered --allow values first.",
+)
+@click.option(
+    "--allow-downgrade",
+    is_flag=True,
+    help="Install a signed release older than the current one (a rollback needs no flag).",
+)
 @no_wait_option
 @pass_ctx
 def install(
@@ -94,6 +113,9 @@ def install(
     signature: Path | None,
     listen: tuple[str, ...],
     listen_reset: bool,
+    allow: tuple[str, ...],
+    allow_reset: bool,
+    allow_downgrade: bool,
     no_wait: bool,
 ) -> None:
     """Install ARTIFACT (a release directory, .tar.gz, .tgz or .tar) and make it current.
@@ -105,6 +127,7 @@ def install(
     """
     if listen and listen_reset:
         raise BadInput("give either --listen or --listen-reset, not both")
+    from pyrelctl.allowances import parse_allowance
     from pyrelctl.deploy import InstallOptions
     from pyrelctl.sockets import make_socket
 
@@ -121,6 +144,9 @@ def install(
         listen=make_socket(listen).listen if listen else (),
         reset_listen=listen_reset,
         signature=signature,
+        allow=tuple(parse_allowance(a) for a in allow),
+        reset_allow=allow_reset,
+        allow_downgrade=allow_downgrade,
     )
     outcome = obj.deployer().install(artifact, opts)
 

@@ -199,6 +199,65 @@ BAD: list[Bad] = [
     with_manifest("bad-version", manifest(version="../../x"), "invalid release version"),
     with_manifest("bad-name", manifest(name="../Evil App"), "invalid app name"),
     with_manifest("unicode-name", manifest(name="\u0455hop"), "invalid app name"),
+    # Issue 15: systemd reads these as flags of a command's first word, even
+    # quoted; "+" and "!" would run it as root, outside the sandbox.
+    *(
+        with_manifest(
+            f"exec-prefix-{i}",
+            manifest().replace('start = ["bin/app"', f'start = ["{prefix}sh", "-c", "id"'),
+            "reads as a flag",
+        )
+        for i, prefix in enumerate(["+", "!", "!!", "@", "-", ":", "|", "+/bin/"])
+    ),
+    with_manifest("exec-prefix-rpc", manifest(extra='rpc = ["+sh"]\n'), "reads as a flag"),
+    with_manifest(
+        "exec-prefix-hook",
+        manifest(extra='[hooks]\npre_switch = ["!sh", "-c", "id"]\n'),
+        "reads as a flag",
+    ),
+    with_manifest(
+        "exec-prefix-health",
+        manifest(extra='[health]\ncommand = ["+sh", "-c", "true"]\n'),
+        "reads as a flag",
+    ),
+    with_manifest("start-newline", manifest().replace('"start"]', '"a\\nb"]'), "control"),
+    with_manifest("env-newline", manifest(extra='[environment]\nA = "1\\nB=2"\n'), "control"),
+    with_manifest(
+        "description-continues",
+        manifest().replace('version = "1.0.0"', 'version = "1.0.0"\ndescription = "x \\\\"'),
+        "backslash",
+    ),
+    # Names that would take a user, a unit or a directory of the host's.
+    *(
+        with_manifest(f"name-{name}", manifest(name=name), "reserved")
+        for name in ("root", "dbus", "systemd", "systemd-journald", "pyrelctl", "private")
+    ),
+    # Socket paths PID 1 would bind as root, unlinking what is there.
+    *(
+        with_manifest(
+            f"listen-{i}", manifest(extra=f'[socket]\nlisten = ["{path}"]\n'), "outside /run/app."
+        )
+        for i, path in enumerate(
+            ["/etc/shadow", "/run/dbus/system_bus_socket", "/run/apps/x.sock", "/run/app.d/x"]
+        )
+    ),
+    with_manifest("listen-low-port", manifest(extra='[socket]\nlisten = ["22"]\n'), "low-ports"),
+    # Widenings of the sandbox that the host did not allow.
+    with_manifest(
+        "widen-low-ports",
+        manifest(extra="[service]\nbind_privileged_ports = true\n"),
+        "low-ports",
+    ),
+    with_manifest(
+        "widen-wx",
+        manifest(extra="[service]\nmemory_deny_write_execute = false\n"),
+        "wx-memory",
+    ),
+    with_manifest(
+        "widen-write",
+        manifest(extra='[service]\nwritable_paths = ["/etc"]\n'),
+        "write:/etc",
+    ),
 ]
 
 
