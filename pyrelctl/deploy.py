@@ -373,6 +373,7 @@ class Deployer:
         app.switch(release.version)
         self.say(f"current -> releases/{release.version}")
         if not online_start:
+            app.update_index(release.version, widened=self._widened(release, settings))
             if not self.online:
                 self.setup.enable(app)
             self._remember(app, settings)
@@ -396,7 +397,12 @@ class Deployer:
             failure = self._hook(app, release, "post_switch")
             if failure is not None:
                 self._fail(app, release, previous, failure, readiness, action)
-        app.update_index(release.version, mark=Mark.GOOD, last_good_at=time.time())
+        app.update_index(
+            release.version,
+            mark=Mark.GOOD,
+            last_good_at=time.time(),
+            widened=self._widened(release, settings),
+        )
         self._remember(app, settings)
         self.setup.enable(app)
         app.record(action, previous, release.version, "ok")
@@ -439,6 +445,12 @@ class Deployer:
         if opts.allow:
             updated[allowances.SETTING] = sorted({*allowances.granted(updated), *opts.allow})
         return updated
+
+    @staticmethod
+    def _widened(release: Release, settings: dict[str, Any]) -> list[str]:
+        """The allowances the release runs with (``status`` shows them from the index)."""
+        host_socket = bool(settings.get(SOCKET_SETTING))
+        return [w.allowance for w in allowances.requested(release, host_socket=host_socket)]
 
     @staticmethod
     def _remember(app: AppPaths, settings: dict[str, Any]) -> None:

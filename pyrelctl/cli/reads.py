@@ -37,6 +37,7 @@ def status(obj: Ctx, app: str | None) -> None:
         if paths.socket_file.exists() and not obj.layout.offline:
             socket = obj.systemd.state(paths.socket_name)
         current = paths.current_version()
+        entry = paths.read_index().get(current, {}) if current else {}
         docs.append(
             {
                 "app": name,
@@ -45,6 +46,8 @@ def status(obj: Ctx, app: str | None) -> None:
                 "unit": paths.service_name,
                 "state": state_json(state),
                 "socket": _socket_json(socket),
+                # What the release widens of the default sandbox (install --allow).
+                "widened": list(entry.get("widened", [])),
             }
         )
 
@@ -69,6 +72,9 @@ def status(obj: Ctx, app: str | None) -> None:
                 )
             )
         table(rows, STATUS_COLUMNS)
+        for d in docs:
+            if d["widened"]:
+                click.echo(f"{d['app']}: sandbox widened ({', '.join(d['widened'])})")
 
     obj.emit(docs[0] if app else {"apps": docs}, human)
 

@@ -10,13 +10,14 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
-from pyrelctl import checksums
+from pyrelctl import allowances, checksums
 from pyrelctl.doctor.checks import Checks, file_mode
 from pyrelctl.doctor.findings import MAX_LISTED, Finding, Severity
 from pyrelctl.errors import PyrelctlError
 from pyrelctl.layout import AppPaths, Mark
 from pyrelctl.release import Kind
 from pyrelctl.sockets import in_runtime_directory, out_of_runtime_directory
+from pyrelctl.socketunit import SETTING as SOCKET_SETTING
 from pyrelctl.socketunit import effective_socket
 from pyrelctl.units import render_socket
 
@@ -66,6 +67,7 @@ class AppChecks(Checks):
             yield from self._release_files(app, current)
             yield from self._unit_file(app, current)
             yield from self._socket(app, current)
+            yield from self._sandbox(app, current)
         yield from self._dropins(app)
         yield from self._settings(app, current)
         if self._systemd is not None:
@@ -259,6 +261,34 @@ class AppChecks(Checks):
                 Severity.OK,
                 f"{app.socket_name} listens on {', '.join(unit.listen)}",
             )
+
+    def _sandbox(self, app: AppPaths, version: str) -> Iterator[Finding]:
+        """What the current release widens of the default sandbox, and whether the
+        host still allows it (an app installed before allowances existed, or
+        whose allowances were withdrawn, would not install again)."""
+        release = self._release(app, version)
+        if release is None:
+            return
+        settings = app.read_settings()
+        host_socket = bool(settings.get(SOCKET_SETTING))
+        asked = allowances.requested(release, host_socket=host_socket)
+        if not asked:
+            yield Finding(
+                "sandbox", app.name, Severity.OK, f"{version} runs in the default sandbox"
+            )
+            return
+        try:
+            allowances.check(app.name, release, settings, host_socket=host_socket)
+        except PyrelctlError as e:
+            yield Finding("sandbox", app.name, Severity.PROBLEM, e.message, fix=e.hint)
+            return
+        yield Finding(
+            "sandbox",
+            app.name,
+            Severity.INFO,
+            f"{version} widens its sandbox, as the host allows: "
+            + ", ".join(w.describe() for w in asked),
+        )
 
     def _dropins(self, app: AppPaths) -> Iterator[Finding]:
         if not app.dropin_dir.is_dir():

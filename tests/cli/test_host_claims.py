@@ -41,7 +41,9 @@ def root(tmp_path: Path) -> Path:
     return root
 
 
-def refused(capsys: pytest.CaptureFixture[str], root: Path, args: list[str], word: str) -> None:
+def refused(
+    capsys: pytest.CaptureFixture[str], root: Path, args: list[str | Path], word: str
+) -> None:
     before = snapshot(root)
     result = run(capsys, "--root", root, "install", *args)
     assert_one_error_line(result, word)
@@ -190,6 +192,22 @@ def test_widenings_need_each_allowance_and_are_remembered(
     # Remembered: the next release asking the same installs without options.
     again = run(capsys, "--root", root, "install", release(tmp_path, version="2.0.0", extra=WIDE))
     assert again.code == 0, again.err
+    status = json.loads(run(capsys, "--root", root, "--json", "status", "app").out)
+    assert status["widened"] == [
+        "low-ports",
+        "wx-memory",
+        "write:/srv/app/uploads",
+        "write:/var/cache/app",
+    ]
+    # Withdrawn by hand: doctor says the running release would not install again.
+    settings_file = root / "etc/pyrelctl/app/settings.json"
+    kept = settings_file.read_text()
+    settings_file.write_text(json.dumps({k: v for k, v in settings.items() if k != "allow"}))
+    doctor = json.loads(run(capsys, "--root", root, "--json", "doctor", "app").out)
+    sandbox = [f for f in doctor["findings"] if f["check"] == "sandbox"]
+    assert sandbox and sandbox[0]["severity"] == "problem", sandbox
+    assert "--allow low-ports" in sandbox[0]["fix"]
+    settings_file.write_text(kept)
     # Withdrawn: the next one is refused, and so is a rollback to a wide release.
     narrow = release(tmp_path, version="3.0.0")
     assert run(capsys, "--root", root, "install", "--allow-reset", narrow).code == 0
