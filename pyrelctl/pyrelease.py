@@ -9,21 +9,28 @@ it is made on the host, at install, offline:
 2. ``venv/`` is created with the host's interpreter (``--without-pip``:
    no ensurepip needed, nothing to install into it later);
 3. the packages are installed from ``wheelhouse/`` only (``--no-index``):
-   by uv when it is on PATH, else by the pip wheel the release carries
-   (``tools/pip-*.whl``, run straight from the wheel file), so the host
-   needs neither network nor pip;
-4. the venv is moved to its final path in the files that name it (console
+   by uv when it is on systemd's PATH, else by the pip wheel the release
+   carries (``tools/pip-*.whl``, run straight from the wheel file), so the
+   host needs neither network nor pip;
+4. every module is compiled to ``unchecked-hash`` pycs with the final path
+   as file name: the release is read-only to the service (ProtectSystem=
+   strict), and timestamp pycs would be ignored (and recompiled in memory
+   at every start) as soon as a source mtime changed;
+5. the venv is moved to its final path in the files that name it (console
    script shebangs, ``pyvenv.cfg``): it is built in the ``.incomplete-``
    staging directory, which is renamed to ``releases/VERSION`` only once
    complete. The interpreter finds its venv from ``pyvenv.cfg`` next to
    ``bin/``, so the tree itself is position-independent;
-5. every module is compiled to ``unchecked-hash`` pycs with the final path
-   as file name: the release is read-only to the service (ProtectSystem=
-   strict), and timestamp pycs would be ignored (and recompiled in memory
-   at every start) as soon as a source mtime changed;
 6. ``bin/NAME`` is written: ``start`` execs the service, ``eval`` runs
    code in a fresh interpreter, ``rpc``/``remote``/``pid`` reach the live
    process through the runtime's socket.
+
+Steps 2 to 4 run the release's own code (its pip; the ``.pth`` files of its
+wheels, which every interpreter started on the venv executes), so they run
+as an unprivileged user that can write the venv and nothing else
+(sandboxrun.py); root then takes the venv over without following a link.
+A release that ships ``venv/`` or ``bin/NAME`` itself is refused at
+detection, before anything is written.
 """
 
 from __future__ import annotations
@@ -42,7 +49,7 @@ from typing import Any
 from pyrelctl import checksums
 from pyrelctl.archive import Artifact, MemberType
 from pyrelctl.errors import BadInput, HostError
-from pyrelctl.run import run
+from pyrelctl.sandboxrun import Build, open_build
 
 WHEELHOUSE = "wheelhouse"
 VENV = "venv"
@@ -136,6 +143,7 @@ def _is_program(name: str) -> bool:
 
 
 def _check_files(spec: PythonSpec, artifact: Artifact) -> None:
+    _refuse_install_paths(artifact)
     wheels = {}
     for member in artifact.list_dir(WHEELHOUSE):
         parsed = wheel_name_version(member.path.rpartition("/")[2])
@@ -151,6 +159,42 @@ def _check_files(spec: PythonSpec, artifact: Artifact) -> None:
     pip = artifact.member(spec.pip)
     if pip is None or pip.type is not MemberType.FILE:
         raise BadInput(f"release.toml: python.pip names {spec.pip}, which is not in the release")
+
+
+def _release_name(artifact: Artifact) -> str | None:
+    """release.toml's ``release.name`` (release.detect has checked it), if a string."""
+    try:
+        name = tomllib.loads(artifact.read("release.toml").decode()).get("release", {}).get("name")
+    except (BadInput, UnicodeDecodeError, tomllib.TOMLDecodeError, AttributeError):
+        return None
+    return name if isinstance(name, str) else None
+
+
+def _refuse_install_paths(artifact: Artifact) -> None:
+    """Refuse a release that ships what the install writes: ``venv/`` and ``bin/NAME``.
+
+    A ``venv/bin/python`` of the artifact (a symlink to a script of its own,
+    say) would be what the build runs, and ``python -m venv`` leaves an
+    existing symlink in place (venv's ``symlink_or_copy``); a ``bin/NAME``
+    would stand where the launcher is written.
+    """
+    name = _release_name(artifact)
+    for member in artifact.members:
+        top, _, rest = member.path.partition("/")
+        if top == VENV:
+            raise BadInput(
+                f"the python release contains {member.path}: {VENV}/ is made at install, "
+                "from the wheelhouse",
+                hint="ship wheels, not a virtualenv (pyrelctl build makes such a release)",
+            )
+        if top == "bin" and (
+            (not rest and member.type is not MemberType.DIR) or (name is not None and rest == name)
+        ):
+            raise BadInput(
+                f"the python release contains {member.path}: bin/{name or 'NAME'} is "
+                "written by pyrelctl at install",
+                hint="remove it from the release (pyrelctl build makes none)",
+            )
 
 
 def read_spec(release_dir: Path) -> PythonSpec:
@@ -172,24 +216,13 @@ def find_interpreter(spec: PythonSpec) -> Path:
     return Path(found)
 
 
-def _clean_env(**extra: str) -> dict[str, str]:
-    """The environment for the installer: no PIP_*/UV_*/PYTHON* settings of the
-    operator's shell (an index URL, a constraint file) leak into an install
-    that must use the wheelhouse alone."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("PIP_", "UV_", "PYTHON", "VIRTUAL_ENV"))
-    }
-    env.update(extra)
-    return env
-
-
-def _install_packages(staging: Path, spec: PythonSpec, say: Say) -> str:
-    """Install every pinned package from the wheelhouse into ``staging/venv``; name the tool."""
-    python = staging / VENV / "bin/python"
-    wheelhouse = staging / WHEELHOUSE
-    uv = shutil.which("uv")
+def _install_packages(build: Build, spec: PythonSpec, say: Say) -> str:
+    """Install every pinned package from the wheelhouse into the build's venv; name the tool."""
+    python = build.venv / "bin/python"
+    wheelhouse = build.prefix / WHEELHOUSE
+    # Looked up on systemd's PATH, as the interpreter: the build runs where
+    # root's home (~/.local/bin, ~/.cargo/bin) is hidden (ProtectHome=).
+    uv = shutil.which("uv", path=SERVICE_PATH)
     if uv is not None:
         say(f"installing {len(spec.packages)} packages with uv (offline, from {WHEELHOUSE}/)")
         argv: list[str | os.PathLike[str]] = [
@@ -199,21 +232,32 @@ def _install_packages(staging: Path, spec: PythonSpec, say: Say) -> str:
             # share inodes with anything that can change.
             "--link-mode", "copy", *spec.packages,
         ]  # fmt: skip
-        run(argv, env=_clean_env(UV_NO_PROGRESS="1"))
+        build.run("install", argv, env=_build_env(UV_NO_PROGRESS="1"))
         return "uv"
     say(f"installing {len(spec.packages)} packages with pip (offline, from {WHEELHOUSE}/)")
     # pip runs straight from its wheel (pip/__main__.py supports it): the
-    # host needs no pip, and the release pins the pip that installs it.
-    pip_main = staging / spec.pip / "pip"
-    run(
+    # host needs no pip, and the release pins the pip that installs it. It
+    # is the release's code: it runs as the build's unprivileged user.
+    pip_main = build.prefix / spec.pip / "pip"
+    build.run(
+        "install",
         [
             python, "-I", pip_main, "install", "--no-index", "--find-links", wheelhouse,
             "--no-compile", "--no-cache-dir", "--disable-pip-version-check", "--no-input",
             "--no-warn-script-location", "--quiet", *spec.packages,
         ],
-        env=_clean_env(PIP_CONFIG_FILE=os.devnull),
+        env=_build_env(PIP_CONFIG_FILE=os.devnull),
     )  # fmt: skip
     return "pip"
+
+
+def _build_env(**extra: str) -> dict[str, str]:
+    """The environment of a build step: systemd's PATH, nothing of the operator's
+    shell (PIP_*, UV_*, PYTHON*: an index URL, a constraint file) that could
+    reach an install that must use the wheelhouse alone."""
+    env = {"PATH": SERVICE_PATH, "LC_ALL": "C.UTF-8"}
+    env.update(extra)
+    return env
 
 
 #: The shebang pip (distlib) writes when the interpreter's path is too long
@@ -224,15 +268,20 @@ _SH_SHEBANG = re.compile(
 _MAX_SHEBANG = 127
 
 
-def _relocate(staging: Path, final: Path) -> None:
-    """Replace the staging path by the final one where the venv names itself."""
-    old, new = os.fsencode(staging), os.fsencode(final)
-    venv = staging / VENV
+def _relocate(venv: Path, old_prefix: Path, final: Path) -> None:
+    """Replace the build's path by the final one where the venv names itself.
+
+    ``venv`` is root's by now (sandboxrun.adopt): files are read and replaced
+    without following a symlink all the same.
+    """
+    old, new = os.fsencode(old_prefix), os.fsencode(final)
     candidates = [venv / "pyvenv.cfg", *sorted((venv / "bin").iterdir())]
     for path in candidates:
-        if path.is_symlink() or not path.is_file():
+        st = path.lstat()
+        if not stat.S_ISREG(st.st_mode):
             continue
-        data = path.read_bytes()
+        with open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb") as f:
+            data = f.read()
         if old in data:
             data = data.replace(old, new)
             # The staging path is longer than the final one: where it made
@@ -241,23 +290,32 @@ def _relocate(staging: Path, final: Path) -> None:
             python = match["python"] if match else b""
             if match and len(python) + 2 <= _MAX_SHEBANG and b" " not in python:
                 data = b"#!" + python + b"\n" + data[match.end() :]
-            mode = stat.S_IMODE(path.stat().st_mode)
-            tmp = path.with_name(path.name + ".pyrelctl-tmp")
-            tmp.write_bytes(data)
-            tmp.chmod(mode)
-            tmp.replace(path)
+            _write_new(path.with_name(path.name + ".pyrelctl-tmp"), data, stat.S_IMODE(st.st_mode))
+            os.replace(path.with_name(path.name + ".pyrelctl-tmp"), path)
 
 
-def _compile(staging: Path, final: Path, say: Say) -> None:
+def _write_new(path: Path, data: bytes, mode: int) -> None:
+    """Write a file that must not exist yet (O_EXCL, O_NOFOLLOW: never through a link)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    with open(os.open(path, flags, 0o600), "wb") as f:
+        f.write(data)
+        os.fchmod(f.fileno(), mode)
+
+
+def _compile(build: Build, final: Path, say: Say) -> None:
     say("compiling bytecode (unchecked-hash pycs)")
-    proc = run(
+    # The venv's interpreter runs every .pth file of the installed packages
+    # (site.py, -I or not): the build's unprivileged user runs it.
+    proc = build.run(
+        "compile",
         [
-            staging / VENV / "bin/python", "-I", "-m", "compileall", "-q", "-j", "0",
+            build.venv / "bin/python", "-I", "-m", "compileall", "-q", "-j", "0",
             "--invalidation-mode", "unchecked-hash",
             # The file name recorded in each code object: the final path,
             # so tracebacks name files that exist.
-            "-s", staging, "-p", final, staging / VENV / "lib",
+            "-s", build.prefix, "-p", final, build.venv / "lib",
         ],
+        env=_build_env(),
         check=False,
     )  # fmt: skip
     if proc.returncode != 0:
@@ -329,31 +387,50 @@ def prepare(
     name: str,
     version: str,
     say: Say,
+    online: bool,
 ) -> None:
     """Turn an unpacked python release in ``staging`` into a runnable one for ``final``.
 
     ``final`` is the path the release will have on the running system
     (``/opt/APP/releases/VERSION``, without any ``--root`` prefix); ``app``
     names the runtime directory (``/run/APP``) where rpc finds the service.
+    Nothing of the release runs as root: the venv is built by an
+    unprivileged user (sandboxrun: a sandboxed dynamic user when
+    ``online``, ``nobody`` through setpriv offline as root).
     """
     sums_file = staging / checksums.SUMS_FILE
     if not sums_file.is_file():
         raise BadInput(f"no {checksums.SUMS_FILE} in the python release")
     checksums.verify_tree(staging, checksums.parse(sums_file.read_bytes()))
     spec = read_spec(staging)
+    for path in (staging / VENV, staging / "bin" / name):
+        if os.path.lexists(path):  # detection refuses these (_refuse_install_paths)
+            raise BadInput(f"the python release contains {path.relative_to(staging)}")
     interpreter = find_interpreter(spec)
-    say(f"creating the virtualenv with {interpreter}")
-    run([interpreter, "-I", "-m", "venv", "--without-pip", staging / VENV], env=_clean_env())
-    _install_packages(staging, spec, say)
+    # Readable by the build's user, whatever modes the archive had.
+    _normalise_modes(staging)
+    with open_build(staging, app=app, online=online, inputs=(WHEELHOUSE, spec.pip)) as build:
+        say(f"creating the virtualenv with {interpreter}, as {build.who}")
+        build.run(
+            "venv",
+            [interpreter, "-I", "-m", "venv", "--without-pip", build.venv],
+            env=_build_env(),
+        )
+        _install_packages(build, spec, say)
+        _compile(build, final, say)
+        build.collect()
+    venv = staging / VENV
     program = spec.start[0]
-    if program not in ("python", "python3") and not (staging / VENV / "bin" / program).is_file():
+    if program not in ("python", "python3") and not (venv / "bin" / program).is_file():
         raise BadInput(
             f"release.toml: python.start runs {program!r}, which no package of the release installs"
         )
-    _relocate(staging, final)
-    _compile(staging, final, say)
-    script = staging / "bin" / name
-    script.parent.mkdir(exist_ok=True)
-    script.write_text(launcher(app=app, name=name, version=version, final=final, start=spec.start))
+    _relocate(venv, build.prefix, final)
+    bindir = staging / "bin"
+    if not os.path.lexists(bindir):
+        bindir.mkdir(mode=0o755)
+    elif bindir.is_symlink() or not bindir.is_dir():  # detection refuses it
+        raise BadInput("the python release's bin is not a directory")
+    text = launcher(app=app, name=name, version=version, final=final, start=spec.start)
+    _write_new(bindir / name, text.encode(), 0o755)
     _normalise_modes(staging)
-    script.chmod(0o755)
