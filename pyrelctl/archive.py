@@ -21,19 +21,29 @@ import posixpath
 import shutil
 import stat
 import tarfile
+import tempfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import IO
+from typing import IO, Self
 
 from pyrelctl.defaults import DEFAULT_MAX_BYTES
 from pyrelctl.errors import BadInput
 
-#: Default ceiling on the unpacked size of one release (settable per call).
-#: More members than this is a zip bomb of another kind (inodes).
-MAX_MEMBERS = 1_000_000
+#: Most entries an artifact may list. A mix release has about 600, a large
+#: Python release (a venv's worth of site-packages) some tens of thousands;
+#: far more is a zip bomb of another kind (inodes, and memory while listing:
+#: 1.4 MB of .tar.gz can hold 300,000 empty members). Counted while the
+#: archive is read, so listing stops here (issue 15, finding 8).
+MAX_MEMBERS = 200_000
+#: Largest PAX or GNU long-name header. CPython's TarInfo reads such a header
+#: whole, in one read of the size it declares (TarInfo._proc_pax and
+#: _proc_gnulong), before we see the member it describes. A path is at most
+#: PATH_MAX (4096) bytes and an extended attribute value at most 64 KiB
+#: (XATTR_SIZE_MAX, xattr(7)): this leaves room for both.
+MAX_HEADER = 128 * 1024
 #: Largest manifest-like file read into memory before extraction.
 MAX_SMALL_FILE = 1024 * 1024
 #: A .tar.gz whose tar is at most this large is decompressed once, into
@@ -42,6 +52,14 @@ MAX_SMALL_FILE = 1024 * 1024
 #: decompress a mix release about three times (bench/, issue 7). A larger
 #: archive is read as a stream, as before, rather than held in memory.
 SPOOL_LIMIT = 128 * 1024 * 1024
+#: An artifact file up to this size is read into memory, a larger one into an
+#: unnamed temporary file: in both cases it is read once, and the signature,
+#: the listing and the extraction all see that one copy (issue 15, finding 6).
+HELD_IN_MEMORY = 64 * 1024 * 1024
+
+#: Checks an artifact's bytes (its signature) before any of them is parsed:
+#: called with a seekable binary file at offset 0; raises BadInput to refuse.
+Verifier = Callable[[IO[bytes]], None]
 
 TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 
@@ -56,7 +74,7 @@ class MemberType(StrEnum):
     HARDLINK = "hard link"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Member:
     """One validated entry of a release: a normalised relative POSIX path."""
 
@@ -68,7 +86,7 @@ class Member:
     mtime: float = 0.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RawMember:
     """An entry as the artifact describes it, before any check."""
 
@@ -338,13 +356,16 @@ class _TarArtifact(Artifact):
         tar: tarfile.TarFile,
         infos: dict[str, tarfile.TarInfo],
         members: list[Member],
+        copy: IO[bytes],
     ) -> None:
         super().__init__(source, members)
         self._tar = tar
         self._infos = infos
+        self._copy = copy  # what tar reads: the one read of the artifact file
 
     def close(self) -> None:
-        self._tar.close()
+        self._tar.close()  # leaves a fileobj it was given open
+        self._copy.close()
 
     def _open(self, member: Member) -> IO[bytes]:
         f = self._tar.extractfile(self._infos[member.path])
@@ -402,77 +423,236 @@ def is_tarball(path: Path) -> bool:
     return path.name.endswith(TAR_SUFFIXES)
 
 
-def _decompressed(path: Path) -> io.BytesIO | None:
-    """The tar inside gzip file ``path``, if it is one and within SPOOL_LIMIT.
+def _decompressed(raw: IO[bytes], path: Path) -> io.BytesIO | None:
+    """The tar inside ``raw``, if it is gzip and the tar within SPOOL_LIMIT.
 
     None also when gzip cannot even begin (a damaged header): tarfile then
     says why. Read to the end, so gzip checks its CRC32 and length trailer;
     a stream damaged past its start raises BadInput.
     """
-    with open(path, "rb") as raw:
-        if raw.read(2) != b"\x1f\x8b":  # gzip's magic number (RFC 1952)
+    if raw.read(2) != b"\x1f\x8b":  # gzip's magic number (RFC 1952)
+        return None
+    raw.seek(0)
+    tar = io.BytesIO()
+    try:
+        with gzip.GzipFile(fileobj=raw, mode="rb") as stream:  # leaves raw open
+            while chunk := stream.read(1024 * 1024):
+                if tar.tell() + len(chunk) > SPOOL_LIMIT:
+                    return None
+                tar.write(chunk)
+    except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+        if tar.tell() == 0:
             return None
-        raw.seek(0)
-        tar = io.BytesIO()
-        try:
-            with gzip.GzipFile(fileobj=raw, mode="rb") as stream:
-                while chunk := stream.read(1024 * 1024):
-                    if tar.tell() + len(chunk) > SPOOL_LIMIT:
-                        return None
-                    tar.write(chunk)
-        except (EOFError, zlib.error, gzip.BadGzipFile) as e:
-            if tar.tell() == 0:
-                return None
-            raise BadInput(f"{path}: corrupt or truncated archive ({_first_line(e)})") from e
+        raise BadInput(f"{path}: corrupt or truncated archive ({_first_line(e)})") from e
     tar.seek(0)
     return tar
 
 
-def open_artifact(path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Artifact:
-    """Open and validate a release directory or ``.tar.gz``/``.tgz``/``.tar`` archive."""
-    if path.is_dir():
+def _largest_file(max_bytes: int) -> int:
+    """The largest artifact file a release of ``max_bytes`` could come in.
+
+    Generous (every member with a long-name header and padding, 16 blocks;
+    gzip's stored blocks on incompressible data add well under 1%): only a
+    file that cannot be such a release is refused, before it is copied.
+    """
+    return (max_bytes + MAX_MEMBERS * 16 * tarfile.BLOCKSIZE) * 101 // 100 + 1024 * 1024
+
+
+class _Copy:
+    """The one read of an artifact file: in memory, or an unnamed temporary file."""
+
+    def __init__(self, fd: int, path: Path, limit: int) -> None:
+        too_big = BadInput(
+            f"{path}: larger than any release within the size limit can be",
+            hint="raise the limit with install --max-size if this is expected",
+        )
+        self._data: bytes | None = None
+        self._file: IO[bytes] | None = None
+        size = os.fstat(fd).st_size
+        if size > limit:  # before copying it; a file still growing is caught below
+            raise too_big
+        # closefd=False: the caller owns fd.
+        with open(fd, "rb", closefd=False) as src:
+            # read(n) allocates n bytes before reading: n is the file's size
+            # (one more byte tells that it grew meanwhile), never more.
+            in_memory = size <= HELD_IN_MEMORY
+            head = src.read(size + 1) if in_memory else b""
+            if in_memory and len(head) <= size:
+                self._data = head
+                return
+            # TemporaryFile is an O_TMPFILE file on Linux (CPython's tempfile):
+            # it has no name and mode 0600; nobody else can open or replace it.
+            self._file = tempfile.TemporaryFile()  # noqa: SIM115 (closed in close())
+            try:
+                self._file.write(head)
+                copied = len(head)
+                del head
+                while chunk := src.read(1024 * 1024):
+                    copied += len(chunk)
+                    if copied > limit:
+                        raise too_big
+                    self._file.write(chunk)
+                self._file.flush()
+            except BaseException:
+                self._file.close()
+                raise
+
+    def open(self) -> IO[bytes]:
+        """A new file object over the whole copy, at offset 0; read-only."""
+        if self._data is not None:
+            return io.BytesIO(self._data)  # shares the bytes object: no copy
+        assert self._file is not None
+        self._file.seek(0)
+        # A second descriptor of the same open file (it keeps the file alive
+        # after close()); the offset is shared, and 0 when this returns.
+        return open(os.dup(self._file.fileno()), "rb")
+
+    def close(self) -> None:
+        self._data = None
+        if self._file is not None:
+            self._file.close()
+
+
+_SIGN_TARBALL = "sign a tarball, not a directory"
+
+
+def _open_once(path: Path, *, directory_ok: bool) -> int:
+    """The one descriptor ``path`` is read through: a directory, or a regular
+    file with a release's name. Follows symlinks: an operator may name a link
+    to the artifact; what counts is the type of what was opened (fstat)."""
+    try:
+        # Only so that a FIFO or device is never opened at all (open(2) of a
+        # device can act on it); the fstat below is the check that counts.
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise BadInput(f"{path}: no such file or directory") from None
+    except OSError as e:
+        raise BadInput(f"{path}: cannot read it ({e.strerror})") from e
+    if not stat.S_ISDIR(st.st_mode) and not is_tarball(path):
+        raise BadInput(f"{path}: not a release (expected a directory, .tar.gz, .tgz or .tar)")
+    try:
+        # O_NONBLOCK: a FIFO swapped in after the stat must not block open(2)
+        # waiting for a writer (fifo(7)); a regular file ignores the flag.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as e:
+        raise BadInput(f"{path}: cannot read it ({e.strerror})") from e
+    mode = os.fstat(fd).st_mode
+    problem = None
+    if stat.S_ISDIR(mode) and not directory_ok:
+        # Nothing is read of a directory that cannot pass anyway.
+        problem = f"{path} is a directory and a signature covers one file: {_SIGN_TARBALL}"
+    elif not stat.S_ISDIR(mode) and not stat.S_ISREG(mode):
+        problem = f"{path}: not a regular file"
+    if problem is not None:
+        os.close(fd)
+        raise BadInput(problem)
+    return fd
+
+
+def open_artifact(
+    path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES, verify: Verifier | None = None
+) -> Artifact:
+    """Open and validate a release directory or ``.tar.gz``/``.tgz``/``.tar`` archive.
+
+    A tarball is read once: ``verify`` (a signature check), when given, is
+    called exactly once with a seekable file object at offset 0 over exactly
+    the bytes that are then parsed, validated and extracted, before any of
+    them is parsed; it raises BadInput to refuse. A file swapped at ``path``
+    meanwhile changes nothing. A directory cannot be verified: with
+    ``verify`` it is refused.
+    """
+    fd = _open_once(path, directory_ok=verify is None)
+    if stat.S_ISDIR(os.fstat(fd).st_mode):
         # Imported here: the directory module imports this one.
         from pyrelctl.dirartifact import open_dir
 
-        return open_dir(path, max_bytes=max_bytes)
-    if not path.exists():
-        raise BadInput(f"{path}: no such file or directory")
-    if not is_tarball(path):
-        raise BadInput(f"{path}: not a release (expected a directory, .tar.gz, .tgz or .tar)")
+        return open_dir(path, fd, max_bytes=max_bytes)  # owns fd from here
     try:
-        spooled = _decompressed(path)
-        # Closed by the Artifact it is handed to.
-        tar = (
-            tarfile.open(path, "r:*")  # noqa: SIM115
-            if spooled is None
-            else tarfile.open(fileobj=spooled, mode="r:")  # noqa: SIM115
+        copy = _Copy(fd, path, _largest_file(max_bytes))
+    finally:
+        os.close(fd)
+    try:
+        if verify is not None:
+            with copy.open() as view:
+                verify(view)
+        source = copy.open()  # keeps the temporary file (if any) alive
+    finally:
+        copy.close()
+    try:
+        return _open_tar(path, source, max_bytes)
+    except BaseException:
+        source.close()
+        raise
+
+
+def _open_tar(path: Path, source: IO[bytes], max_bytes: int) -> Artifact:
+    """List and validate the tar in ``source``; the artifact owns ``source``."""
+    try:
+        spooled = _decompressed(source, path)
+        source.seek(0)
+        if spooled is not None:
+            source.close()  # the compressed bytes are not needed again
+            source = spooled
+        # Closed by the Artifact it is handed to. "r:*" tries every
+        # compression tarfile knows, on the stream we give it.
+        tar = tarfile.open(  # noqa: SIM115
+            fileobj=source, mode="r:*" if spooled is None else "r:", tarinfo=_ListedTarInfo
         )
-    except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
+    except (tarfile.TarError, EOFError, zlib.error, OSError, RecursionError) as e:
         # tarfile's message lists every compression it tried, one per line.
         raise BadInput(f"{path}: not a readable tar archive") from e
+    infos: dict[str, tarfile.TarInfo] = {}
     try:
-        infos: dict[str, tarfile.TarInfo] = {}
-        raws: list[RawMember] = []
-        for info in tar:
-            raws.append(
-                RawMember(
-                    info.name,
-                    _tar_type(info),
-                    info.mode,
-                    info.size,
-                    info.linkname,
-                    float(info.mtime),
-                )
-            )
-            name = normalise_member_name(info.name)
-            if name is not None:
-                infos[name] = info
-        _check_archive_end(tar)
-        members = validate(raws, max_bytes=max_bytes)
+        members = validate(_listing(tar, infos), max_bytes=max_bytes)
     except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
         tar.close()
         raise BadInput(f"{path}: corrupt or truncated archive ({_first_line(e)})") from e
+    except RecursionError as e:
+        # CPython's TarInfo reads each PAX or GNU long-name header by calling
+        # itself for the header that follows: a long chain of them ends here.
+        tar.close()
+        raise BadInput(f"{path}: corrupt archive (too many extended headers in a row)") from e
     except BaseException:
         tar.close()
         raise
-    return _TarArtifact(path, tar, infos, members)
+    return _TarArtifact(path, tar, infos, members, source)
+
+
+def _listing(tar: tarfile.TarFile, infos: dict[str, tarfile.TarInfo]) -> Iterator[RawMember]:
+    """The entries of ``tar`` as read, refusing the one past MAX_MEMBERS before
+    reading further; ``infos`` gets the regular files' headers (to extract)."""
+    count = 0
+    while (info := tar.next()) is not None:
+        count += 1
+        if count > MAX_MEMBERS:
+            raise BadInput(f"archive has more than {MAX_MEMBERS} members")
+        name = normalise_member_name(info.name)
+        if name is not None and info.isreg():
+            infos[name] = info
+        yield RawMember(
+            info.name, _tar_type(info), info.mode, info.size, info.linkname, float(info.mtime)
+        )
+    _check_archive_end(tar)
+
+
+_EXTENDED_HEADERS = (
+    tarfile.XHDTYPE,
+    tarfile.XGLTYPE,
+    tarfile.SOLARIS_XHDTYPE,
+    tarfile.GNUTYPE_LONGNAME,
+    tarfile.GNUTYPE_LONGLINK,
+)
+
+
+class _ListedTarInfo(tarfile.TarInfo):
+    """A TarInfo that refuses an extended header larger than MAX_HEADER before
+    tarfile reads it (whole, into memory: see MAX_HEADER)."""
+
+    @classmethod
+    def frombuf(cls, buf: bytes | bytearray, encoding: str, errors: str) -> Self:
+        info = super().frombuf(buf, encoding, errors)
+        if info.type in _EXTENDED_HEADERS and info.size > MAX_HEADER:
+            raise BadInput(
+                f"archive has an extended header of {info.size} bytes (more than {MAX_HEADER})"
+            )
+        return info

@@ -53,6 +53,7 @@ def _walk_dir(root: Path) -> Iterator[RawMember]:
             )
 
 
-def open_dir(path: Path, *, max_bytes: int) -> Artifact:
-    """Open and validate the release directory ``path``."""
+def open_dir(path: Path, fd: int, *, max_bytes: int) -> Artifact:
+    """Open and validate the release directory ``path``, opened as ``fd``."""
+    os.close(fd)
     return _DirArtifact(path, validate(_walk_dir(path), max_bytes=max_bytes))

@@ -191,6 +191,23 @@ def _corrupt_deflate() -> bytes:
     return bytes(data)
 
 
+def _pax_chain() -> bytes:
+    # CPython's TarInfo reads an extended header by calling itself for the
+    # next header: thousands of them in a row exceed the recursion limit.
+    record = b"13 comment=x\n"
+    pax = tarfile.TarInfo("pax")
+    pax.type, pax.size = tarfile.XHDTYPE, len(record)
+    chain = (pax.tobuf(format=tarfile.USTAR_FORMAT) + record.ljust(512, b"\0")) * 5000
+    start = tar_bytes([T("bin/app"), T("f")])
+    first_member = 2 * tarfile.BLOCKSIZE  # bin/app: its header and data block
+    return gzip.compress(start[:first_member] + chain + start[first_member:], mtime=0)
+
+
+def _huge_long_name() -> bytes:
+    # A GNU long-name header declaring 2 MiB: tarfile would read it whole.
+    return gzip.compress(tar_bytes([T("bin/app"), T("a" * (2 << 20))]), mtime=0)
+
+
 def _empty_tar() -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w"):
@@ -337,6 +354,8 @@ HOSTILE: list[Hostile] = [
     raw_case("truncated-tar", "cut.tar", _truncated_tar, "truncated"),
     raw_case("corrupt-gzip-header", "bad.tar.gz", _corrupt_gzip_header, "tar archive"),
     raw_case("corrupt-deflate-start", "bad.tgz", _corrupt_deflate, "tar archive"),
+    raw_case("pax-chain", "chain.tar.gz", _pax_chain, "extended headers"),
+    raw_case("huge-long-name", "long.tar.gz", _huge_long_name, "extended header"),
     raw_case("empty-tar", "empty.tar", _empty_tar, "empty"),
     raw_case("empty-tar-gz", "empty.tar.gz", lambda: gzip.compress(_empty_tar()), "empty"),
     raw_case("only-root", "root.tar.gz", lambda: _gzip_of_tar([T("./", kind="dir")]), "empty"),
@@ -410,6 +429,84 @@ def test_too_many_members_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyP
     ok = make_tar(tmp_path / "three.tar", [T(f"f{i}") for i in range(3)])
     with open_artifact(ok) as artifact:
         assert len(artifact.members) == 3
+
+
+def count_headers(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many tar headers are read from here on (``[n]``, updated as they are)."""
+    read = [0]
+    real = tarfile.TarInfo.__dict__["frombuf"].__func__  # the function, unbound from TarInfo
+
+    def frombuf(cls: type[tarfile.TarInfo], buf: bytes, encoding: str, errors: str) -> object:
+        read[0] += 1
+        return real(cls, buf, encoding, errors)
+
+    monkeypatch.setattr(tarfile.TarInfo, "frombuf", classmethod(frombuf))
+    return read
+
+
+def repeated(name: str, kind: bytes, count: int) -> bytes:
+    """``count`` headers of one data-less member: a tar of many members, fast."""
+    info = tarfile.TarInfo(name)
+    info.type, info.mtime = kind, 1_700_000_000
+    return info.tobuf(format=tarfile.GNU_FORMAT) * count
+
+
+def test_member_limit_fits_releases_not_bombs() -> None:
+    # A mix release has ~600 members, a big Python release tens of thousands.
+    assert 50_000 <= archive.MAX_MEMBERS <= 200_000
+
+
+def test_one_member_past_the_limit_is_refused_as_it_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The finding: 1.4 MB of .tar.gz, 300,000 members, listed in full before
+    # being counted. A directory may repeat, so only the count refuses these.
+    limit = archive.MAX_MEMBERS
+    data = repeated("d/", tarfile.DIRTYPE, limit + 1 + 50_000) + bytes(1024)
+    path = tmp_path / "many.tar.gz"
+    path.write_bytes(gzip.compress(data, compresslevel=1, mtime=0))
+    read = count_headers(monkeypatch)
+    with pytest.raises(BadInput, match=f"more than {limit} members"):
+        open_artifact(path)
+    assert read[0] == limit + 1  # not one header more
+
+
+@pytest.mark.parametrize("name", ["f", "./"], ids=["files", "root-entries"])
+def test_listing_stops_at_the_member_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    monkeypatch.setattr(archive, "MAX_MEMBERS", 1000)
+    monkeypatch.setattr(archive, "SPOOL_LIMIT", 0)  # streamed, as a large archive is
+    kind = tarfile.REGTYPE if name == "f" else tarfile.DIRTYPE
+    members = [tarfile.TarInfo(f"{name}{i}" if name == "f" else name) for i in range(30_000)]
+    for m in members:
+        m.type = kind
+    data = b"".join(m.tobuf(format=tarfile.GNU_FORMAT) for m in members) + bytes(1024)
+    path = tmp_path / "many.tar.gz"
+    path.write_bytes(gzip.compress(data, compresslevel=1, mtime=0))
+    read = count_headers(monkeypatch)
+    with pytest.raises(BadInput, match="more than 1000 members"):
+        open_artifact(path)
+    assert read[0] <= 1001
+
+
+def test_a_huge_extended_header_is_refused_before_it_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tracemalloc
+
+    monkeypatch.setattr(archive, "SPOOL_LIMIT", 0)  # streamed: nothing held but the header
+    size = 32 << 20
+    path = tmp_path / "long.tar.gz"
+    path.write_bytes(gzip.compress(tar_bytes([T("bin/app"), T("a" * size)]), mtime=0))
+    tracemalloc.start()
+    try:
+        with pytest.raises(BadInput, match="extended header"):
+            open_artifact(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < size // 8, peak
 
 
 def test_size_limit_is_inclusive(tmp_path: Path) -> None:

@@ -1,0 +1,156 @@
+"""Artifacts that change while pyrelctl reads them (issue 15, findings 6 and 7).
+
+What is verified is what is parsed and extracted, whatever happens at the
+artifact's path meanwhile; a directory artifact copies only files that were
+validated, as they were validated.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import tarfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+import pytest
+
+from pyrelctl import archive
+from pyrelctl.archive import open_artifact
+from pyrelctl.errors import BadInput
+from tests.unit.test_archive import EXPECTED_TREE, GOOD, T, make_tar, tree
+
+OTHER = [T("bin/app", data=b"#!/bin/sh\necho unsigned\n", mode=0o755), T("evil", data=b"x")]
+
+
+class Recorder:
+    """A verifier that reads everything it is given, then lets ``after`` run."""
+
+    def __init__(self, after: Callable[[], None] = lambda: None) -> None:
+        self.seen: list[bytes] = []
+        self.after = after
+
+    def __call__(self, f: IO[bytes]) -> None:
+        assert f.seekable() and f.tell() == 0
+        self.seen.append(f.read())  # to its end, not rewound: open_artifact must cope
+        self.after()
+
+
+# The same artifact, held in memory or copied into a temporary file, and its
+# tar decompressed into memory once or streamed.
+READS = {
+    "in-memory": {},
+    "temporary-file": {"HELD_IN_MEMORY": 0},
+    "streamed": {"SPOOL_LIMIT": 0},
+    "temporary-file-streamed": {"HELD_IN_MEMORY": 0, "SPOOL_LIMIT": 0},
+}
+
+
+@pytest.fixture(params=list(READS))
+def reads(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    for name, value in READS[request.param].items():
+        monkeypatch.setattr(archive, name, value)
+    return str(request.param)
+
+
+@pytest.mark.parametrize("suffix", [".tar.gz", ".tar"])
+def test_what_is_verified_is_what_is_extracted(tmp_path: Path, reads: str, suffix: str) -> None:
+    path = make_tar(tmp_path / f"good{suffix}", GOOD)
+    signed = path.read_bytes()
+    unsigned = make_tar(tmp_path / f"other{suffix}", OTHER)
+    # The inotify race of the finding: the file is swapped right after the check.
+    verifier = Recorder(lambda: os.replace(unsigned, path))
+    with open_artifact(path, verify=verifier) as artifact:
+        assert path.read_bytes() != signed  # the swap happened
+        assert artifact.read("etc/conf") == b"k=v\n"
+        artifact.extract(tmp_path / "dest")
+    assert verifier.seen == [signed]  # once, all of it
+    assert tree(tmp_path / "dest") == EXPECTED_TREE
+
+
+def test_the_verifier_sees_the_bytes_before_anything_parses_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reads: str
+) -> None:
+    path = make_tar(tmp_path / "good.tar.gz", GOOD)
+    parsed: list[str] = []
+
+    def no_parsing(name: str, real: Callable[..., object]) -> Callable[..., object]:
+        def spy(*args: object, **kwargs: object) -> object:
+            parsed.append(name)
+            return real(*args, **kwargs)
+
+        return spy
+
+    monkeypatch.setattr(tarfile, "open", no_parsing("tarfile.open", tarfile.open))
+    monkeypatch.setattr(gzip, "GzipFile", no_parsing("gzip", gzip.GzipFile))
+
+    def refuse(f: IO[bytes]) -> None:
+        assert parsed == []
+        raise BadInput("bad signature (the verifier's own words)")
+
+    with pytest.raises(BadInput, match="the verifier's own words"):
+        open_artifact(path, verify=refuse)
+    assert parsed == []
+    open_artifact(path, verify=Recorder()).close()
+    assert parsed  # the spies do see parsing
+
+
+def test_a_refusing_verifier_speaks_before_a_broken_archive(tmp_path: Path) -> None:
+    path = tmp_path / "notes.tar.gz"
+    path.write_bytes(b"not a tarball at all\n" * 10)
+    with pytest.raises(BadInput, match="not a readable tar"):
+        open_artifact(path)  # what the archive alone would say
+    with pytest.raises(BadInput, match="unsigned"):
+        open_artifact(path, verify=lambda f: (_ for _ in ()).throw(BadInput("unsigned")))
+
+
+def test_the_verifier_is_called_once_with_the_whole_file(tmp_path: Path, reads: str) -> None:
+    path = make_tar(tmp_path / "good.tar.gz", GOOD)
+    verifier = Recorder()
+    with open_artifact(path, verify=verifier) as artifact:
+        assert artifact.has("bin/app")
+    assert verifier.seen == [path.read_bytes()]
+
+
+def test_a_directory_cannot_be_verified(tmp_path: Path) -> None:
+    root = tmp_path / "rel"
+    (root / "bin").mkdir(parents=True)
+    (root / "bin/app").write_bytes(b"#!/bin/sh\n")
+    verifier = Recorder()
+    with pytest.raises(BadInput, match="sign a tarball, not a directory"):
+        open_artifact(root, verify=verifier)
+    assert verifier.seen == []
+    open_artifact(root).close()  # without a verifier, as before
+    link = tmp_path / "link.tar.gz"
+    link.symlink_to(root)  # whatever its name says
+    with pytest.raises(BadInput, match="sign a tarball, not a directory"):
+        open_artifact(link, verify=verifier)
+
+
+def test_the_artifact_may_be_a_symlink_to_a_file(tmp_path: Path) -> None:
+    path = make_tar(tmp_path / "good.tar.gz", GOOD)
+    link = tmp_path / "latest.tar.gz"
+    link.symlink_to(path.name)
+    verifier = Recorder()
+    with open_artifact(link, verify=verifier) as artifact:
+        artifact.extract(tmp_path / "dest")
+    assert verifier.seen == [path.read_bytes()]
+    assert tree(tmp_path / "dest") == EXPECTED_TREE
+
+
+def test_a_fifo_with_a_tarball_name_is_refused_without_blocking(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe.tar.gz"
+    os.mkfifo(fifo)
+    with pytest.raises(BadInput, match="not a regular file"):
+        open_artifact(fifo, verify=Recorder())
+
+
+def test_an_artifact_file_too_large_for_any_release_is_not_copied(tmp_path: Path) -> None:
+    path = make_tar(tmp_path / "good.tar", GOOD)
+    with open(path, "ab") as f:  # a tar ends at its zero blocks; the rest is junk
+        f.truncate(archive._largest_file(1000) + 1)
+    verifier = Recorder()
+    with pytest.raises(BadInput, match="larger than any release"):
+        open_artifact(path, max_bytes=1000, verify=verifier)
+    assert verifier.seen == []
