@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import signal
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
@@ -154,3 +155,185 @@ def test_an_artifact_file_too_large_for_any_release_is_not_copied(tmp_path: Path
     with pytest.raises(BadInput, match="larger than any release"):
         open_artifact(path, max_bytes=1000, verify=verifier)
     assert verifier.seen == []
+
+
+# -- directory artifacts changed between validation and copy (finding 7) ----------
+
+SECRET = b"root's secret!\n"
+CONF = b"k=v, no secret\n"  # as long as SECRET: a size check alone cannot tell them apart
+assert len(SECRET) == len(CONF)
+
+
+@pytest.fixture
+def release_dir(tmp_path: Path) -> Path:
+    root = tmp_path / "rel"
+    (root / "bin").mkdir(parents=True)
+    (root / "bin/app").write_bytes(b"#!/bin/sh\n")
+    (root / "lib").mkdir()
+    (root / "lib/conf").write_bytes(CONF)
+    (root / "lib/conf").chmod(0o644)
+    (root / "lib/more").write_bytes(b"more\n")
+    return root
+
+
+@pytest.fixture
+def secret_dir(tmp_path: Path) -> Path:
+    """A root-only directory holding a 0600 file named like the release's own."""
+    secrets = tmp_path / "secrets"
+    secrets.mkdir(mode=0o700)
+    (secrets / "conf").write_bytes(SECRET)
+    (secrets / "conf").chmod(0o600)
+    (secrets / "more").write_bytes(b"more\n")
+    return secrets
+
+
+class Deadline:
+    """SIGALRM after ``seconds``: a blocking open(2) is interrupted, not waited out."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def __enter__(self) -> None:
+        def expired(signum: int, frame: object) -> None:
+            raise TimeoutError("blocked")
+
+        self.previous = signal.signal(signal.SIGALRM, expired)
+        signal.setitimer(signal.ITIMER_REAL, self.seconds)
+
+    def __exit__(self, *exc: object) -> None:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, self.previous)
+
+
+def extract_after(root: Path, dest: Path, change: Callable[[], None]) -> bool:
+    """Validate ``root``, ``change`` it, extract: True if extracted, False if refused."""
+    with Deadline(5), open_artifact(root) as artifact:
+        assert artifact.member("lib/conf") is not None
+        change()
+        try:
+            artifact.extract(dest)
+        except BadInput as e:
+            assert "changed" in e.message, e.message
+            return False
+    return True
+
+
+def all_bytes(top: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in sorted(top.rglob("*")) if p.is_file())
+
+
+def _replace_dir_with_link(root: Path, secrets: Path) -> None:
+    os.rename(root / "lib", root / "lib.old")
+    os.symlink(secrets, root / "lib")
+
+
+def _replace_file_with_link(root: Path, secrets: Path) -> None:
+    os.unlink(root / "lib/conf")
+    os.symlink(secrets / "conf", root / "lib/conf")
+
+
+def _replace_file_with_hard_link(root: Path, secrets: Path) -> None:
+    os.unlink(root / "lib/conf")
+    os.link(secrets / "conf", root / "lib/conf")
+
+
+def _replace_parent_with_link(root: Path, secrets: Path) -> None:
+    # bin/../lib: a link at the top standing for a directory two levels down
+    nested = root.parent / "outer"
+    (nested / "lib").mkdir(parents=True)
+    os.rename(secrets / "conf", nested / "lib/conf")
+    os.rename(root / "lib", root / "lib.old")
+    os.symlink(nested / "lib", root / "lib")
+
+
+def _replace_file_with_fifo(root: Path, secrets: Path) -> None:
+    os.unlink(root / "lib/conf")
+    os.mkfifo(root / "lib/conf")
+
+
+def _grow_file(root: Path, secrets: Path) -> None:
+    with open(root / "lib/conf", "ab") as f:
+        f.write(SECRET)
+
+
+def _make_setuid(root: Path, secrets: Path) -> None:
+    (root / "lib/conf").chmod(0o4755)
+
+
+def _replace_dir_with_other_dir(root: Path, secrets: Path) -> None:
+    os.rename(root / "lib", root / "lib.old")
+    os.rename(secrets, root / "lib")
+
+
+CHANGES = [
+    _replace_dir_with_link,
+    _replace_file_with_link,
+    _replace_file_with_hard_link,
+    _replace_parent_with_link,
+    _replace_file_with_fifo,
+    _grow_file,
+    _make_setuid,
+    _replace_dir_with_other_dir,
+]
+
+
+@pytest.mark.parametrize("change", CHANGES, ids=[c.__name__.strip("_") for c in CHANGES])
+def test_a_directory_changed_after_validation_never_leaks(
+    tmp_path: Path,
+    release_dir: Path,
+    secret_dir: Path,
+    change: Callable[[Path, Path], None],
+) -> None:
+    dest = tmp_path / "dest"
+    extracted = extract_after(release_dir, dest, lambda: change(release_dir, secret_dir))
+    assert not extracted  # each of these is a file other than the one validated
+    if dest.exists():
+        assert SECRET not in all_bytes(dest)
+
+
+def test_a_directory_renamed_away_is_still_read_from_what_was_validated(
+    tmp_path: Path, release_dir: Path, secret_dir: Path
+) -> None:
+    # The release directory itself is held open: a link put in its place is not followed.
+    def swap() -> None:
+        os.rename(release_dir, tmp_path / "rel.old")
+        os.symlink(secret_dir, release_dir)
+
+    dest = tmp_path / "dest"
+    assert extract_after(release_dir, dest, swap)
+    assert (dest / "lib/conf").read_bytes() == CONF
+    assert SECRET not in all_bytes(dest)
+
+
+def test_a_file_growing_while_it_is_copied_is_refused(release_dir: Path) -> None:
+    with open_artifact(release_dir) as artifact:
+        for member, stream in artifact.iter_files():
+            assert stream is not None
+            if member.path == "lib/conf":
+                with open(release_dir / "lib/conf", "ab") as f:
+                    f.write(SECRET)
+                with pytest.raises(BadInput, match="changed"):
+                    stream.read()
+                break
+        else:
+            pytest.fail("lib/conf not listed")
+
+
+def test_a_file_shrinking_while_it_is_copied_is_refused(release_dir: Path) -> None:
+    with open_artifact(release_dir) as artifact:
+        for member, stream in artifact.iter_files():
+            assert stream is not None
+            if member.path == "lib/conf":
+                os.truncate(release_dir / "lib/conf", 3)
+                with pytest.raises(BadInput, match="changed"):
+                    stream.read()
+                break
+
+
+def test_an_unchanged_directory_extracts_as_before(tmp_path: Path, release_dir: Path) -> None:
+    dest = tmp_path / "dest"
+    assert extract_after(release_dir, dest, lambda: None)
+    assert (dest / "lib/conf").read_bytes() == CONF
+    assert (dest / "bin/app").read_bytes() == b"#!/bin/sh\n"
+    with open_artifact(release_dir) as artifact:
+        assert artifact.read("lib/conf") == CONF
