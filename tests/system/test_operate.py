@@ -15,6 +15,7 @@ import os
 import pty
 import select
 import signal
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -328,3 +329,124 @@ def test_generic_release_declares_some_verbs(
     )
     missing = pyrelctl("rpc", "op-nothing", "x")
     assert missing.returncode == 2 and "'op-nothing' is not installed" in missing.stderr
+
+
+# -- the expression stays out of every command line but the release's (issue 15) ----------
+
+ARGS_APP = "op-args"
+#: A generic release whose rpc and eval write their last argument back, byte
+#: for byte (printf, not echo: dash's echo would read backslashes), and
+#: whose `eval wait...` sleeps, to be looked at while it runs.
+ARGS_SCRIPT = """\
+#!/bin/sh
+case "$1" in
+start) exec sleep infinity ;;
+rpc|eval)
+    shift
+    case "$1" in wait*) sleep 300 ;; esac
+    printf '%s' "$1"
+    ;;
+*) exit 2 ;;
+esac
+"""
+#: Everything systemd or a shell could eat: $ and ${}, %, both quotes,
+#: backquotes and $(...), backslashes, a tab, Unicode, newlines, and
+#: trailing newlines (which $(...) strips).
+TRICKY = (
+    "a $HOME ${USER} $$ 100% %n \"dq\" 'sq' `id -u` $(id -u) \\ \\n \\\\\n"
+    "\tline 2; ls | cat && echo é ✓ -e -n\n\n"
+)
+
+
+def write_args_release(dest: Path) -> Path:
+    root = dest / f"{ARGS_APP}-1.0.0"
+    (root / "bin").mkdir(parents=True)
+    (root / "release.toml").write_text(
+        "[release]\n"
+        f'name = "{ARGS_APP}"\nversion = "1.0.0"\nkind = "generic"\n\n'
+        "[commands]\n"
+        f'start = ["bin/{ARGS_APP}", "start"]\n'
+        f'rpc = ["bin/{ARGS_APP}", "rpc"]\n'
+        f'eval = ["bin/{ARGS_APP}", "eval"]\n'
+    )
+    script = root / "bin" / ARGS_APP
+    script.write_text(ARGS_SCRIPT)
+    script.chmod(0o755)
+    return root
+
+
+@pytest.fixture(scope="module")
+def op_args(machine: Machine, pyrelctl: MachineCommand, scratch: Path) -> Iterator[str]:
+    """The release above, installed and running as `op-args`; purged afterwards."""
+    dest = scratch / "op-args"
+    dest.mkdir(exist_ok=True)
+    proc = pyrelctl("install", write_args_release(dest), *GRACE)
+    assert proc.returncode == 0, proc.stderr
+    yield ARGS_APP
+    pyrelctl("uninstall", "--purge", ARGS_APP)
+
+
+def test_expression_round_trips_exactly(
+    machine: Machine, pyrelctl: MachineCommand, op_args: str
+) -> None:
+    for verb in ("rpc", "eval"):
+        for expr in (TRICKY, "", "\n", "x", "-", "--help"):
+            proc = pyrelctl(verb, op_args, "--", expr)
+            assert (proc.returncode, proc.stdout, proc.stderr) == (0, expr, ""), (verb, proc)
+    # Nothing staged is left behind, nor a unit.
+    assert machine.run(["ls", "-A", "/run/pyrelctl-input"]).stdout == ""
+    assert transient_units(machine) == ""
+
+
+def test_mix_expression_with_quotes_and_newlines(
+    machine: Machine, pyrelctl: MachineCommand, op_shop: str
+) -> None:
+    expr = 'x = "it\'s \\"quoted\\", $HOME, #{1 + 1}"\nIO.puts(x)\n\n'
+    for verb in ("rpc", "eval"):
+        proc = pyrelctl(verb, op_shop, expr)
+        assert (proc.returncode, proc.stdout) == (0, 'it\'s "quoted", $HOME, 2\n'), proc
+
+
+def test_a_running_expression_is_in_no_command_line_but_the_releases(
+    machine: Machine, pyrelctl: MachineCommand, op_args: str
+) -> None:
+    marker = f"wait secret-{os.getpid()}-$HOME\n'\"tail"
+    argv = machine.enter_argv([*pyrelctl.prefix, "eval", op_args, marker])
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    try:
+
+        def started() -> tuple[str, list[str]] | None:
+            units = transient_units(machine).split()
+            unit = next((u for u in units if u.startswith(f"pyrelctl-{op_args}-eval-")), None)
+            if unit is None:
+                return None
+            # The wrapper execs the release's script: the unit's main process.
+            pid = machine.systemctl("show", "-p", "MainPID", "--value", unit).stdout.strip()
+            read = machine.run(["cat", f"/proc/{pid}/cmdline"], check=False)
+            script_argv = read.stdout.split("\0")
+            return (unit, script_argv) if f"bin/{op_args}" in read.stdout else None
+
+        unit, script_argv = wait_until(started, timeout=30, what="the eval to run")
+        # Where the expression is: the release's own script's argv, as typed.
+        assert script_argv[-3:] == ["eval", marker, ""], script_argv
+        needle = f"secret-{os.getpid()}"
+        exec_start = machine.systemctl("show", "-p", "ExecStart", unit).stdout
+        assert "/bin/sh" in exec_start and needle not in exec_start, exec_start
+        assert needle not in machine.systemctl("show", unit).stdout
+        (run_pid,) = machine.run(["pgrep", "-x", "systemd-run"]).stdout.split()
+        cmdline = machine.run(["cat", f"/proc/{run_pid}/cmdline"]).stdout.split("\0")
+        assert "--pipe" in cmdline and not any(needle in word for word in cmdline), cmdline
+        # ... and in the unit's private credential, readable by its user only.
+        creds = machine.run(["ls", "-A", f"/run/credentials/{unit}"]).stdout.split()
+        assert creds == ["pyrelctl+expression"]
+
+        # Interrupted: the unit stops, the staged copy goes.
+        pyrelctl_pid = machine.run(["ps", "-o", "ppid=", "-p", run_pid]).stdout.strip()
+        machine.run(["kill", "-TERM", pyrelctl_pid])
+        assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert machine.run(["ls", "-A", "/run/pyrelctl-input"]).stdout == ""
+    wait_until(lambda: transient_units(machine) == "" or None, timeout=30, what="unit gone")
