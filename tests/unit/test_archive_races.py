@@ -17,7 +17,7 @@ from typing import IO
 
 import pytest
 
-from pyrelctl import archive
+from pyrelctl import archive, tarartifact
 from pyrelctl.archive import open_artifact
 from pyrelctl.errors import BadInput
 from tests.unit.test_archive import EXPECTED_TREE, GOOD, T, make_tar, tree
@@ -150,7 +150,7 @@ def test_a_fifo_with_a_tarball_name_is_refused_without_blocking(tmp_path: Path) 
 def test_an_artifact_file_too_large_for_any_release_is_not_copied(tmp_path: Path) -> None:
     path = make_tar(tmp_path / "good.tar", GOOD)
     with open(path, "ab") as f:  # a tar ends at its zero blocks; the rest is junk
-        f.truncate(archive._largest_file(1000) + 1)
+        f.truncate(tarartifact._largest_file(1000) + 1)
     verifier = Recorder()
     with pytest.raises(BadInput, match="larger than any release"):
         open_artifact(path, max_bytes=1000, verify=verifier)
