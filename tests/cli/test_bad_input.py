@@ -144,6 +144,23 @@ def _truncated() -> bytes:
     return data[: len(data) // 2]
 
 
+def _pax_chain() -> bytes:
+    # CPython's TarInfo reads each extended header by calling itself for the
+    # next header: thousands in a row raised RecursionError, a traceback.
+    record = b"13 comment=x\n"
+    pax = tarfile.TarInfo("pax")
+    pax.type, pax.size = tarfile.XHDTYPE, len(record)
+    chain = (pax.tobuf(format=tarfile.USTAR_FORMAT) + record.ljust(512, b"\0")) * 5000
+    release = tar_bytes(release_members())
+    cut = 3 * tarfile.BLOCKSIZE  # after bin/ and bin/app (header and data)
+    return gzip.compress(release[:cut] + chain + release[cut:], mtime=0)
+
+
+def _huge_long_name() -> bytes:
+    # A GNU long-name header of 4 MiB, which tarfile would read whole into memory.
+    return gzip.compress(tar_bytes([*release_members(), M("a" * (4 << 20))]), mtime=0)
+
+
 def _release_dir_with_fifo(tmp: Path) -> Path:
     root = tmp / "fifo-release"
     (root / "bin").mkdir(parents=True)
@@ -179,6 +196,8 @@ BAD: list[Bad] = [
     with_members("setuid", [M("bin/su", mode=0o4755)], "setuid"),
     with_members("duplicate", [M("./bin/app", data=b"other")], "more than once"),
     raw_file("truncated", "cut.tar.gz", _truncated, "truncated"),
+    raw_file("pax-chain", "chain.tar.gz", _pax_chain, "extended headers"),
+    raw_file("huge-long-name", "long.tar.gz", _huge_long_name, "extended header"),
     raw_file("empty", "empty.tar.gz", lambda: gzip.compress(tar_bytes([M("./", "dir")])), "empty"),
     raw_file("zip", "app.zip", lambda: b"PK\x03\x04" + bytes(64), "not a release"),
     raw_file("not-a-release", "x.tar.gz", lambda: gzip.compress(tar_bytes([M("a")])), "not a"),
