@@ -700,6 +700,9 @@ class Deployer:
                     self.layout.root / "var/lib" / app.name,
                     self.layout.root / "var/lib/private" / app.name,
                     self.layout.root / "var/log" / app.name,
+                    # LogsDirectory= of a DynamicUser= service (systemd.exec(5)):
+                    # the symlink above points here.
+                    self.layout.root / "var/log/private" / app.name,
                 ):
                     if path.is_symlink():
                         path.unlink()
