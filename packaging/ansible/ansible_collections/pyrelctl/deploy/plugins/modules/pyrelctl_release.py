@@ -103,6 +103,23 @@ options:
         (C(--listen-reset)).
     type: bool
     default: false
+  allow:
+    description:
+      - Sandbox widenings the host allows the release (C(--allow)), each V(low-ports),
+        V(wx-memory) or C(write:/PATH). A release that asks for more is refused. Remembered
+        for the app.
+    type: list
+    elements: str
+  allow_reset:
+    description:
+      - Forget the remembered O(allow) values first (C(--allow-reset)).
+    type: bool
+    default: false
+  allow_downgrade:
+    description:
+      - Install a signed release older than the current one (C(--allow-downgrade)).
+    type: bool
+    default: false
   wait_lock:
     description:
       - Wait when another pyrelctl operation holds the app's lock. With V(false) the task fails
@@ -298,6 +315,9 @@ def install_args(params, artifact, probe=False):
         args += ["--app", params["app"]]
     if params["max_size"]:
         args += ["--max-size", params["max_size"]]
+    # The probe too: its throw-away tree remembers no allowance of the host's.
+    for allowance in params["allow"] or ():
+        args += ["--allow", allowance]
     if probe:
         # Offline, into a throw-away tree: no start, nothing worth keeping.
         return [*args, "--no-start", "--keep", "1"]
@@ -315,6 +335,10 @@ def install_args(params, artifact, probe=False):
         args += ["--listen", address]
     if params["listen_reset"]:
         args.append("--listen-reset")
+    if params["allow_reset"]:
+        args.append("--allow-reset")
+    if params["allow_downgrade"]:
+        args.append("--allow-downgrade")
     if not params["wait_lock"]:
         args.append("--no-wait")
     return args
@@ -403,6 +427,9 @@ def main():
         health_reset=dict(type="bool", default=False),
         listen=dict(type="list", elements="str"),
         listen_reset=dict(type="bool", default=False),
+        allow=dict(type="list", elements="str"),
+        allow_reset=dict(type="bool", default=False),
+        allow_downgrade=dict(type="bool", default=False),
         wait_lock=dict(type="bool", default=True),
     )
     argument_spec.update(COMMON_ARGS)
