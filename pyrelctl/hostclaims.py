@@ -218,7 +218,9 @@ def check_free(app: AppPaths, *, loaded_units: Iterable[str] = ()) -> None:
             f"is an existing {kind} ({'uid' if kind == 'user' else 'gid'} {ident}): "
             "systemd would run the service as that account (DynamicUser= reuses it)",
         )
-    units = (app.service_name, app.socket_name)
+    # A .timer or .path unit activates the service of its own name by default
+    # (systemd.timer(5), systemd.path(5), Unit=): the host's would start ours.
+    units = (app.service_name, app.socket_name, f"{name}.timer", f"{name}.path")
     foreign = foreign_units(app, units, managed=managed)
     if foreign:
         raise _refuse(name, f"would replace or shadow the host's unit {foreign[0]}")

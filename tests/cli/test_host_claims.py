@@ -72,6 +72,7 @@ def test_app_option_gets_the_same_checks(
         "lib/systemd/system/web.socket",
         "etc/systemd/system/web.service",  # the operator's own, not generated
         "run/systemd/generator/web.service",
+        "usr/lib/systemd/system/web.timer",  # would start web.service on its schedule
     ],
 )
 def test_existing_unit_is_refused(
