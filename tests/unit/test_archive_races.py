@@ -11,11 +11,14 @@ import gzip
 import os
 import signal
 import tarfile
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
 import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
 from pyrelctl import archive, tarartifact
 from pyrelctl.archive import open_artifact
@@ -337,3 +340,96 @@ def test_an_unchanged_directory_extracts_as_before(tmp_path: Path, release_dir: 
     assert (dest / "bin/app").read_bytes() == b"#!/bin/sh\n"
     with open_artifact(release_dir) as artifact:
         assert artifact.read("lib/conf") == CONF
+
+
+# -- property: whatever the tree and whatever changes in it, nothing from outside ---
+
+_NAMES = st.sampled_from(["a", "b", "c"])
+_TREES = st.lists(
+    st.tuples(
+        st.lists(_NAMES, min_size=1, max_size=3).map("/".join),
+        st.sampled_from(["file", "file", "dir", "symlink"]),
+        st.sampled_from([b"", b"x", b"k=v\n" * 50]),
+    ),
+    min_size=1,
+    max_size=8,
+)
+_MUTATIONS = st.sampled_from(
+    ["none", "dir-to-link", "file-to-link", "file-to-hardlink", "file-to-fifo", "grow", "chmod"]
+)
+
+
+def _build(root: Path, tree_spec: list[tuple[str, str, bytes]]) -> None:
+    for rel, kind, data in tree_spec:
+        path = root / rel
+        if any(p.is_symlink() or p.is_file() for p in [*path.parents, path]):
+            continue  # already taken, or below a file or link
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists():
+            continue
+        if kind == "file":
+            path.write_bytes(data)
+        elif kind == "dir":
+            path.mkdir()
+        else:
+            os.symlink("../" * rel.count("/") + "a", path)
+
+
+def _mutate(root: Path, secrets: Path, how: str, pick: int) -> None:
+    entries = sorted(root.rglob("*"))
+    dirs = [p for p in entries if p.is_dir() and not p.is_symlink()]
+    files = [p for p in entries if p.is_file() and not p.is_symlink()]
+    if how == "dir-to-link" and dirs:
+        victim = dirs[pick % len(dirs)]
+        os.rename(victim, victim.with_name(victim.name + ".old"))
+        os.symlink(secrets, victim)
+    elif how in ("file-to-link", "file-to-hardlink", "file-to-fifo") and files:
+        victim = files[pick % len(files)]
+        victim.unlink()
+        if how == "file-to-link":
+            os.symlink(secrets / "conf", victim)
+        elif how == "file-to-hardlink":
+            os.link(secrets / "conf", victim)
+        else:
+            os.mkfifo(victim)
+    elif how == "grow" and files:
+        with open(files[pick % len(files)], "ab") as f:
+            f.write(SECRET)
+    elif how == "chmod" and files:
+        files[pick % len(files)].chmod(0o4700)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_TREES, _MUTATIONS, st.integers(0, 20))
+def test_random_directory_changes_never_leak_outside_content(
+    tree_spec: list[tuple[str, str, bytes]], how: str, pick: int
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        top = Path(tmp)
+        root, secrets, dest = top / "rel", top / "secrets", top / "dest"
+        root.mkdir()
+        secrets.mkdir(mode=0o700)
+        (secrets / "conf").write_bytes(SECRET)
+        (secrets / "conf").chmod(0o600)
+        _build(root, tree_spec)
+        before = {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*")
+                  if p.is_file() and not p.is_symlink()}  # fmt: skip
+        try:
+            artifact = open_artifact(root)
+        except BadInput:
+            return  # an empty tree, a link that leaves it
+        with Deadline(5), artifact:
+            _mutate(root, secrets, how, pick)
+            try:
+                artifact.extract(dest)
+            except BadInput as e:
+                assert how != "none", e.message
+                assert "changed" in e.message
+                event(f"{how}: refused")
+                return
+        event(f"{how}: extracted")
+        # Extracted: every file is one that was validated, with its content then.
+        got = {p.relative_to(dest).as_posix(): p.read_bytes() for p in dest.rglob("*")
+               if p.is_file() and not p.is_symlink()}  # fmt: skip
+        assert got == before
+        assert how == "none" or not before or SECRET not in b"".join(got.values())
