@@ -3,6 +3,7 @@ tests/system/test_ansible.py runs the collection against real hosts)."""
 
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,12 +15,16 @@ COLLECTIONS = Path(__file__).resolve().parents[2] / "packaging/ansible"
 
 @pytest.fixture
 def install_args() -> Any:
+    # Imported by name: the collection is not a package of this project's (mypy
+    # does not see it), it is what Ansible copies to the managed host.
     sys.path.insert(0, str(COLLECTIONS))
     try:
-        from ansible_collections.pyrelctl.deploy.plugins.modules import pyrelctl_release
+        module = importlib.import_module(
+            "ansible_collections.pyrelctl.deploy.plugins.modules.pyrelctl_release"
+        )
     finally:
         sys.path.remove(str(COLLECTIONS))
-    return pyrelctl_release.install_args
+    return module.install_args
 
 
 PARAMS: dict[str, Any] = {
