@@ -28,7 +28,8 @@ Completer = Callable[[click.Context, click.Parameter, str], list[CompletionItem]
 
 
 def _layout(ctx: click.Context) -> Layout:
-    root = ctx.find_root().params.get("root")
+    # Given after the command (`pyrelctl status --root R`), it is in meta.
+    root = ctx.meta.get("pyrelctl.root") or ctx.find_root().params.get("root")
     return Layout(Path(os.fspath(root)) if root else Path("/"))
 
 

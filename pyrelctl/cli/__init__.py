@@ -50,6 +50,71 @@ COMMANDS = {
 }
 
 
+#: The options of every command, accepted before or after its name
+#: (``pyrelctl --json releases shop`` and ``pyrelctl releases shop --json``, as
+#: systemctl, kubectl and gh take them): one definition each, given to the
+#: group (:func:`cli`) and to each command (:func:`_take_global_options`).
+GLOBAL_OPTIONS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
+    (
+        ("--root",),
+        {
+            "type": click.Path(file_okay=False, path_type=Path),
+            "help": "Work on the host tree below DIR, offline: files only, no systemd calls.",
+            "metavar": "DIR",
+        },
+    ),
+    (
+        ("--json", "as_json"),
+        {"is_flag": True, "help": "Print one JSON document on stdout (install and read commands)."},
+    ),
+    (("-v", "--verbose"), {"count": True, "help": "Say more; -vv shows every subprocess."}),
+    (("-q", "--quiet"), {"is_flag": True, "help": "Print only results and errors."}),
+)
+
+
+def _apply_global(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """Record one global option in the command's :class:`Ctx`, when it was given."""
+    if value in (None, False, 0):
+        return value
+    obj = ctx.ensure_object(Ctx)
+    if param.name == "root":
+        obj.layout = Layout(value)
+        ctx.meta["pyrelctl.root"] = value  # for completion, which runs no group callback
+    elif param.name == "as_json":
+        obj.as_json = True
+    elif param.name == "quiet":
+        obj.verbosity = -1  # -q wins over -v, wherever each stands
+    elif param.name == "verbose" and obj.verbosity >= 0:
+        obj.verbosity += value
+        if obj.verbosity >= 2:
+            _debug_logging()
+    return value
+
+
+def _debug_logging() -> None:
+    # Only then: logging costs ~5 ms of every start, and without a
+    # configuration warnings still reach stderr (logging.lastResort).
+    import logging
+
+    logging.basicConfig(level=logging.DEBUG, format="%(message)s", stream=sys.stderr)
+
+
+def _take_global_options(command: click.Command) -> None:
+    """Give ``command`` (and a group's subcommands) the global options, once."""
+    if getattr(command, "_pyrelctl_globals", False):
+        return
+    known = {opt for param in command.params for opt in getattr(param, "opts", ())}
+    for decls, attrs in GLOBAL_OPTIONS:
+        if known.isdisjoint(decls):
+            command.params.append(
+                click.Option(decls, expose_value=False, callback=_apply_global, **attrs)
+            )
+    command._pyrelctl_globals = True  # type: ignore[attr-defined]  # a marker of ours
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _take_global_options(sub)
+
+
 class LazyGroup(click.Group):
     """A group whose subcommands are imported from :data:`COMMANDS` when used."""
 
@@ -63,26 +128,21 @@ class LazyGroup(click.Group):
         module, name = where.split(":")
         command = getattr(importlib.import_module(f"{__name__}.{module}"), name)
         assert isinstance(command, click.Command), where
+        _take_global_options(command)
         return command
 
 
+def _group_options(f: Any) -> Any:
+    for decls, attrs in reversed(GLOBAL_OPTIONS):
+        extra: dict[str, Any] = (
+            {"default": Path("/"), "show_default": True} if decls == ("--root",) else {}
+        )
+        f = click.option(*decls, **attrs, **extra)(f)
+    return f
+
+
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--root",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("/"),
-    show_default=True,
-    help="Work on the host tree below DIR, offline: files only, no systemd calls.",
-    metavar="DIR",
-)
-@click.option(
-    "--json",
-    "as_json",
-    is_flag=True,
-    help="Print one JSON document on stdout (install and read commands).",
-)
-@click.option("-v", "--verbose", count=True, help="Say more; -vv shows every subprocess.")
-@click.option("-q", "--quiet", is_flag=True, help="Print only results and errors.")
+@_group_options
 @click.version_option(__version__, prog_name="pyrelctl")
 @click.pass_context
 def cli(ctx: click.Context, root: Path, as_json: bool, verbose: int, quiet: bool) -> None:
@@ -103,11 +163,7 @@ def cli(ctx: click.Context, root: Path, as_json: bool, verbose: int, quiet: bool
     """
     verbosity = -1 if quiet else verbose
     if verbosity >= 2:
-        # Only then: logging costs ~5 ms of every start, and without a
-        # configuration warnings still reach stderr (logging.lastResort).
-        import logging
-
-        logging.basicConfig(level=logging.DEBUG, format="%(message)s", stream=sys.stderr)
+        _debug_logging()
     # main() passes in the object so that it can still read the settings
     # when it reports an error; CliRunner and other callers get a fresh one.
     obj = ctx.ensure_object(Ctx)
