@@ -402,7 +402,8 @@ def parse_health_table(table: Mapping[str, Any]) -> HealthCheck | None:
     ((key, value),) = table.items()
     if key == "command":
         return HealthCheck(HealthKind.COMMAND, command=_argv("health", key, value))
-    text = _string("health", key, value)
+    # One line: the URL goes into the probe's request line as it is.
+    text = check_unit_text(_string("health", key, value), f"{MANIFEST}: health.{key}")
     if key == "http" and not text.startswith(("http://", "https://")):
         raise BadInput(f"{MANIFEST}: health.http must be an http:// or https:// URL")
     if key == "tcp":
