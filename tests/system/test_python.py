@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from devtools import pyreleases
 from devtools.load import Load
 from devtools.machine import Machine, MachineCommand
 from devtools.proc import run
@@ -72,6 +73,23 @@ def app(machine: Machine, pyrelctl: MachineCommand) -> Iterator[str]:
     pyrelctl("uninstall", "--purge", APP)
 
 
+def not_root_only(machine: Machine, path: str) -> list[str]:
+    """Entries below `path` not owned by root:root, or writable by group or others."""
+    find = machine.run(
+        ["find", path, "(", "!", "-uid", "0", "-o", "!", "-gid", "0", "-o",
+         "(", "!", "-type", "l", "-perm", "/022", ")", ")", "-print"]
+    )  # fmt: skip
+    return find.stdout.split()
+
+
+def build_leftovers(machine: Machine) -> list[str]:
+    """State directories (and their links) of venv builds still on the host."""
+    found = machine.run(
+        ["find", "/var/lib", "-maxdepth", "2", "-name", "pyrelctl-build*"], check=False
+    )
+    return found.stdout.split()
+
+
 def show(machine: Machine, prop: str) -> str:
     return machine.systemctl("show", "-p", prop, "--value", APP).stdout.strip()
 
@@ -119,7 +137,11 @@ def test_python_release_lifecycle(
     assert show(machine, "StatusText") == f"pyshop 1.0.0 serving on {LISTEN}"
     listen = machine.systemctl("show", "-p", "Listen", "--value", f"{APP}.socket").stdout
     assert listen.strip() == f"{LISTEN} (Stream)"
-    # The hardened unit: dynamic user, read-only release.
+    # The hardened unit: dynamic user, read-only release. The venv was built
+    # by a dynamic user, and then taken over: everything is root's.
+    assert not_root_only(machine, "/opt/pyshop/releases/1.0.0") == []
+    assert machine.run(["test", "-d", "/opt/pyshop/releases/1.0.0/venv/lib"]).returncode == 0
+    assert build_leftovers(machine) == []
     assert show(machine, "DynamicUser") == "yes"
     assert show(machine, "ProtectSystem") == "strict"
     # systemd's own rating of the unit, while it serves: 1.5 or lower (issue 6).
@@ -234,3 +256,92 @@ def test_python_release_runs_from_precompiled_bytecode(
         ]
     ).stdout.strip()
     assert flags == "1"  # hash-based, source never checked (PEP 552 unchecked-hash)
+
+
+# -- hostile releases: nothing of the artifact runs as root -------------------
+
+#: Where a payload tries to leave its uid: places only root can write, the
+#: host's scratch directory (open to all, bound in), and world-writable ones.
+EVIL_DIRS = ("/var/tmp", "/opt", "/etc", "/root", "/tmp", "/dev/shm")
+
+
+@pytest.fixture(scope="module")
+def evil(scratch: Path, artifacts: dict[str, Path]) -> dict[str, Path]:
+    """pyshop 1.0.0 rewritten three ways (devtools/pyreleases.py), each with a payload."""
+    workdir = scratch / "python-evil"
+    (workdir / "markers").mkdir(parents=True)
+    (workdir / "markers").chmod(0o777)
+    dirs = [*EVIL_DIRS, str(workdir / "markers")]
+    good = artifacts["1.0.0"]
+    return {
+        "pip": pyreleases.replace_pip(good, workdir / "pip" / good.name, dirs),
+        "pth": pyreleases.add_pth_wheel(good, workdir / "pth" / good.name, dirs),
+        "venv": pyreleases.add_venv_python(good, workdir / "venv" / good.name, dirs),
+    }
+
+
+def evil_markers(machine: Machine, scratch: Path) -> dict[str, str]:
+    """Every marker file a payload left, anywhere in the machine: path -> its uid."""
+    found = machine.run(
+        ["find", "/", *EVIL_DIRS, "/run", scratch, "-xdev", "-name", f"{pyreleases.MARKER}*"],
+        check=False,
+    ).stdout.split()
+    return {path: machine.run(["cat", path]).stdout.strip() for path in sorted(set(found))}
+
+
+@pytest.mark.parametrize("kind", ["pip", "pth"])
+def test_building_the_venv_runs_the_release_code_unprivileged(
+    machine: Machine,
+    pyrelctl: MachineCommand,
+    evil: dict[str, Path],
+    app: str,
+    scratch: Path,
+    kind: str,
+) -> None:
+    """The release's own pip and its wheels' .pth files run as a sandboxed dynamic user.
+
+    pip: the release's pip wheel records its uid and fails the install.
+    pth: a wheel's evil.pth runs when the venv's interpreter starts (compileall);
+    the install succeeds, and the payload could write nowhere but the venv.
+    """
+    # --no-start: what the service itself does with evil.pth is its own
+    # sandbox's business; here only the build may have run the payload.
+    proc = pyrelctl("install", "--no-start", evil[kind], "--listen", LISTEN)
+    markers = evil_markers(machine, scratch)
+    try:
+        # Only the venv being built was writable: a marker may exist there
+        # (then in the installed release), naming a uid that is not root's.
+        for path, uid in markers.items():
+            assert uid.isdigit() and int(uid) != 0, markers
+            assert path.startswith("/opt/pyshop/releases/1.0.0/venv/"), markers
+        assert "as a dynamic user in a sandbox" in proc.stderr, proc.stderr
+        if kind == "pip":
+            assert proc.returncode == 1, proc.stderr
+            assert "the install step ran as a dynamic user" in proc.stderr
+            assert machine.run(["ls", "-A", "/opt/pyshop/releases"]).stdout.split() == []
+        else:
+            assert proc.returncode == 0, proc.stderr
+            assert not_root_only(machine, "/opt/pyshop/releases/1.0.0") == []
+            assert list(markers) == [f"/opt/pyshop/releases/1.0.0/venv/{pyreleases.MARKER}pth"]
+        assert build_leftovers(machine) == []
+    finally:
+        machine.run(["rm", "-f", *markers], check=False)
+
+
+def test_a_release_that_ships_its_venv_is_refused(
+    machine: Machine,
+    pyrelctl: MachineCommand,
+    evil: dict[str, Path],
+    app: str,
+    scratch: Path,
+) -> None:
+    """venv/bin/python, a symlink to the release's own script: refused before anything runs."""
+    proc = pyrelctl("install", evil["venv"], *GRACE)
+    markers = evil_markers(machine, scratch)
+    try:
+        assert markers == {}
+        assert proc.returncode == 2, proc.stderr
+        assert "contains venv/bin/python" in proc.stderr
+        assert machine.run(["test", "-e", "/opt/pyshop"], check=False).returncode == 1
+    finally:
+        machine.run(["rm", "-f", *markers], check=False)

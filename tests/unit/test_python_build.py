@@ -16,12 +16,14 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from devtools import pyreleases
 from pyrelctl import checksums
 from pyrelctl.archive import open_artifact
 from pyrelctl.build import BuildConfig, read_config, read_lock, render_manifest
@@ -367,3 +369,82 @@ def test_python_unit_is_notify_with_notify_access_all(example: Path) -> None:
     # READY=1 comes from a gunicorn worker, not the main process.
     assert "\nNotifyAccess=all\n" in text
     assert '\nExecStart="/opt/shop/current/bin/pyshop" "start"\n' in text
+
+
+# -- nothing of the release runs as root ------------------------------------------
+
+
+@pytest.fixture
+def markers() -> Iterator[Path]:
+    """A directory any user can write, where a payload leaves the uid it ran as."""
+    path = Path(tempfile.mkdtemp(prefix="pyrelctl-markers-"))
+    path.chmod(0o777)
+    yield path
+    shutil.rmtree(path)
+
+
+def test_a_release_that_ships_its_venv_is_refused_before_anything_runs(
+    example: Path, tmp_path: Path, markers: Path
+) -> None:
+    bad = pyreleases.add_venv_python(example, tmp_path / "pyshop-1.0.0.tar.gz", [str(markers)])
+    root = tmp_path / "root"
+    root.mkdir()
+    proc = pyrelctl("--root", root, "install", bad)
+    assert proc.returncode == 2, proc.stderr
+    assert "the python release contains venv/bin/python" in proc.stderr
+    assert list(root.iterdir()) == []
+    assert list(markers.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("name", "link", "message"),
+    [
+        ("venv/pyvenv.cfg", None, "contains venv/pyvenv.cfg: venv/ is made at install"),
+        ("bin/pyshop", None, "contains bin/pyshop: bin/pyshop is written by pyrelctl"),
+        ("bin", "wheelhouse", "contains bin: bin/pyshop is written by pyrelctl"),
+    ],
+    ids=["venv", "launcher", "bin-link"],
+)
+def test_a_release_with_what_the_install_writes_is_refused(
+    example: Path, tmp_path: Path, name: str, link: str | None, message: str
+) -> None:
+    bad = pyreleases.add_member(example, tmp_path / "pyshop-1.0.0.tar.gz", name, link=link)
+    root = tmp_path / "root"
+    root.mkdir()
+    proc = pyrelctl("--root", root, "install", bad)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr
+    assert list(root.iterdir()) == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the offline build drops root's privileges")
+def test_offline_build_as_root_runs_the_release_code_as_nobody(
+    example: Path, tmp_path: Path, markers: Path
+) -> None:
+    """Offline as root, a wheel's .pth (compileall runs it) and the release's pip run as nobody."""
+    pth = pyreleases.add_pth_wheel(example, tmp_path / "pth" / example.name, [str(markers)])
+    root = tmp_path / "root"
+    root.mkdir()
+    proc = pyrelctl("--root", root, "install", pth)
+    assert proc.returncode == 0, proc.stderr
+    assert "setpriv, no network" in proc.stderr
+    release = root / "opt/pyshop/releases/1.0.0"
+    in_venv = release / "venv" / pyreleases.marker_name("pth")
+    assert {p.name: p.read_text() for p in markers.iterdir()} == {
+        pyreleases.marker_name("pth"): in_venv.read_text()
+    }
+    assert int(in_venv.read_text()) != 0
+    # Taken over by root: owned by root, writable by nobody else.
+    entries = [release, *release.rglob("*")]
+    assert {(p.lstat().st_uid, p.lstat().st_gid) for p in entries} == {(0, 0)}
+    assert {p.stat().st_mode & 0o022 for p in entries if not p.is_symlink()} == {0}
+
+    pip = pyreleases.replace_pip(example, tmp_path / "pip" / example.name, [str(markers)])
+    other = tmp_path / "other"
+    other.mkdir()
+    proc = pyrelctl("--root", other, "install", pip)
+    assert proc.returncode == 1, proc.stderr
+    assert "the install step ran as uid" in proc.stderr
+    marker = markers / pyreleases.marker_name("pip")
+    assert int(marker.read_text()) != 0
+    assert list((other / "opt/pyshop/releases").iterdir()) == []
