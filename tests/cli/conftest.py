@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -42,3 +43,14 @@ def no_systemd(monkeypatch: pytest.MonkeyPatch) -> None:
         raise AssertionError("pyrelctl tried to talk to systemd under --root")
 
     monkeypatch.setattr(pyrelctl.cli.common, "Systemd", refuse)
+
+
+@pytest.fixture
+def hello_root(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
+    """A --root tree with the generic release hello 1.0 installed (offline)."""
+    from devtools.releases import make_generic_release
+
+    root = tmp_path / "root"
+    artifact = make_generic_release(tmp_path / "a", name="hello", version="1.0")
+    assert run(capsys, "--root", root, "install", artifact).code == 0
+    return root

@@ -9,16 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from devtools.releases import make_generic_release
 from tests.cli.conftest import run
 
 
 @pytest.fixture
-def root(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
-    root = tmp_path / "root"
-    artifact = make_generic_release(tmp_path / "a", name="hello", version="1.0")
-    assert run(capsys, "--root", root, "install", artifact).code == 0
-    return root
+def root(hello_root: Path) -> Path:
+    return hello_root
 
 
 def unit(root: Path) -> str:
