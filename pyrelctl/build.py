@@ -20,8 +20,8 @@ or time stamp. ``SOURCE_DATE_EPOCH`` is passed on to the project's build
 backend, and the project's wheel is repacked with the same times, so
 backends that ignore it still build identical releases. Wheels of the
 dependencies are the index's own files (their hashes stay those of the
-index); dependencies available only as sdists are built by pip once and
-then reused from its wheel cache.
+index); dependencies available only as sdists are built by pip, always
+through PEP 517 in an isolated build environment (see :func:`_pip_wheel`).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import logging
 import os
 import re
 import shutil
@@ -45,7 +46,7 @@ from typing import Any
 
 from pyrelctl import checksums
 from pyrelctl.archive import open_artifact
-from pyrelctl.errors import BadInput, HostError
+from pyrelctl.errors import BadInput, CommandFailed, HostError
 from pyrelctl.names import APP_NAME_RE, check_version
 from pyrelctl.pyrelease import WHEELHOUSE, canonical_name, wheel_name_version
 from pyrelctl.release import MANIFEST, HealthKind, ServiceType, detect
@@ -53,6 +54,7 @@ from pyrelctl.run import run
 from pyrelctl.sockets import Socket, parse_socket_table
 from pyrelctl.wheels import (
     ZIP_EPOCH,
+    pip_build_failure,
     repack_wheel,
     wheel_metadata,
     wheel_scripts,
@@ -69,6 +71,7 @@ RUNTIME_DIST = "pyrelctl-runtime"
 TOOLS = "tools"
 
 Say = Callable[[str], None]
+log = logging.getLogger(__name__)
 
 
 def _quiet(_: str) -> None:
@@ -386,10 +389,48 @@ def _python_version(python: str) -> str:
 
 
 def _pip_version(python: str) -> str:
-    out = run([python, "-m", "pip", "--version"]).stdout.split()
-    if len(out) < 2:
+    proc = run([python, "-m", "pip", "--version"], check=False)
+    out = proc.stdout.split()
+    if proc.returncode != 0 and "No module named pip" in proc.stderr:
+        raise HostError(
+            f"{python} has no pip, which pyrelctl build needs",
+            hint="install it (Debian: apt-get install python3-pip), "
+            "or build with --python PYTHON of a virtualenv that has pip",
+        )
+    if proc.returncode != 0 or len(out) < 2:
         raise HostError(f"cannot tell the version of {python}'s pip")
     return out[1]
+
+
+def _pip_wheel(python: str, args: list[str | os.PathLike[str]], env: Mapping[str, str]) -> None:
+    """``python -m pip wheel --use-pep517 ARGS``; a build that fails names its package.
+
+    ``--use-pep517``: without it, pip before 23.1 builds an sdist that has no
+    pyproject.toml (sdnotify 0.3.2, which the runtime needs, is one) with
+    ``setup.py bdist_wheel`` in its own environment, which fails with
+    "invalid command 'bdist_wheel'" unless the ``wheel`` package happens to be
+    installed there (Debian's ``python3 -m venv`` has none). With it, every
+    pip builds such an sdist in an isolated environment that gets setuptools
+    (and, for pip < 24, wheel) from the index, as newer pips do anyway
+    (pip 23.1 changelog; pypa/pip#8559). A warm ``~/.cache/pip/wheels`` hides
+    the difference, which is why the install-path tests run on empty caches.
+    """
+    argv = [python, "-m", "pip", "wheel", "--use-pep517", *args]
+    proc = run(argv, env=env, check=False)
+    if proc.returncode == 0:
+        return
+    failure = pip_build_failure(proc.stdout, proc.stderr)
+    if failure is None:
+        raise CommandFailed([os.fspath(a) for a in argv], proc.returncode, proc.stderr)
+    log.debug("pip's output:\n%s\n%s", proc.stdout, proc.stderr)
+    said = " | ".join(failure.last_lines) or "(it printed nothing)"
+    raise HostError(
+        f"cannot build a wheel of {failure.package}: {failure.step} failed; "
+        f"its last output: {said}",
+        hint="an sdist may need build tools and headers (e.g. apt-get install gcc "
+        "python3-dev pkg-config, or the library's -dev package); pyrelctl -vv build "
+        "shows pip's whole output",
+    )
 
 
 def build(
@@ -419,6 +460,7 @@ def build(
     output.mkdir(parents=True, exist_ok=True)
     pip_env = {**os.environ, "SOURCE_DATE_EPOCH": str(max(epoch, ZIP_EPOCH))}
     py_version = _python_version(python)
+    pip_version = _pip_version(python)  # first: a missing pip is said as such
 
     with tempfile.TemporaryDirectory(prefix=".pyrelctl-build-", dir=output) as tmp_name:
         tmp = Path(tmp_name)
@@ -429,19 +471,7 @@ def build(
         runtime_wheel = write_runtime_wheel(local, epoch)
 
         with _Step(say, f"building the wheel of {project.name}"):
-            run(
-                [
-                    python,
-                    "-m",
-                    "pip",
-                    "wheel",
-                    "--no-deps",
-                    "--wheel-dir",
-                    tmp / "project",
-                    project,
-                ],
-                env=pip_env,
-            )
+            _pip_wheel(python, ["--no-deps", "--wheel-dir", tmp / "project", project], pip_env)
         built = sorted((tmp / "project").glob("*.whl"))
         if len(built) != 1:
             raise HostError(f"pip wheel made {len(built)} wheels of {project}, not one")
@@ -457,19 +487,19 @@ def build(
             )
         check_version(version)
 
-        argv: list[str | os.PathLike[str]] = [
-            python, "-m", "pip", "wheel", "--wheel-dir", wheelhouse, "--find-links", local,
+        args: list[str | os.PathLike[str]] = [
+            "--wheel-dir", wheelhouse, "--find-links", local,
             project_wheel, f"{RUNTIME_DIST}=={runtime_wheel.name.split('-')[1]}",
         ]  # fmt: skip
         if lock is not None:
             constraints = tmp / "constraints.txt"
             constraints.write_text("\n".join(lock.constraints) + "\n")
-            argv += ["--constraint", constraints]
+            args += ["--constraint", constraints]
         what = "resolving and fetching dependencies" + (
             f" pinned by {lock.path.name}" if lock else ""
         )
         with _Step(say, what):
-            run(argv, env=pip_env)
+            _pip_wheel(python, args, pip_env)
 
         packages: list[str] = []
         scripts: set[str] = set()
@@ -499,7 +529,6 @@ def build(
             )
 
         with _Step(say, "fetching pip for hosts without uv"):
-            pip_version = _pip_version(python)
             run(
                 [
                     python, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",

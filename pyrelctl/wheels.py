@@ -10,10 +10,12 @@ from __future__ import annotations
 import base64
 import configparser
 import hashlib
+import re
 import stat
 import time
 import tomllib
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from pyrelctl.errors import BadInput, HostError
@@ -136,3 +138,77 @@ def wheel_scripts(wheel: Path) -> set[str]:
             elif len(parts) == 3 and parts[0].endswith(".data") and parts[1] == "scripts":
                 found.add(parts[2])
     return found
+
+
+# -- pip's report of a build that failed --------------------------------------
+
+#: How many of the backend's last output lines a build failure quotes.
+FAILURE_LINES = 5
+
+# pip (23.0 to 26.x) reports a failed build backend call on stderr as
+#   (x) Building wheel for NAME (pyproject.toml) did not run successfully.
+#   | exit code: 1
+#   `-> [N lines of output]
+#       ...the backend's own output...
+#       [end of output]
+# and, for a wheel, "ERROR: Failed building wheel for NAME"; which package a
+# metadata or build-requirements step belonged to is only in stdout's last
+# "Collecting NAME" / "Processing PATH" line before it. (The marks, a
+# U+00D7 and box-drawing characters, are matched loosely.)
+_STEP_RE = re.compile(r"^\s*(?:\u00d7\s*)?(?P<step>\S.*?) did not run successfully", re.M)
+_FAILED_WHEEL_RE = re.compile(r"Failed (?:building wheel|to build) (?:for )?(?P<name>[\w.-]+)")
+_BUILDING_RE = re.compile(r"Building wheel for (?P<name>[\w.-]+) \(")
+_COLLECTING_RE = re.compile(
+    r"^\s*(?:Collecting|Processing) (?:\S*/)?(?P<what>[A-Za-z0-9][\w.+-]*)", re.M
+)
+_SDIST_RE = re.compile(r"(?P<name>[A-Za-z0-9][\w.]*?)-(?P<version>\d[\w.+!-]*?)\.(?:tar\.gz|zip)$")
+_OUTPUT_START_RE = re.compile(r"\[\d+ lines? of output\]")
+
+
+@dataclass(frozen=True)
+class BuildFailure:
+    """What pip says about a package it could not build: which, at what step, why."""
+
+    package: str  # a distribution name, or "version" of an sdist file name
+    step: str  # e.g. "Building wheel for sdnotify (pyproject.toml)"
+    last_lines: tuple[str, ...]  # the end of the backend's own output
+
+
+def _backend_output(stderr: str) -> list[str]:
+    """The lines of the first "[N lines of output]" block of pip's stderr."""
+    lines = stderr.splitlines()
+    for i, line in enumerate(lines):
+        if _OUTPUT_START_RE.search(line):
+            block = []
+            for inner in lines[i + 1 :]:
+                if inner.strip() == "[end of output]":
+                    break
+                block.append(inner.strip())
+            return [b for b in block if b]
+    return []
+
+
+def pip_build_failure(stdout: str, stderr: str) -> BuildFailure | None:
+    """Parse pip's output for a build backend that failed; None if it says nothing of one."""
+    step_match = _STEP_RE.search(stderr)
+    wheel_match = _FAILED_WHEEL_RE.search(stderr) or _FAILED_WHEEL_RE.search(stdout)
+    if step_match is None and wheel_match is None:
+        return None
+    step = step_match["step"].strip() if step_match else "building its wheel"
+    package = ""
+    building = _BUILDING_RE.search(step) or wheel_match
+    if building is not None:
+        package = building["name"]
+    else:
+        # A metadata or build-requirements step: the package pip was on last.
+        collected = _COLLECTING_RE.findall(stdout)
+        if collected:
+            package = collected[-1]
+    sdist = _SDIST_RE.match(package)
+    if sdist is not None:
+        package = f"{sdist['name']} {sdist['version']}"
+    return BuildFailure(
+        package=package or "a package",
+        step=step,
+        last_lines=tuple(_backend_output(stderr)[-FAILURE_LINES:]),
+    )
