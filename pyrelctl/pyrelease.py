@@ -275,7 +275,12 @@ def _relocate(venv: Path, old_prefix: Path, final: Path) -> None:
     without following a symlink all the same.
     """
     old, new = os.fsencode(old_prefix), os.fsencode(final)
-    candidates = [venv / "pyvenv.cfg", *sorted((venv / "bin").iterdir())]
+    bindir = venv / "bin"
+    if bindir.is_symlink() or not bindir.is_dir():
+        # The build's user could have made it a link to a directory of the
+        # host's, whose files root would then read and rewrite.
+        raise BadInput("the venv built from the release has no bin/ directory")
+    candidates = [venv / "pyvenv.cfg", *sorted(bindir.iterdir())]
     for path in candidates:
         st = path.lstat()
         if not stat.S_ISREG(st.st_mode):
