@@ -93,7 +93,7 @@ def secret_set(obj: Ctx, app: str, name: str, source: Any, restart: bool, no_wai
     else:
         value = sys.stdin.buffer.read()
     deployer = obj.deployer()
-    from pyrelctl import credentials
+    from pyrelctl.appconfig import secrets as credentials
 
     needs_restart = credentials.set_secret(deployer, app, name, value, wait_lock=not no_wait)
     if needs_restart and restart:
@@ -113,7 +113,7 @@ def secret_set(obj: Ctx, app: str, name: str, source: Any, restart: bool, no_wai
 @pass_ctx
 def secret_list(obj: Ctx, app: str) -> None:
     """List APP's secrets: names, sizes and times, never values."""
-    from pyrelctl import credentials
+    from pyrelctl.appconfig import secrets as credentials
 
     found = credentials.list_secrets(obj.layout.app(app).require())
     obj.emit(
@@ -132,7 +132,7 @@ def secret_list(obj: Ctx, app: str) -> None:
 @pass_ctx
 def secret_rm(obj: Ctx, app: str, name: str, no_wait: bool) -> None:
     """Delete secret NAME of APP (the running service keeps its copy until restarted)."""
-    from pyrelctl import credentials
+    from pyrelctl.appconfig import secrets as credentials
 
     needs_restart = credentials.remove_secret(obj.deployer(), app, name, wait_lock=not no_wait)
     obj.emit(
