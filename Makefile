@@ -45,7 +45,16 @@ lint: $(STAMP_VENV)
 	$(VENV)/bin/ruff format --check pyrelctl devtools demo tests runtime examples bench packaging/ansible
 	$(VENV)/bin/mypy
 
-test: $(STAMP_VENV)
+# What the install-path tests (tests/system/test_install_paths.py) take from
+# Debian, as a new user would: pipx. Checked at every run (dpkg-query only),
+# installed with apt when missing, so an existing checkout gets it too.
+TEST_APT_PACKAGES := pipx python3-venv python3-pip
+
+.PHONY: test-deps
+test-deps: $(STAMP_APT)
+	@packaging/apt-ensure $(TEST_APT_PACKAGES)
+
+test: $(STAMP_VENV) test-deps
 	$(VENV)/bin/pytest
 
 # Everything but the system tests: seconds, for the edit-test loop.
