@@ -15,6 +15,14 @@ its own `Dir::Cache::archives`), and the container's apt takes them from
 there (copied into its /var/cache/apt/archives, then `apt-get install
 ./pyrelctl_*.deb`). The container's root is the host's, so what the
 host lacks is exactly what the container lacks. See docs/packaging.md.
+
+It is also the .deb's install path of tests/system/test_install_paths.py:
+made to look like a new user's host (devtools.newhost: empty /usr/local and
+/root, no pip configuration or cache), with a clean checkout bound in for
+its examples, it builds examples/pyshop with the packaged pyrelctl on
+Debian's own pip, installs and serves it, and runs doctor. pip needs PyPI
+for that, so this container shares the host's network namespace (no
+--private-network); apt still installs offline, as above.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from pathlib import Path
 import pytest
 
 from devtools.machine import Machine, MachineCommand
+from devtools.newhost import USER_ENV, clean_checkout, free_port, http_get, make_new_host
 from pyrelctl import __version__
 from tests.system.conftest import MIX_APP, REPO_ROOT
 
@@ -79,43 +88,53 @@ def apt_archives(deb_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
+def deb_checkout(deb_dir: Path) -> Path:
+    """A clean copy of the checkout (as cloned: no .venv), for examples/pyshop."""
+    return clean_checkout(deb_dir / "checkout")
+
+
+@pytest.fixture(scope="module")
 def deb_machine(
-    deb_dir: Path, apt_archives: Path, scratch: Path, mix_artifacts: dict[str, Path]
+    deb_dir: Path,
+    deb_checkout: Path,
+    apt_archives: Path,
+    scratch: Path,
+    mix_artifacts: dict[str, Path],
 ) -> Iterator[Machine]:
-    """A systemd container with a writable copy-on-write root; no checkout bound in."""
+    """A new user's host with a writable copy-on-write root and the host's network.
+
+    No virtualenv is bound in; the clean checkout is under `deb_dir`.
+    """
     booted = Machine.boot(
         f"pyrelctl-deb-{os.getpid()}",
         [deb_dir, scratch],
         deb_dir / "nspawn.log",
         writable_root=True,
+        # pip builds examples/pyshop from PyPI in there (module doc).
+        private_network=False,
     )
     try:
+        make_new_host(booted, deb_dir)
         yield booted
     finally:
         booted.stop()
 
 
-def test_lintian_reports_no_errors(deb_dir: Path) -> None:
-    report = (deb_dir / "build" / "deb" / "lintian.txt").read_text()
-    assert not [line for line in report.splitlines() if line.startswith("E: ")], report
-
-
-def test_packaged_pyrelctl_deploys_and_rolls_back_a_mix_release(
-    deb_dir: Path, apt_archives: Path, deb_machine: Machine, mix_artifacts: dict[str, Path]
-) -> None:
+@pytest.fixture(scope="module")
+def installed_deb(deb_dir: Path, apt_archives: Path, deb_machine: Machine) -> Machine:
+    """The container, with the .deb installed by apt (offline, from `apt_archives`)."""
     m = deb_machine
     assert m.run(["sh", "-c", "command -v pyrelctl"], check=False).returncode != 0, (
         "pyrelctl is on the host already: the container would not test the package"
     )
-
     started = time.monotonic()
     # Into the container's own apt cache (its copy-on-write /var), where apt
     # looks before downloading.
     m.run(["sh", "-c", f"cp {apt_archives}/*.deb /var/cache/apt/archives/ 2>/dev/null; true"])
     install = m.run(
         # Without --no-download, which apt 2.6 refuses for a local ./x.deb ("Internal
-        # Error, Pathname to install is not absolute"); with no network, a package
-        # missing from the cache fails here all the same.
+        # Error, Pathname to install is not absolute"); apt finds what it needs in
+        # its cache and downloads nothing.
         ["apt-get", "install", "-y", f"./{DEB}"],
         cwd=deb_dir / "dist",
         env={"DEBIAN_FRONTEND": "noninteractive"},
@@ -124,6 +143,58 @@ def test_packaged_pyrelctl_deploys_and_rolls_back_a_mix_release(
     )
     assert install.returncode == 0, install.stdout + install.stderr
     print(f"apt-get install: {time.monotonic() - started:.1f} s")
+    return m
+
+
+def test_lintian_reports_no_errors(deb_dir: Path) -> None:
+    report = (deb_dir / "build" / "deb" / "lintian.txt").read_text()
+    assert not [line for line in report.splitlines() if line.startswith("E: ")], report
+
+
+def test_packaged_pyrelctl_builds_and_serves_a_python_release(
+    installed_deb: Machine, deb_checkout: Path
+) -> None:
+    """The .deb's install path (test_install_paths.py): build, install, serve, doctor.
+
+    Runs before the mix test below, which removes the package at its end.
+    """
+    m = installed_deb
+    # `pyrelctl build` runs pip with the package's interpreter: Debian's
+    # python3-pip (docs/packaging.md says the package's users need it).
+    pip = m.run(["python3", "-m", "pip", "--version"]).stdout
+    assert pip.startswith("pip 23.0.1 from /usr/lib/python3/dist-packages/pip"), pip
+    started = time.monotonic()
+    build = m.run(
+        ["pyrelctl", "--json", "build", "examples/pyshop", "-o", "/tmp/dist"],
+        cwd=deb_checkout,
+        env=dict(USER_ENV),
+        timeout=900,
+        check=False,
+    )
+    assert build.returncode == 0, build.stdout + build.stderr
+    print(f"pyrelctl build examples/pyshop: {time.monotonic() - started:.1f} s")
+    artifact = json.loads(build.stdout)["artifact"]
+    port = free_port()
+    install = m.run(
+        ["pyrelctl", "install", artifact, "--listen", f"127.0.0.1:{port}"],
+        timeout=300,
+        check=False,
+    )
+    assert install.returncode == 0, install.stdout + install.stderr
+    health = json.loads(http_get(m, f"http://127.0.0.1:{port}/healthz"))
+    assert health == {"status": "ok", "version": "1.0.0"}
+    doctor = m.run(["pyrelctl", "doctor", "pyshop"], check=False)
+    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+    assert "PROBLEM" not in doctor.stdout, doctor.stdout
+    assert "pyshop.service is active" in doctor.stdout, doctor.stdout
+    gone = m.run(["pyrelctl", "uninstall", "--purge", "pyshop"], check=False, timeout=120)
+    assert gone.returncode == 0, gone.stderr
+
+
+def test_packaged_pyrelctl_deploys_and_rolls_back_a_mix_release(
+    installed_deb: Machine, mix_artifacts: dict[str, Path]
+) -> None:
+    m = installed_deb
 
     # What runs is the package, on Debian's libraries.
     assert m.run(["sh", "-c", "command -v pyrelctl"]).stdout.strip() == "/usr/bin/pyrelctl"
