@@ -299,3 +299,29 @@ def test_only_the_last_lines_of_the_backend_output_are_kept() -> None:
     assert failure == BuildFailure(
         "x", "Building wheel for x (pyproject.toml)", tuple(f"line {i}" for i in range(35, 40))
     )
+
+
+def test_an_interpreter_without_pip_is_named_with_the_package_to_install(
+    tmp_path: Path,
+) -> None:
+    """The .deb runs on /usr/bin/python3, whose pip is the separate python3-pip."""
+    venv = tmp_path / "nopip"
+    subprocess.run(["/usr/bin/python3", "-m", "venv", "--without-pip", venv], check=True)
+    project = tiny_project(
+        tmp_path / "app",
+        {"name": "app", "version": "1.0"},
+        '\n[tool.pyrelctl]\nstart = ["python"]\n',
+    )
+    proc = subprocess.run(
+        [PYRELCTL, "build", project, "-o", tmp_path / "out", "--python", venv / "bin" / "python"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.splitlines() == [
+        f"error: {venv}/bin/python has no pip, which pyrelctl build needs",
+        "hint: install it (Debian: apt-get install python3-pip), "
+        "or build with --python PYTHON of a virtualenv that has pip",
+    ]
