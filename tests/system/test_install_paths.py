@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -32,7 +33,14 @@ from pathlib import Path
 import pytest
 
 from devtools.machine import Machine
-from devtools.newhost import USER_ENV, clean_checkout, free_port, http_get, make_new_host
+from devtools.newhost import (
+    REPO_ROOT,
+    USER_ENV,
+    clean_checkout,
+    free_port,
+    http_get,
+    make_new_host,
+)
 
 APP = "pyshop"
 
@@ -75,10 +83,34 @@ def build_install_serve(machine: Machine, pyrelctl: str, checkout: Path) -> dict
     )
     health = json.loads(http_get(machine, f"http://127.0.0.1:{port}/healthz"))
     assert health == {"status": "ok", "version": "1.0.0"}
+    # README: "pyrelctl doctor then checks the host", and completion from the CLI.
+    doctor = machine.run([pyrelctl, "doctor", APP], check=False)
+    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+    assert f"{APP}.service is active" in doctor.stdout, doctor.stdout
+    for shell, needle in (("bash", "complete -o"), ("zsh", "compdef"), ("fish", "complete")):
+        script = machine.run([pyrelctl], env={"_PYRELCTL_COMPLETE": f"{shell}_source"}).stdout
+        assert needle in script, (shell, script[:300])
     status: dict[str, object] = json.loads(
         step(machine, "status", [pyrelctl, "--json", "status", APP])
     )
     return status
+
+
+#: What README and docs/packaging.md say a pip or pipx install needs from Debian
+#: (pystemd is compiled from its sdist). The containers' /usr is the host's:
+#: these are what they have, and the tests pass with them.
+BUILD_PACKAGES = ("libsystemd-dev", "pkg-config", "gcc", "python3-dev", "python3-venv")
+
+
+def test_the_documented_packages_are_what_the_paths_ran_with() -> None:
+    readme = (REPO_ROOT / "README.md").read_text()
+    packaging = (REPO_ROOT / "docs" / "packaging.md").read_text()
+    for package in (*BUILD_PACKAGES, "pipx"):
+        assert package in readme and package in packaging, package
+        state = subprocess.run(
+            ["dpkg-query", "-W", "-f=${Status}", package], capture_output=True, text=True
+        ).stdout
+        assert state == "install ok installed", (package, state)
 
 
 @pytest.fixture
