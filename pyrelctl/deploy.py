@@ -80,6 +80,7 @@ class InstallOptions:
     allow: tuple[str, ...] = ()  # sandbox widenings the host allows (allowances.py); remembered
     reset_allow: bool = False  # forget the remembered allowances first
     allow_downgrade: bool = False  # a signed release older than the current one
+    env: dict[str, str] | None = None  # configuration set with this deploy (a new generation)
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,8 @@ class Deployer:
         self.say = say
         self.progress = progress
         self.setup = AppSetup(layout, systemd, say)
+        #: Undoes the configuration generation an install set (``--env``), if any.
+        self._config_undo: Callable[[], None] | None = None
 
     @property
     def online(self) -> bool:
@@ -225,6 +228,11 @@ class Deployer:
 
     # -- starting and verifying --------------------------------------------
 
+    def verify(self, app: AppPaths, release: Release, readiness: Readiness) -> UnitState | Failure:
+        """Restart ``app`` running ``release`` and wait until it is really up
+        (what a configuration change needs too: appconfig/apply.py)."""
+        return self._verify(app, release, readiness)
+
     def _verify(self, app: AppPaths, release: Release, readiness: Readiness) -> UnitState | Failure:
         """Restart the unit and wait until the release is really up (readiness.py).
 
@@ -270,12 +278,48 @@ class Deployer:
                 previous = app.current_version()
                 if signer is not None and not opts.allow_downgrade:
                     self._refuse_downgrade(app, release, previous)
-                if previous == release.version and app.release(previous).is_dir():
-                    return self._reinstall_current(app, release, opts, started_at)
-                self._unpack(app, artifact, release)
-                return self._switch(
-                    app, release, previous, opts, "install", started_at, changed=True
-                )
+                self._config_undo = self._stage_env(app, opts.env) if opts.env else None
+                try:
+                    if previous == release.version and app.release(previous).is_dir():
+                        return self._reinstall_current(app, release, opts, started_at)
+                    self._unpack(app, artifact, release)
+                    return self._switch(
+                        app, release, previous, opts, "install", started_at, changed=True
+                    )
+                except BaseException:
+                    # A failed deploy restored the configuration (_fail); any
+                    # other error before the restart does it here.
+                    if self._config_undo is not None:
+                        self._config_undo()
+                    raise
+                finally:
+                    self._config_undo = None
+
+    def _stage_env(self, app: AppPaths, env: dict[str, str]) -> Callable[[], None] | None:
+        """Make ``env`` (set on top of the app's configuration) its current generation
+        for this deploy; return what undoes it, or None if nothing changed."""
+        from pyrelctl.appconfig import envfile
+        from pyrelctl.appconfig.generations import Generations, GenMark, label
+
+        gens = Generations(app)
+        previous = gens.current()
+        old = gens.read(previous)
+        new = {**old, **env}
+        if new == old:
+            return None
+        number = gens.create(new)
+        gens.switch(number)
+        summary = envfile.describe(envfile.diff(old, new))
+        app.record("config", label(previous), label(number), f"with the deploy: {summary}")
+        self.say(f"configuration generation {number} ({summary})")
+
+        def undo() -> None:
+            self.say(f"configuration generation {previous} restored")
+            gens.set_mark(number, GenMark.FAILED)
+            gens.switch(previous)
+            self._config_undo = None
+
+        return undo
 
     def _check_host(self, app: AppPaths, release: Release, opts: InstallOptions) -> None:
         """What the host must agree to before a release is installed as ``app``:
@@ -403,6 +447,7 @@ class Deployer:
             last_good_at=time.time(),
             widened=self._widened(release, settings),
         )
+        self._config_good(app)
         self._remember(app, settings)
         self.setup.enable(app)
         app.record(action, previous, release.version, "ok")
@@ -447,6 +492,16 @@ class Deployer:
         return updated
 
     @staticmethod
+    def _config_good(app: AppPaths) -> None:
+        """The release came up with the current configuration generation: mark it good."""
+        from pyrelctl.appconfig.generations import Generations, GenMark
+
+        gens = Generations(app)
+        number = gens.current() if gens.dir.is_dir() else None
+        if number is not None and gens.info(number).mark is not GenMark.GOOD:
+            gens.set_mark(number, GenMark.GOOD)
+
+    @staticmethod
     def _widened(release: Release, settings: dict[str, Any]) -> list[str]:
         """The allowances the release runs with (``status`` shows them from the index)."""
         host_socket = bool(settings.get(SOCKET_SETTING))
@@ -456,6 +511,11 @@ class Deployer:
     def _remember(app: AppPaths, settings: dict[str, Any]) -> None:
         if settings != app.read_settings():
             app.write_settings(settings)
+
+    @staticmethod
+    def health_for(settings: dict[str, Any], release: Release) -> HealthCheck | None:
+        """The host's health check for the app if one was set, else the release's own."""
+        return Deployer._health(settings, release)
 
     @staticmethod
     def _health(settings: dict[str, Any], release: Release) -> HealthCheck | None:
@@ -483,6 +543,8 @@ class Deployer:
         yet: the previous release never stopped serving.
         """
         app.update_index(release.version, mark=Mark.FAILED, failed_at=time.time())
+        if self._config_undo is not None:
+            self._config_undo()  # the previous release comes back with its configuration
         report: dict[str, Any] = {
             "app": app.name,
             "action": action,

@@ -122,7 +122,9 @@ def reserved(name: str) -> bool:
 def manages(app: AppPaths) -> bool:
     """Whether pyrelctl already manages ``app`` on this host (installed, or
     uninstalled without ``--purge``, or a first install interrupted)."""
-    return app.releases.is_dir() or app.index_file.exists() or app.history_file.exists()
+    # Not the history alone: `pyrelctl config set` before the first install
+    # records one, and claims nothing of the host's.
+    return app.releases.is_dir() or app.index_file.exists()
 
 
 def _offline_names(path: Path) -> dict[str, int]:

@@ -266,7 +266,7 @@ def remove_tree(path: Path) -> None:
     shutil.rmtree(doomed)
 
 
-def _write_json(path: Path, data: dict[str, Any], mode: int = 0o644) -> None:
+def write_json(path: Path, data: dict[str, Any], mode: int = 0o644) -> None:
     """Replace one of pyrelctl's own JSON files (see :func:`check_state_target`)."""
     ensure_dir(path.parent)
     check_state_target(path)
@@ -279,7 +279,7 @@ def _read_state(path: Path) -> bytes:
         return f.read()
 
 
-def _read_json(path: Path, *, hint: str) -> dict[str, Any]:
+def read_json(path: Path, *, hint: str) -> dict[str, Any]:
     """A JSON object from one of pyrelctl's own files; {} when it does not exist."""
     try:
         data = json.loads(_read_state(path))
@@ -471,32 +471,32 @@ class AppPaths:
 
     def read_index(self) -> dict[str, dict[str, Any]]:
         """Per-release facts: install time, size, mark. Advisory: the disk is the truth."""
-        return _read_json(
+        return read_json(
             self.index_file, hint="restore it from a backup or delete it; releases stay"
         )
 
     def update_index(self, version: str, **facts: Any) -> None:
         index = self.read_index()
         index.setdefault(version, {}).update(facts)
-        _write_json(self.index_file, index)
+        write_json(self.index_file, index)
 
     def forget(self, version: str) -> None:
         index = self.read_index()
         if index.pop(version, None) is not None:
-            _write_json(self.index_file, index)
+            write_json(self.index_file, index)
 
     def mark(self, version: str) -> Mark:
         return Mark(self.read_index().get(version, {}).get("mark", Mark.NEW))
 
     def read_settings(self) -> dict[str, Any]:
         """Settings the operator gave for this app on this host (health check, grace)."""
-        return _read_json(
+        return read_json(
             self.settings_file, hint="fix or delete it; pyrelctl then uses the release's settings"
         )
 
     def write_settings(self, settings: dict[str, Any]) -> None:
         ensure_dir(self.etc, 0o700)
-        _write_json(self.settings_file, settings, mode=0o600)
+        write_json(self.settings_file, settings, mode=0o600)
 
     def record(
         self, action: str, from_version: str | None, to_version: str | None, result: str
@@ -506,7 +506,7 @@ class AppPaths:
             {
                 "time": time.time(),
                 "action": action,
-                "user": _who(),
+                "user": who(),
                 "from": from_version,
                 "to": to_version,
                 "result": result,
@@ -575,7 +575,7 @@ def app_lock(
         os.close(fd)
 
 
-def _who() -> str:
+def who() -> str:
     """Who runs this command, as the history names them."""
     import getpass  # only for the history entry, written after the restart
 

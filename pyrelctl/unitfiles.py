@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from pyrelctl.layout import AppPaths, _read_json, _write_json, write_atomic
+from pyrelctl.layout import AppPaths, read_json, write_atomic, write_json
 from pyrelctl.units import UnitText
 
 MEMO = "units.json"
@@ -28,7 +28,7 @@ def _sha256(data: bytes) -> str:
 def write_unit(app: AppPaths, path: Path, unit: UnitText) -> bool:
     """Make ``path`` hold the rendering of ``unit``; True if the file changed."""
     memo_file = app.state / MEMO
-    memo = _read_json(memo_file, hint=f"remove {memo_file}: it is only a cache")
+    memo = read_json(memo_file, hint=f"remove {memo_file}: it is only a cache")
     inputs = unit.digest()
     known = memo.get(path.name)
     if isinstance(known, dict) and known.get("inputs") == inputs:
@@ -41,13 +41,13 @@ def write_unit(app: AppPaths, path: Path, unit: UnitText) -> bool:
     changed = write_atomic(path, text)
     memo[path.name] = {"inputs": inputs, "output": _sha256(text)}
     app.state.mkdir(parents=True, exist_ok=True)
-    _write_json(memo_file, memo)
+    write_json(memo_file, memo)
     return changed
 
 
 def forget_unit(app: AppPaths, path: Path) -> None:
     """Drop the memo of a unit file that was removed."""
     memo_file = app.state / MEMO
-    memo = _read_json(memo_file, hint=f"remove {memo_file}: it is only a cache")
+    memo = read_json(memo_file, hint=f"remove {memo_file}: it is only a cache")
     if memo.pop(path.name, None) is not None:
-        _write_json(memo_file, memo)
+        write_json(memo_file, memo)

@@ -232,11 +232,15 @@ def service_environment(spec: ServiceSpec, *, run_dir: str) -> dict[str, str]:
 
 
 def default_environment_files(app: str, release: Release) -> tuple[str, ...]:
-    """``EnvironmentFile=`` settings: the operator's optional ``env``, and for mix
-    the cookie. Root-only files read by PID 1; unlike ``Environment=`` their
-    values are not shown to every user over D-Bus. Files override
-    ``Environment=``, so ``env`` can change any default below."""
-    files = [f"-/etc/pyrelctl/{app}/env"]
+    """``EnvironmentFile=`` settings: the operator's optional ``env``, the app's
+    configuration (``pyrelctl config``), and for mix the cookie. Root-only files
+    read by PID 1; unlike ``Environment=`` their values are not shown to every
+    user over D-Bus. Files override ``Environment=``, so ``env`` can change any
+    default below."""
+    # The operator's hand-written env, then the configuration generation
+    # `pyrelctl config` keeps (appconfig/generations.py), which wins where both
+    # set a variable: a later EnvironmentFile= overrides an earlier one.
+    files = [f"-/etc/pyrelctl/{app}/env", f"-/etc/pyrelctl/{app}/config/current.env"]
     if release.kind is Kind.MIX:
         files.append(f"/etc/pyrelctl/{app}/release.env")
     return tuple(files)

@@ -42,6 +42,7 @@ COMMANDS = {
     "remote": "console:remote",
     "pid": "reads:pid",
     "version": "reads:version",
+    "config": "config:config",
     "secret": "admin:secret",
     "build": "admin:build_command",
     "doctor": "reads:doctor",

@@ -95,6 +95,21 @@ from pyrelctl.errors import BadInput
     is_flag=True,
     help="Install a signed release older than the current one (a rollback needs no flag).",
 )
+@click.option(
+    "--env",
+    "env",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Set a variable of the app's configuration with this deploy (repeatable; KEY=- "
+    "reads the value from stdin): a new configuration generation, undone if the deploy "
+    "fails. See `pyrelctl config`.",
+)
+@click.option(
+    "--env-file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    metavar="FILE",
+    help="Set the variables of a dotenv FILE with this deploy, as --env does.",
+)
 @no_wait_option
 @pass_ctx
 def install(
@@ -116,6 +131,8 @@ def install(
     allow: tuple[str, ...],
     allow_reset: bool,
     allow_downgrade: bool,
+    env: tuple[str, ...],
+    env_file: Path | None,
     no_wait: bool,
 ) -> None:
     """Install ARTIFACT (a release directory, .tar.gz, .tgz or .tar) and make it current.
@@ -131,6 +148,14 @@ def install(
     from pyrelctl.deploy import InstallOptions
     from pyrelctl.sockets import make_socket
 
+    variables: dict[str, str] = {}
+    if env_file is not None or env:
+        from pyrelctl.appconfig import envfile
+        from pyrelctl.cli.config import parse_assignments
+
+        if env_file is not None:
+            variables.update(envfile.parse(env_file.read_text(), source=str(env_file)))
+        variables.update(envfile.check(parse_assignments(env)))
     opts = InstallOptions(
         app=app_name,
         start=not no_start,
@@ -147,6 +172,7 @@ def install(
         allow=tuple(parse_allowance(a) for a in allow),
         reset_allow=allow_reset,
         allow_downgrade=allow_downgrade,
+        env=variables or None,
     )
     outcome = obj.deployer().install(artifact, opts)
 
@@ -173,18 +199,41 @@ def install(
     shell_complete=complete_rollback_target,
     help="The release to go back to (default: the previous good one).",
 )
+@click.option(
+    "--config",
+    "config_only",
+    is_flag=True,
+    help="Go back to the previous configuration generation instead (--to GEN picks one); "
+    "the release stays.",
+)
 @timeout_option
 @grace_option
 @no_wait_option
 @pass_ctx
 def rollback(
-    obj: Ctx, app: str, to_version: str | None, timeout: float, grace: float | None, no_wait: bool
+    obj: Ctx,
+    app: str,
+    to_version: str | None,
+    config_only: bool,
+    timeout: float,
+    grace: float | None,
+    no_wait: bool,
 ) -> None:
     """Make an earlier release of APP current again and restart it.
 
     Without --to, the newest good release installed before the current one.
-    Releases that failed to come up are never chosen.
+    Releases that failed to come up are never chosen. The configuration
+    (`pyrelctl config`) stays as it is: it belongs to the host, not to a
+    release; `rollback --config` goes back one configuration generation.
     """
+    if config_only:
+        from pyrelctl.cli.config import rollback_config
+
+        if to_version is not None and not to_version.isdigit():
+            raise BadInput("with --config, --to takes a generation number")
+        to = int(to_version) if to_version is not None else None
+        rollback_config(obj, app, to, timeout, no_wait)
+        return
     outcome = obj.deployer().rollback(
         app, to=to_version, timeout=timeout, grace=grace, wait_lock=not no_wait
     )

@@ -12,10 +12,23 @@ import click
 from pyrelctl.cli.common import Ctx, pass_ctx, size, state_json, table, when
 from pyrelctl.completion import complete_app
 from pyrelctl.errors import BadInput, ExitCode, PyrelctlError
-from pyrelctl.layout import Mark
+from pyrelctl.layout import AppPaths, Mark
 from pyrelctl.systemd import UnitState
 
-STATUS_COLUMNS = ("APP", "CURRENT", "STATE", "SINCE", "PID", "MEM", "RESTARTS", "ENABLED", "SOCKET")
+STATUS_COLUMNS = (
+    "APP", "CURRENT", "CONFIG", "STATE", "SINCE", "PID", "MEM", "RESTARTS", "ENABLED", "SOCKET",
+)  # fmt: skip
+
+
+def config_generation(app: AppPaths) -> int | None:
+    """The app's current configuration generation (``pyrelctl config``), if any;
+    None too where /etc/pyrelctl/APP is not readable (status as another user)."""
+    try:
+        target = os.readlink(app.etc / "config/current.env")
+    except OSError:
+        return None
+    number = target.removesuffix(".env")
+    return int(number) if number.isdigit() else None
 
 
 @click.command()
@@ -48,6 +61,7 @@ def status(obj: Ctx, app: str | None) -> None:
                 "socket": _socket_json(socket),
                 # What the release widens of the default sandbox (install --allow).
                 "widened": list(entry.get("widened", [])),
+                "config": config_generation(paths),
             }
         )
 
@@ -62,6 +76,7 @@ def status(obj: Ctx, app: str | None) -> None:
                 (
                     d["app"],
                     d["current"] or "-",
+                    str(d["config"] or "-"),
                     f"{s['active_state']} ({s['sub_state']})" if s else "offline",
                     when(s["since"]) if s else "-",
                     str(s["main_pid"] or "-") if s else "-",
@@ -121,9 +136,10 @@ def releases(obj: Ctx, app: str) -> None:
                 "artifact": facts.get("artifact"),
             }
         )
-    obj.emit(
-        {"app": app, "current": current, "releases": rows},
-        lambda: table(
+    config = config_generation(paths)
+
+    def human() -> None:
+        table(
             [
                 (
                     "*" if r["current"] else " ",
@@ -135,8 +151,11 @@ def releases(obj: Ctx, app: str) -> None:
                 for r in rows
             ],
             (" ", "VERSION", "INSTALLED", "SIZE", "MARK"),
-        ),
-    )
+        )
+        if config is not None:
+            click.echo(f"configuration generation {config} (pyrelctl config history {app})")
+
+    obj.emit({"app": app, "current": current, "config": config, "releases": rows}, human)
 
 
 @click.command()

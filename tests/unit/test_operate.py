@@ -282,7 +282,10 @@ def test_generic_release_command_gets_the_expression_appended() -> None:
     assert command.staged is not None and command.staged.data == b"1 + 1"
     settings = dict(props)
     assert settings["User"] == "hi" and "Environment" not in settings
-    assert [v for k, v in props if k == "EnvironmentFile"] == ["-/etc/pyrelctl/hi/env"]
+    assert [v for k, v in props if k == "EnvironmentFile"] == [
+        "-/etc/pyrelctl/hi/env",
+        "-/etc/pyrelctl/hi/config/current.env",
+    ]
     assert any(o.startswith("--description=pyrelctl eval hi (generic release 2)") for o in options)
 
 

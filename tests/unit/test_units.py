@@ -133,7 +133,11 @@ def test_exec_settings_render_as_the_service_block() -> None:
     for key in {k for k, _ in settings}:
         assert d[key] == [v.replace("%", "%%") for k, v in settings if k == key]
     assert dict(settings)["User"] == "shop" and dict(settings)["DynamicUser"] == "yes"
-    assert d["EnvironmentFile"] == ["-/etc/pyrelctl/shop/env", "/etc/pyrelctl/shop/release.env"]
+    assert d["EnvironmentFile"] == [
+        "-/etc/pyrelctl/shop/env",
+        "-/etc/pyrelctl/shop/config/current.env",
+        "/etc/pyrelctl/shop/release.env",
+    ]
 
 
 def test_exec_settings_for_a_command_move_only_cwd_and_runtime_dir() -> None:
@@ -164,7 +168,10 @@ def test_mix_node_and_distribution_are_on_loopback() -> None:
 
 def test_environment_files_hold_the_cookie_only_for_mix() -> None:
     generic = Release(name="g", version="1", kind=Kind.GENERIC, commands={"start": ("g",)})
-    assert default_environment_files("g", generic) == ("-/etc/pyrelctl/g/env",)
+    assert default_environment_files("g", generic) == (
+        "-/etc/pyrelctl/g/env",
+        "-/etc/pyrelctl/g/config/current.env",
+    )
     assert default_environment_files("shop", mix_release())[-1] == "/etc/pyrelctl/shop/release.env"
 
 

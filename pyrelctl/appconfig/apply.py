@@ -1,0 +1,257 @@
+"""A configuration change, applied as a deploy: switch, restart, verify, or undo.
+
+``pyrelctl config set shop POOL_SIZE=20`` goes the way ``pyrelctl install``
+goes, under the app's lock: a new generation is written, ``current.env``
+moves to it, the service restarts and must pass the same readiness, health
+check and grace period as a new release. When it does not come up, the
+previous generation is made current again and the service restarted with
+it (exit 3, with the failed start's journal); only when that fails too is
+the app down (exit 4). An app that is installed but not running, or not
+installed yet, gets the change staged: its next start (the first install
+included) runs with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+from pyrelctl.appconfig import envfile
+from pyrelctl.appconfig.generations import Generations, GenMark, label
+from pyrelctl.defaults import DEFAULT_GRACE, DEFAULT_KEEP, DEFAULT_TIMEOUT
+from pyrelctl.deploy import Deployer
+from pyrelctl.errors import BadInput, DeployFailed, ExitCode, HostError, NotInstalled
+from pyrelctl.layout import AppPaths, app_lock
+from pyrelctl.readiness import Failure, Readiness
+from pyrelctl.release import Release
+
+Edit = Callable[[dict[str, str]], dict[str, str]]
+
+
+@dataclass(frozen=True)
+class ConfigOutcome:
+    """What a configuration change did, as ``--json`` prints it."""
+
+    app: str
+    generation: int | None
+    previous: int | None
+    change: dict[str, list[str]] = field(default_factory=dict)
+    applied: bool = False  # the service restarted with it and came up
+    staged: bool = False  # current, for the next start
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "app": self.app,
+            "generation": self.generation,
+            "previous": self.previous,
+            "change": self.change,
+            "applied": self.applied,
+            "staged": self.staged,
+        }
+
+
+class Configurator:
+    """Changes an app's configuration through a :class:`Deployer`'s verification."""
+
+    def __init__(self, deployer: Deployer) -> None:
+        self.deployer = deployer
+
+    def app(self, name: str, *, create: bool = True) -> AppPaths:
+        app = self.deployer.layout.app(name)
+        if not create and not app.exists():
+            raise NotInstalled(
+                f"app {name!r} is not installed (and --no-create was given)",
+                hint="see installed apps with: pyrelctl status",
+            )
+        return app
+
+    def change(
+        self,
+        name: str,
+        edit: Edit,
+        *,
+        restart: bool = True,
+        create: bool = True,
+        timeout: float = DEFAULT_TIMEOUT,
+        keep: int = DEFAULT_KEEP,
+        wait_lock: bool = True,
+    ) -> ConfigOutcome:
+        """Apply ``edit`` (old variables -> new) as a new generation."""
+        app = self.app(name, create=create)
+        gens = Generations(app)
+        # Checked before the lock and again under it: a refusal writes nothing.
+        envfile.check(edit(gens.values()))
+        with app_lock(app, "config", wait=wait_lock, on_wait=self.deployer.say):
+            previous = gens.current()
+            old = gens.read(previous)
+            new = envfile.check(edit(dict(old)))
+            change = envfile.diff(old, new)
+            if not any(change.values()):
+                return ConfigOutcome(app.name, previous, previous, change)
+            number = gens.create(new)
+            outcome = self._apply(app, gens, number, previous, restart=restart, timeout=timeout)
+            gens.prune(keep)
+            return outcome
+
+    def rollback(
+        self, name: str, *, to: int | None = None, timeout: float = DEFAULT_TIMEOUT,
+        wait_lock: bool = True,
+    ) -> ConfigOutcome:  # fmt: skip
+        """Make an earlier generation current again (the previous one, or ``to``)."""
+        app = self.app(name)
+        gens = Generations(app)
+        self._rollback_target(app, gens, to)  # refused before the lock: nothing written
+        with app_lock(app, "config rollback", wait=wait_lock, on_wait=self.deployer.say):
+            current = gens.current()
+            target = self._rollback_target(app, gens, to)
+            return self._apply(app, gens, target, current, restart=True, timeout=timeout)
+
+    @staticmethod
+    def _rollback_target(app: AppPaths, gens: Generations, to: int | None) -> int:
+        if to is not None:
+            if to not in gens.numbers():
+                raise BadInput(f"{app.name} has no configuration generation {to}")
+            return to
+        current = gens.current()
+        target = gens.previous(current) if current is not None else None
+        if target is None:
+            raise BadInput(
+                f"{app.name} has no earlier configuration generation to go back to",
+                hint=f"see them with: pyrelctl config history {app.name}",
+            )
+        return target
+
+    # -- applying ------------------------------------------------------------
+
+    def _running_release(self, app: AppPaths) -> str | None:
+        """The current release, if the service runs it now (online only)."""
+        if not self.deployer.online or not app.exists():
+            return None
+        version = app.current_version()
+        if version is None or not self.deployer.systemd.state(app.service_name).running:
+            return None
+        return version
+
+    def _apply(
+        self,
+        app: AppPaths,
+        gens: Generations,
+        number: int,
+        previous: int | None,
+        *,
+        restart: bool,
+        timeout: float,
+    ) -> ConfigOutcome:
+        change = gens.info(number).change
+        version = self._running_release(app) if restart else None
+        if version is not None:
+            # Units first: an app installed before `config` existed names no
+            # configuration file yet (units.default_environment_files).
+            release = self.deployer.release_of(app, version)
+            self.deployer.setup.write_units(app, release)
+        gens.switch(number)
+        summary = envfile.describe(change)
+        if version is None:
+            app.record("config", label(previous), label(number), f"staged: {summary}")
+            self.deployer.say(
+                f"{app.name} configuration generation {number} is current; "
+                "the next start runs with it"
+            )
+            return ConfigOutcome(app.name, number, previous, change, staged=True)
+        readiness = self._readiness(app, release, timeout)
+        self.deployer.say(f"{app.name}: configuration generation {number} ({summary}); restarting")
+        result = self.deployer.verify(app, release, readiness)
+        if not isinstance(result, Failure):
+            gens.set_mark(number, GenMark.GOOD)
+            app.record("config", label(previous), label(number), f"ok: {summary}")
+            self.deployer.say(f"{app.name} is up with generation {number} (pid {result.main_pid})")
+            return ConfigOutcome(app.name, number, previous, change, applied=True)
+        self._undo(app, gens, release, number, previous, result, readiness, summary)
+
+    def _readiness(self, app: AppPaths, release: Release, timeout: float) -> Readiness:
+        settings = app.read_settings()
+        return Readiness(
+            timeout=timeout,
+            grace=float(settings.get("grace", DEFAULT_GRACE)),
+            health=self.deployer.health_for(settings, release),
+        )
+
+    def _undo(
+        self,
+        app: AppPaths,
+        gens: Generations,
+        release: Release,
+        number: int,
+        previous: int | None,
+        failure: Failure,
+        readiness: Readiness,
+        summary: str,
+    ) -> NoReturn:
+        """The service did not come up with generation ``number``: restore ``previous``."""
+        gens.set_mark(number, GenMark.FAILED)
+        report: dict[str, Any] = {
+            "app": app.name,
+            "action": "config",
+            "failed": failure.to_json(),
+            "generation": number,
+            "previous": previous,
+        }
+        message = f"{app.name} failed to come up with configuration generation {number}: "
+        message += failure.reason
+        if failure.exit not in ("", "not started"):
+            message += f" (main process {failure.exit})"
+        self.deployer.say(f"generation {number} failed; restoring generation {previous}")
+        gens.switch(previous)
+        try:
+            restored = self.deployer.verify(
+                app, release, Readiness(timeout=readiness.timeout, grace=min(readiness.grace, 1.0),
+                                        health=readiness.health),
+            )  # fmt: skip
+        except HostError as e:
+            restored = Failure(version=release.version, reason=e.message)
+        if isinstance(restored, Failure):
+            app.record("config", label(previous), label(number), "failed; restoring failed too")
+            report["restored"] = None
+            raise DeployFailed(
+                message + f"; restoring generation {previous} FAILED too: {restored.reason}",
+                exit_code=ExitCode.ROLLBACK_FAILED,
+                report=report,
+                hint=f"THE APP IS DOWN; see: journalctl -u {app.name}",
+            )
+        app.record("config", label(previous), label(number), f"failed: {summary}: {failure.reason}")
+        app.record("config-rollback", label(number), label(previous), "ok")
+        report["restored"] = {"generation": previous, "main_pid": restored.main_pid}
+        raise DeployFailed(
+            message,
+            exit_code=ExitCode.ROLLED_BACK,
+            report=report,
+            hint=f"generation {previous} was restored and runs (pid {restored.main_pid}); "
+            f"fix the value and set it again: pyrelctl config set {app.name} ...",
+        )
+
+
+def set_values(updates: Mapping[str, str]) -> Edit:
+    def edit(old: dict[str, str]) -> dict[str, str]:
+        return {**old, **updates}
+
+    return edit
+
+
+def unset_values(names: list[str]) -> Edit:
+    def edit(old: dict[str, str]) -> dict[str, str]:
+        missing = [n for n in names if n not in old]
+        if missing:
+            raise BadInput(
+                f"{missing[0]} is not set", hint="see the names with: pyrelctl config list"
+            )
+        return {k: v for k, v in old.items() if k not in names}
+
+    return edit
+
+
+def replace_values(new: Mapping[str, str]) -> Edit:
+    def edit(_old: dict[str, str]) -> dict[str, str]:
+        return dict(new)
+
+    return edit
