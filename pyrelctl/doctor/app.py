@@ -344,6 +344,8 @@ class AppChecks(Checks):
             for name in [*dirnames, *filenames]:
                 path = Path(dirpath, name)
                 sub = path.lstat()
+                if stat.S_ISLNK(sub.st_mode) and sub.st_uid == 0:
+                    continue  # a link's own mode means nothing (symlink(7)); config/current.env
                 if sub.st_uid != 0 or stat.S_IMODE(sub.st_mode) & 0o077:
                     bad.append(f"{path} (mode {file_mode(sub)}, uid {sub.st_uid})")
         if bad:
@@ -359,6 +361,56 @@ class AppChecks(Checks):
             )
         else:
             yield Finding("secrets", app.name, Severity.OK, f"{etc} is root-only")
+        yield from self._config(app)
+
+    def _config(self, app: AppPaths) -> Iterator[Finding]:
+        """The configuration generation the unit reads (``pyrelctl config``) is there."""
+        from pyrelctl.appconfig.generations import CURRENT, Generations
+
+        gens = Generations(app)
+        if not gens.dir.is_dir():
+            return
+        try:
+            current = gens.current()
+        except PyrelctlError as e:
+            yield Finding("config", app.name, Severity.PROBLEM, e.message, fix=e.hint)
+            return
+        numbers = gens.numbers()
+        if current is None and numbers:
+            yield Finding(
+                "config",
+                app.name,
+                Severity.PROBLEM,
+                f"{gens.dir / CURRENT} is missing: the service runs without its configuration",
+                fix=self._cli("config", "rollback", app.name, "--to", str(numbers[-1])),
+            )
+            return
+        try:
+            unit = app.service_file.read_text()
+        except FileNotFoundError:
+            unit = ""
+        if (
+            current is not None
+            and unit
+            and f"/etc/pyrelctl/{app.name}/config/{CURRENT}" not in unit
+        ):
+            yield Finding(
+                "config",
+                app.name,
+                Severity.PROBLEM,
+                f"{app.service_file} does not read {gens.dir / CURRENT}: generation {current} "
+                "is not applied",
+                fix=self._reinstall(app, app.current_version() or "VERSION"),
+            )
+            return
+        if current is not None:
+            mark = gens.info(current).mark
+            yield Finding(
+                "config",
+                app.name,
+                Severity.WARNING if mark.value == "failed" else Severity.OK,
+                f"configuration generation {current} ({mark})",
+            )
 
     def _unit_state(self, app: AppPaths) -> Iterator[Finding]:
         assert self._systemd is not None

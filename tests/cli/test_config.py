@@ -152,3 +152,24 @@ def test_a_failed_install_keeps_the_configuration(
     result = run(capsys, "--root", hello_root, "install", bad, "--env", "A=1")
     assert result.code == 2
     assert snapshot(hello_root) == before
+
+
+def test_doctor_checks_the_configuration(
+    hello_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(capsys, "--root", hello_root, "config", "set", "hello", "A=1").code == 0
+
+    def finding() -> dict[str, str]:
+        report = json.loads(run(capsys, "--root", hello_root, "--json", "doctor", "hello").out)
+        found = [f for f in report["findings"] if f["check"] in ("config", "secrets")]
+        bad = [f for f in found if f["severity"] == "problem"]
+        return bad[0] if bad else next(f for f in found if f["check"] == "config")
+
+    assert finding()["severity"] == "ok"  # the link's own mode is no problem
+    (config_dir(hello_root) / "current.env").unlink()
+    broken = finding()
+    assert broken["severity"] == "problem" and "missing" in broken["message"]
+    fix = broken["fix"].split()
+    assert fix[:2] == ["pyrelctl", "--root"], fix
+    assert run(capsys, *fix[1:]).code == 0
+    assert finding()["severity"] == "ok"
