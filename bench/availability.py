@@ -32,7 +32,13 @@ STEADY = 1.5
 #: Issue 7: zero failed requests with socket activation, in every scenario.
 ZERO_FAILED = Target(Measure.FAILURES, 0)
 
-SCENARIOS = ("upgrade", "failed deploy, auto rollback", "manual rollback")
+SCENARIOS = (
+    "upgrade",
+    "failed deploy, auto rollback",
+    "manual rollback",
+    # Issue 18: `pyrelctl config set` restarts and verifies as a deploy does.
+    "configuration change",
+)
 
 
 @dataclass(frozen=True)
@@ -118,11 +124,15 @@ class AppUnderLoad:
         def rollback() -> None:
             h.pyrelctl("rollback", name)
 
+        def config_change() -> None:
+            h.pyrelctl("config", "set", name, f"BENCH_RUN={i}")
+
         actions: dict[str, Callable[[], None] | None] = {
             "steady": None,
             "upgrade": upgrade,
             "failed deploy, auto rollback": failed_deploy,
             "manual rollback": rollback,
+            "configuration change": config_change,
         }
         for window, action in actions.items():
             self.windows[window].append(_under_load(self.app, action))

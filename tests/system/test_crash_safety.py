@@ -45,6 +45,15 @@ def check_invariants(machine: Machine) -> str | None:
     assert count == str(FILES), f"current -> {target} holds {count} of {FILES} files"
     manifest = machine.run(["cat", f"/opt/{APP}/releases/{version}/release.toml"]).stdout
     assert f'version = "{version}"' in manifest
+    # The configuration: current.env, if there, names a whole generation.
+    config = f"/etc/pyrelctl/{APP}/config"
+    gen = machine.run(["readlink", f"{config}/current.env"], check=False)
+    if gen.returncode == 0:
+        name = gen.stdout.strip()
+        assert len(name) == 10 and name.endswith(".env") and name[:6].isdigit(), name
+        text = machine.run(["cat", f"{config}/{name}"]).stdout
+        assert text.startswith("# Generation") and text.endswith("\n"), text
+        assert "RUN=" in text, text
     return version
 
 
@@ -73,6 +82,8 @@ def test_sigkill_during_install_and_rollback_keeps_current_complete(
             argv = ["rollback", APP, "--grace", "0.3"]
         elif run % 5 == 4:
             argv = ["prune", APP, "--keep", "1"]
+        elif run % 5 == 3:  # a configuration change is a deploy too (issue 18)
+            argv = ["config", "set", APP, f"RUN={run}", "--keep", "2"]
         else:
             argv = ["install", str(artifacts[rng.choice(versions)]), "--grace", "0.3"]
         delay = rng.uniform(0.05, 1.5)
