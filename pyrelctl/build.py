@@ -49,9 +49,19 @@ from pyrelctl.archive import open_artifact
 from pyrelctl.errors import BadInput, CommandFailed, HostError
 from pyrelctl.names import APP_NAME_RE, check_version
 from pyrelctl.pyrelease import WHEELHOUSE, canonical_name, wheel_name_version
-from pyrelctl.release import MANIFEST, HealthKind, ServiceType, detect
+from pyrelctl.release import (
+    DEFAULT_STOP_TIMEOUT,
+    MANIFEST,
+    SETTINGS_TABLES,
+    HealthCheck,
+    HealthKind,
+    ServiceType,
+    Settings,
+    detect,
+    parse_settings,
+)
 from pyrelctl.run import run
-from pyrelctl.sockets import Socket, parse_socket_table
+from pyrelctl.sockets import Socket
 from pyrelctl.wheels import (
     ZIP_EPOCH,
     pip_build_failure,
@@ -63,10 +73,13 @@ from pyrelctl.wheels import (
 
 #: Lock files looked for, in this order, when [tool.pyrelctl] names none.
 LOCK_FILES = ("pylock.toml", "requirements.lock", "requirements.txt")
-#: What [tool.pyrelctl] accepts.
-CONFIG_KEYS = frozenset(
-    {"name", "start", "type", "health", "environment", "requirements", "socket"}
-)
+#: What [tool.pyrelctl] accepts: the build's own keys, and what release.toml
+#: accepts that makes sense for a python release (release.SETTINGS_TABLES and
+#: the description; ``type`` is short for ``service.type``), parsed by the
+#: same code (release.parse_settings).
+BUILD_KEYS = frozenset({"name", "start", "requirements", "type", "description"})
+CONFIG_KEYS = BUILD_KEYS | frozenset(SETTINGS_TABLES)
+WHERE = "pyproject.toml: [tool.pyrelctl]"
 RUNTIME_DIST = "pyrelctl-runtime"
 TOOLS = "tools"
 
@@ -87,11 +100,26 @@ class BuildConfig:
 
     start: tuple[str, ...]
     name: str | None = None
-    service_type: ServiceType = ServiceType.NOTIFY
-    health: Mapping[str, Any] = field(default_factory=dict)
-    environment: Mapping[str, str] = field(default_factory=dict)
     requirements: str | None = None
-    socket: Socket | None = None
+    #: What goes into the release.toml's shared tables; a python release is
+    #: ``Type=notify`` unless it says otherwise (it calls pyrelctl_runtime).
+    settings: Settings = field(default_factory=lambda: Settings(service_type=ServiceType.NOTIFY))
+
+    @property
+    def service_type(self) -> ServiceType:
+        return self.settings.service_type
+
+    @property
+    def socket(self) -> Socket | None:
+        return self.settings.socket
+
+    @property
+    def environment(self) -> Mapping[str, str]:
+        return self.settings.environment
+
+    @property
+    def health(self) -> HealthCheck | None:
+        return self.settings.health
 
 
 def read_config(pyproject: Mapping[str, Any]) -> BuildConfig:
@@ -100,12 +128,15 @@ def read_config(pyproject: Mapping[str, Any]) -> BuildConfig:
     ``start`` is an entry point name (a console script of the project or a
     dependency) or an argv whose program is one (or ``python``): ``"shop"``,
     ``["gunicorn", "shop.web:app"]``, ``["python", "-m", "shop"]``.
-    ``type`` is ``"notify"`` (default: the app calls pyrelctl_runtime) or
-    ``"exec"``; ``health``, ``environment`` and ``socket`` are release.toml's tables;
     ``name`` overrides the release name; ``requirements`` names the lock.
+    ``service``, ``health``, ``hooks``, ``environment``, ``socket`` and
+    ``description`` are release.toml's, checked by the same parser with the
+    same messages (release.parse_settings); ``type`` is ``service.type``
+    (``"notify"`` by default: the app calls pyrelctl_runtime). A hook's
+    program, like start's, is a script of the release's venv or ``python``.
     """
     tool = pyproject.get("tool", {}).get("pyrelctl")
-    where = "pyproject.toml: [tool.pyrelctl]"
+    where = WHERE
     if not isinstance(tool, dict):
         raise BadInput(
             f"{where} is missing",
@@ -132,38 +163,38 @@ def read_config(pyproject: Mapping[str, Any]) -> BuildConfig:
     name = tool.get("name")
     if name is not None and (not isinstance(name, str) or not APP_NAME_RE.fullmatch(name)):
         raise BadInput(f"{where}: name {name!r} is not a valid app name")
-    type_text = tool.get("type", "notify")
-    try:
-        service_type = ServiceType(type_text)
-    except ValueError:
-        raise BadInput(f'{where}: type must be "notify" or "exec", not {type_text!r}') from None
-    health = tool.get("health", {})
-    if not isinstance(health, dict) or (
-        health and (len(health) != 1 or next(iter(health)) not in set(HealthKind))
-    ):
-        raise BadInput(f"{where}: health takes exactly one of http, tcp, command")
-    environment = tool.get("environment", {})
-    if not isinstance(environment, dict) or not all(
-        isinstance(v, str) for v in environment.values()
-    ):
-        raise BadInput(f"{where}: environment must be a table of strings")
     requirements = tool.get("requirements")
     if requirements is not None and not isinstance(requirements, str):
         raise BadInput(f"{where}: requirements must be a file name")
-    socket = tool.get("socket", {})
-    if not isinstance(socket, dict):
-        raise BadInput(f"{where}: socket must be a table, e.g. {{ listen = [...] }}")
-    unknown = sorted(set(socket) - {"listen", "name"})
-    if unknown:
-        raise BadInput(f"{where}: unknown key socket.{unknown[0]}", hint="it takes listen, name")
+    tables = {key: tool[key] for key in SETTINGS_TABLES if key in tool}
+    if "type" in tool:
+        service = tables.get("service", {})
+        if isinstance(service, dict) and "type" in service:
+            raise BadInput(f"{where}: type and service.type both given; keep one")
+        if not isinstance(tool["type"], str):
+            raise BadInput(f'{where}: type must be "notify" or "exec", not {tool["type"]!r}')
+        tables["service"] = (
+            {**service, "type": tool["type"]} if isinstance(service, dict) else service
+        )
+    settings = parse_settings(
+        tables,
+        tool.get("description", ""),
+        where=where,
+        description_key="description",
+        default_type=ServiceType.NOTIFY,
+    )
+    for key, hook in settings.hooks.items():
+        if "/" in hook[0] and not (hook[0].startswith("bin/") and hook[0].count("/") == 1):
+            raise BadInput(
+                f"{where}: hooks.{key} runs {hook[0]!r}; a python release's hook runs a "
+                'script of its venv or "python" (as start does)',
+                hint='e.g. hooks = { pre_switch = ["python", "-m", "django", "migrate"] }',
+            )
     return BuildConfig(
-        socket=parse_socket_table(socket, where),
         start=tuple(argv),
         name=name,
-        service_type=service_type,
-        health=dict(health),
-        environment=dict(environment),
         requirements=requirements,
+        settings=settings,
     )
 
 
@@ -306,8 +337,10 @@ def render_manifest(
         f"version = {_toml(version)}",
         'kind = "python"',
     ]
+    description = config.settings.description or description
     if description:
         lines.append(f"description = {_toml(description)}")
+    settings = config.settings
     lines += [
         "",
         "[python]",
@@ -319,17 +352,32 @@ def render_manifest(
         f"pip = {_toml(pip)}",
         "",
         "[service]",
-        f"type = {_toml(config.service_type.value)}",
+        f"type = {_toml(settings.service_type.value)}",
     ]
-    if config.health:
-        ((key, value),) = config.health.items()
-        lines += ["", "[health]", f"{key} = {_toml(value)}"]
-    if config.environment:
+    if settings.stop_timeout != DEFAULT_STOP_TIMEOUT:
+        lines.append(f"stop_timeout = {settings.stop_timeout}")
+    sandbox = settings.sandbox
+    if not sandbox.memory_deny_write_execute:
+        lines.append("memory_deny_write_execute = false")
+    if sandbox.bind_privileged_ports:
+        lines.append("bind_privileged_ports = true")
+    if sandbox.writable_paths:
+        lines.append(f"writable_paths = {_toml(list(sandbox.writable_paths))}")
+    health = settings.health
+    if health is not None:
+        value: str | list[str] = (
+            list(health.command) if health.kind is HealthKind.COMMAND else health.http or health.tcp
+        )
+        lines += ["", "[health]", f"{health.kind.value} = {_toml(value)}"]
+    if settings.hooks:
+        lines += ["", "[hooks]"]
+        lines += [f"{key} = {_toml(list(argv))}" for key, argv in sorted(settings.hooks.items())]
+    if settings.environment:
         lines += ["", "[environment]"]
-        lines += [f"{key} = {_toml(value)}" for key, value in sorted(config.environment.items())]
-    if config.socket:
-        lines += ["", "[socket]", f"listen = {_toml(list(config.socket.listen))}"]
-        lines.append(f"name = {_toml(config.socket.name)}")
+        lines += [f"{key} = {_toml(value)}" for key, value in sorted(settings.environment.items())]
+    if settings.socket:
+        lines += ["", "[socket]", f"listen = {_toml(list(settings.socket.listen))}"]
+        lines.append(f"name = {_toml(settings.socket.name)}")
     return "\n".join(lines) + "\n"
 
 
@@ -521,10 +569,15 @@ def build(
                     f"{pkg} {pkg_version} was resolved but {lock.path.name} does not pin it",
                     hint=f"regenerate {lock.path.name} so that it pins every dependency",
                 )
-        program = config.start[0]
-        if program not in ("python", "python3") and program not in scripts:
+        programs = [("start", config.start[0])]
+        programs += [
+            (f"hooks.{key}", argv[0]) for key, argv in sorted(config.settings.hooks.items())
+        ]
+        for what, program in programs:
+            if program == f"bin/{name}" or program in ("python", "python3") or program in scripts:
+                continue  # bin/NAME, written at install, or the venv's python
             raise BadInput(
-                f"[tool.pyrelctl] start runs {program!r}, which no package installs",
+                f"[tool.pyrelctl] {what} runs {program!r}, which no package installs",
                 hint="scripts of the release: " + ", ".join(sorted(scripts) or ["none"]),
             )
 

@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING
 
 from pyrelctl.errors import HostError
 from pyrelctl.layout import AppPaths
+from pyrelctl.pyrelease import venv_argv
 from pyrelctl.readiness import Failure
-from pyrelctl.release import Release
+from pyrelctl.release import Kind, Release
 from pyrelctl.units import default_environment_files
 
 if TYPE_CHECKING:
@@ -71,6 +72,9 @@ def run_hook(
     from pyrelctl.transient import dropins_note
 
     argv = release.hooks[name]
+    if release.kind is Kind.PYTHON:
+        # `python -m django migrate`: the new release's venv, not the host's.
+        argv = venv_argv(argv)
     note = dropins_note(app, f"the {name} hook")
     if note is not None:
         say(note)

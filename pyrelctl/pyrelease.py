@@ -142,6 +142,23 @@ def _is_program(name: str) -> bool:
     return bool(name) and "/" not in name and not name.startswith((".", "-")) and "\0" not in name
 
 
+def venv_argv(argv: Sequence[str]) -> tuple[str, ...]:
+    """A python release's command, its program resolved into the release's venv.
+
+    A program without a slash (a hook's ``python`` or ``django-admin``, as
+    ``python.start``) is a script of ``venv/bin/``, given release-relative
+    so that it runs from the release the caller names (a pre_switch hook
+    runs the *new* release); never a host program of that name on the
+    service's PATH. ``python`` and ``python3`` are the venv's interpreter.
+    A program with a slash (``bin/NAME``) is left as it is.
+    """
+    program = argv[0]
+    if "/" in program:
+        return tuple(argv)
+    script = "python" if program in ("python", "python3") else program
+    return (f"{VENV}/bin/{script}", *argv[1:])
+
+
 def _check_files(spec: PythonSpec, artifact: Artifact) -> None:
     _refuse_install_paths(artifact)
     wheels = {}
@@ -202,6 +219,13 @@ def read_spec(release_dir: Path) -> PythonSpec:
     with (release_dir / "release.toml").open("rb") as f:
         doc = tomllib.load(f)
     return parse_spec(doc.get("python"))
+
+
+def _hooks(release_dir: Path) -> list[tuple[str, Sequence[str]]]:
+    """``[hooks]`` of an unpacked release's release.toml (detection checked it)."""
+    with (release_dir / "release.toml").open("rb") as f:
+        hooks = tomllib.load(f).get("hooks", {})
+    return [(f"hooks.{key}", argv) for key, argv in sorted(hooks.items())]
 
 
 def find_interpreter(spec: PythonSpec) -> Path:
@@ -425,11 +449,14 @@ def prepare(
         _compile(build, final, say)
         build.collect()
     venv = staging / VENV
-    program = spec.start[0]
-    if program not in ("python", "python3") and not (venv / "bin" / program).is_file():
-        raise BadInput(
-            f"release.toml: python.start runs {program!r}, which no package of the release installs"
-        )
+    for what, argv in (("python.start", spec.start), *_hooks(staging)):
+        program = venv_argv(argv)[0]
+        if "/" in argv[0]:
+            continue  # bin/NAME, written below
+        if not (staging / program).is_file():
+            raise BadInput(
+                f"release.toml: {what} runs {argv[0]!r}, which no package of the release installs"
+            )
     _relocate(venv, build.prefix, final)
     bindir = staging / "bin"
     if not os.path.lexists(bindir):

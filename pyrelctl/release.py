@@ -134,24 +134,24 @@ _SECTIONS: dict[str, frozenset[str]] = {
 }
 
 
-def _table(doc: Mapping[str, Any], key: str) -> dict[str, Any]:
+def _table(doc: Mapping[str, Any], key: str, where: str = MANIFEST) -> dict[str, Any]:
     value = doc.get(key, {})
     if not isinstance(value, dict):
-        raise BadInput(f"{MANIFEST}: [{key}] must be a table")
+        raise BadInput(f"{where}: [{key}] must be a table")
     allowed = _SECTIONS[key]
     if allowed:
         unknown = sorted(set(value) - allowed)
         if unknown:
             raise BadInput(
-                f"{MANIFEST}: unknown key {key}.{unknown[0]}",
+                f"{where}: unknown key {key}.{unknown[0]}",
                 hint=f"[{key}] accepts: {', '.join(sorted(allowed))}",
             )
     return value
 
 
-def _string(section: str, key: str, value: object) -> str:
+def _string(section: str, key: str, value: object, where: str = MANIFEST) -> str:
     if not isinstance(value, str) or not value:
-        raise BadInput(f"{MANIFEST}: {section}.{key} must be a non-empty string")
+        raise BadInput(f"{where}: {section}.{key} must be a non-empty string")
     return value
 
 
@@ -189,7 +189,7 @@ def check_program_word(program: str, what: str) -> str:
     return program
 
 
-def _argv(section: str, key: str, value: object) -> tuple[str, ...]:
+def _argv(section: str, key: str, value: object, where: str = MANIFEST) -> tuple[str, ...]:
     if (
         not isinstance(value, list)
         or not value
@@ -197,26 +197,36 @@ def _argv(section: str, key: str, value: object) -> tuple[str, ...]:
         or not value[0]
     ):
         raise BadInput(
-            f"{MANIFEST}: {section}.{key} must be a non-empty list of strings "
+            f"{where}: {section}.{key} must be a non-empty list of strings "
             '(an argv, e.g. ["bin/app", "start"])'
         )
-    check_program_word(value[0], f"{MANIFEST}: {section}.{key}")
+    check_program_word(value[0], f"{where}: {section}.{key}")
     for arg in value:
-        check_unit_text(arg, f"{MANIFEST}: {section}.{key}")
+        check_unit_text(arg, f"{where}: {section}.{key}")
     return tuple(value)
 
 
-def _check_program(artifact: Artifact, where: str, argv: tuple[str, ...]) -> None:
-    """A program named with a slash is a path inside the release, and must be there."""
+def _check_program(
+    artifact: Artifact, where: str, argv: tuple[str, ...], *, python_name: str | None = None
+) -> None:
+    """A program named with a slash is a path inside the release, and must be there.
+
+    ``python_name``: the release is a python release of that name, whose
+    ``bin/NAME`` is written at install (pyrelease.launcher), so it is not in
+    the artifact yet; a program without a slash is then a script of the
+    release's venv (pyrelease.venv_argv), checked when the venv is built.
+    """
     program = argv[0]
     if "/" not in program:
-        return  # a command looked up on systemd's fixed PATH, e.g. "python3"
+        return  # looked up on systemd's fixed PATH (python3), or the venv's bin/
     norm = posixpath.normpath(program)
     if program.startswith("/") or norm == ".." or norm.startswith("../"):
         raise BadInput(
             f"{MANIFEST}: {where} runs {program!r}, outside the release",
             hint="programs are given relative to the release root, e.g. bin/app",
         )
+    if python_name is not None and norm == f"bin/{python_name}":
+        return
     member = artifact.member(norm)
     if member is None or member.type is MemberType.DIR:
         raise BadInput(f"{MANIFEST}: {where} runs {program!r}, which is not in the release")
@@ -300,48 +310,25 @@ def parse_manifest(
         if kind is Kind.GENERIC:
             _check_program(artifact, f"commands.{verb}", argv)
 
-    service = _table(doc, "service")
-    type_text = service.get("type", "exec")
-    try:
-        service_type = ServiceType(type_text)
-    except (ValueError, TypeError):
-        raise BadInput(
-            f'{MANIFEST}: service.type must be "exec" or "notify", not {type_text!r}'
-        ) from None
-
-    sandbox = _parse_sandbox(service)
-    stop_timeout = service.get("stop_timeout", DEFAULT_STOP_TIMEOUT)
-    if (
-        not isinstance(stop_timeout, int)
-        or isinstance(stop_timeout, bool)
-        or not (1 <= stop_timeout <= 3600)
-    ):
-        raise BadInput(f"{MANIFEST}: service.stop_timeout must be whole seconds, 1 to 3600")
-    socket = parse_socket_table(_table(doc, "socket"), MANIFEST)
-    health = parse_health_table(_table(doc, "health"))
-    if health is not None and health.kind is HealthKind.COMMAND:
-        _check_program(artifact, "health.command", health.command)
-    hooks = {key: _argv("hooks", key, value) for key, value in _table(doc, "hooks").items()}
-    for key, argv in hooks.items():
-        _check_program(artifact, f"hooks.{key}", argv)
-    environment = _parse_environment(_table(doc, "environment"))
-    description = meta.get("description", "")
-    if not isinstance(description, str):
-        raise BadInput(f"{MANIFEST}: release.description must be a string")
-    check_description(description)
+    settings = parse_settings(doc, meta.get("description", ""))
+    python_name = name if kind is Kind.PYTHON else None
+    if settings.health is not None and settings.health.kind is HealthKind.COMMAND:
+        _check_program(artifact, "health.command", settings.health.command)
+    for key, argv in settings.hooks.items():
+        _check_program(artifact, f"hooks.{key}", argv, python_name=python_name)
     return Release(
         name=name,
         version=version,
         kind=kind,
         commands=commands,
-        service_type=service_type,
-        health=health,
-        hooks=hooks,
-        environment=environment,
-        description=description,
-        sandbox=sandbox,
-        socket=socket,
-        stop_timeout=stop_timeout,
+        service_type=settings.service_type,
+        health=settings.health,
+        hooks=settings.hooks,
+        environment=settings.environment,
+        description=settings.description,
+        sandbox=settings.sandbox,
+        socket=settings.socket,
+        stop_timeout=settings.stop_timeout,
     )
 
 
@@ -363,29 +350,94 @@ def check_writable_path(path: str, what: str) -> str:
     return path
 
 
-def check_description(text: str) -> str:
+def check_description(text: str, where: str = MANIFEST, key: str = "release.description") -> str:
     """A ``Description=`` value: one line, and not ending in a backslash, which
     systemd reads as "continued on the next line" (systemd.syntax(7)): the
     unit's next directive would become part of the description."""
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in text) or text.rstrip().endswith("\\"):
-        raise BadInput(
-            f"{MANIFEST}: release.description must be one line of text, not ending in a backslash"
-        )
+        raise BadInput(f"{where}: {key} must be one line of text, not ending in a backslash")
     return text
 
 
-def _parse_sandbox(service: Mapping[str, Any]) -> Sandbox:
+#: The tables release.toml shares with ``[tool.pyrelctl]`` of a Python
+#: project (build.read_config), parsed by :func:`parse_settings` for both.
+SETTINGS_TABLES = ("service", "health", "hooks", "environment", "socket")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How a release runs, as every kind of manifest declares it: ``[service]``,
+    ``[health]``, ``[hooks]``, ``[environment]``, ``[socket]`` and the description."""
+
+    service_type: ServiceType = ServiceType.EXEC
+    stop_timeout: int = DEFAULT_STOP_TIMEOUT
+    sandbox: Sandbox = field(default_factory=Sandbox)
+    health: HealthCheck | None = None
+    hooks: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    environment: Mapping[str, str] = field(default_factory=dict)
+    socket: Socket | None = None
+    description: str = ""
+
+
+def parse_settings(
+    doc: Mapping[str, Any],
+    description: object = "",
+    *,
+    where: str = MANIFEST,
+    description_key: str = "release.description",
+    default_type: ServiceType = ServiceType.EXEC,
+) -> Settings:
+    """Check the :data:`SETTINGS_TABLES` of ``doc`` and ``description``.
+
+    The one parser of these tables: release.toml (:func:`parse_manifest`)
+    and ``[tool.pyrelctl]`` (build.read_config, ``where`` naming it) give
+    the same messages. Programs are checked against the artifact by the
+    caller, which knows the release's files.
+    """
+    service = _table(doc, "service", where)
+    type_text = service.get("type", default_type.value)
+    try:
+        service_type = ServiceType(type_text)
+    except (ValueError, TypeError):
+        raise BadInput(
+            f'{where}: service.type must be "exec" or "notify", not {type_text!r}'
+        ) from None
+    stop_timeout = service.get("stop_timeout", DEFAULT_STOP_TIMEOUT)
+    if (
+        not isinstance(stop_timeout, int)
+        or isinstance(stop_timeout, bool)
+        or not (1 <= stop_timeout <= 3600)
+    ):
+        raise BadInput(f"{where}: service.stop_timeout must be whole seconds, 1 to 3600")
+    if not isinstance(description, str):
+        raise BadInput(f"{where}: {description_key} must be a string")
+    return Settings(
+        service_type=service_type,
+        stop_timeout=stop_timeout,
+        sandbox=_parse_sandbox(service, where),
+        health=parse_health_table(_table(doc, "health", where), where),
+        hooks={
+            key: _argv("hooks", key, value, where)
+            for key, value in _table(doc, "hooks", where).items()
+        },
+        environment=_parse_environment(_table(doc, "environment", where), where),
+        socket=parse_socket_table(_table(doc, "socket", where), where),
+        description=check_description(description, where, description_key),
+    )
+
+
+def _parse_sandbox(service: Mapping[str, Any], where: str = MANIFEST) -> Sandbox:
     flags = {}
     for key in ("memory_deny_write_execute", "bind_privileged_ports"):
         if key in service:
             if not isinstance(service[key], bool):
-                raise BadInput(f"{MANIFEST}: service.{key} must be true or false")
+                raise BadInput(f"{where}: service.{key} must be true or false")
             flags[key] = service[key]
     paths = service.get("writable_paths", [])
     if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
-        raise BadInput(f"{MANIFEST}: service.writable_paths must be a list of absolute paths")
+        raise BadInput(f"{where}: service.writable_paths must be a list of absolute paths")
     for path in paths:
-        check_writable_path(path, f"{MANIFEST}: service.writable_paths entry")
+        check_writable_path(path, f"{where}: service.writable_paths entry")
     return Sandbox(
         memory_deny_write_execute=flags.get("memory_deny_write_execute", True),
         bind_privileged_ports=flags.get("bind_privileged_ports", False),
@@ -393,36 +445,36 @@ def _parse_sandbox(service: Mapping[str, Any]) -> Sandbox:
     )
 
 
-def parse_health_table(table: Mapping[str, Any]) -> HealthCheck | None:
+def parse_health_table(table: Mapping[str, Any], where: str = MANIFEST) -> HealthCheck | None:
     """A ``[health]`` table (from a manifest, or the install options) as a check."""
     if not table:
         return None
     if len(table) != 1:
-        raise BadInput(f"{MANIFEST}: [health] takes exactly one of http, tcp, command")
+        raise BadInput(f"{where}: [health] takes exactly one of http, tcp, command")
     ((key, value),) = table.items()
     if key == "command":
-        return HealthCheck(HealthKind.COMMAND, command=_argv("health", key, value))
+        return HealthCheck(HealthKind.COMMAND, command=_argv("health", key, value, where))
     # One line: the URL goes into the probe's request line as it is.
-    text = check_unit_text(_string("health", key, value), f"{MANIFEST}: health.{key}")
+    text = check_unit_text(_string("health", key, value, where), f"{where}: health.{key}")
     if key == "http" and not text.startswith(("http://", "https://")):
-        raise BadInput(f"{MANIFEST}: health.http must be an http:// or https:// URL")
+        raise BadInput(f"{where}: health.http must be an http:// or https:// URL")
     if key == "tcp":
         host, sep, port = text.rpartition(":")
         # isascii(): str.isdigit() admits "²" and fullwidth digits.
         if not (sep and host and port.isascii() and port.isdigit() and 0 < int(port) < 65536):
-            raise BadInput(f"{MANIFEST}: health.tcp must be HOST:PORT, not {text!r}")
+            raise BadInput(f"{where}: health.tcp must be HOST:PORT, not {text!r}")
         return HealthCheck(HealthKind.TCP, tcp=text)
     return HealthCheck(HealthKind.HTTP, http=text)
 
 
-def _parse_environment(table: Mapping[str, Any]) -> dict[str, str]:
+def _parse_environment(table: Mapping[str, Any], where: str = MANIFEST) -> dict[str, str]:
     env: dict[str, str] = {}
     for key, value in table.items():
         if not is_env_name(key):
-            raise BadInput(f"{MANIFEST}: environment variable name {key!r} is not valid")
+            raise BadInput(f"{where}: environment variable name {key!r} is not valid")
         if not isinstance(value, str):
-            raise BadInput(f"{MANIFEST}: environment.{key} must be a string")
-        env[key] = check_unit_text(value, f"{MANIFEST}: environment.{key}")
+            raise BadInput(f"{where}: environment.{key} must be a string")
+        env[key] = check_unit_text(value, f"{where}: environment.{key}")
     return env
 
 
