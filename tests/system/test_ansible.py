@@ -354,6 +354,45 @@ def test_a_failing_first_install_fails_with_nothing_restored(
     fleet["web2"].run([PYRELCTL, "uninstall", "--purge", "first"])
 
 
+def test_config_is_applied_once_verified_and_never_shown(
+    ansible: Ansible, scratch: Path, fleet: dict[str, Machine]
+) -> None:
+    """Issue 18: the module's `config`: check and diff mode name keys only, a real run
+    applies it (the process has it), a second run changes nothing, no value is logged."""
+    dest = scratch / "ansible-config"
+    dest.mkdir()
+    artifact = make_generic_release(dest, name="conf", version="1.0.0", behaviour="ok")
+    secret = "s3cret-not-in-any-log"
+    args = {
+        "artifact": os.fspath(artifact),
+        "grace": 1,
+        "executable": os.fspath(PYRELCTL),
+        "config": {"GREETING": 'it\'s "quoted" $HOME', "TOKEN": secret},
+    }
+    machine = fleet["web3"]
+    argv = [os.fspath(VENV / "bin" / "ansible"), "web3", "-m", "pyrelctl.deploy.pyrelctl_release"]
+    checked = ansible._run([*argv, "-a", json.dumps(args), "--check", "--diff"])
+    assert checked.returncode == 0, checked
+    (record,) = checked.records
+    assert record["result"]["changed"] is True
+    assert record["result"]["config_change"]["added"] == ["GREETING", "TOKEN"]
+    config_diff = record["result"]["diff"][-1]
+    assert "TOKEN=<hidden>" in config_diff["after"]
+    assert machine.run(["test", "-e", "/etc/pyrelctl/conf/config"], check=False).returncode
+    ran = ansible.module("web3", "pyrelctl.deploy.pyrelctl_release", args)
+    assert ran.returncode == 0, ran
+    assert ran.records[0]["result"]["changed"] is True
+    pid = main_pid(machine, "conf")
+    environ = machine.run(["cat", f"/proc/{pid}/environ"]).stdout.split("\0")
+    assert f"TOKEN={secret}" in environ and 'GREETING=it\'s "quoted" $HOME' in environ
+    again = ansible.module("web3", "pyrelctl.deploy.pyrelctl_release", args)
+    assert again.returncode == 0, again
+    assert again.records[0]["result"]["changed"] is False, again
+    for run in (checked, ran, again):
+        assert secret not in run.output and secret not in json.dumps(run.records)
+    machine.run([PYRELCTL, "uninstall", "--purge", "conf"])
+
+
 def _squat(machine: Machine, port: int) -> None:
     """Hold `port` on the machine's loopback, so that a release serving on it dies there."""
     machine.run(

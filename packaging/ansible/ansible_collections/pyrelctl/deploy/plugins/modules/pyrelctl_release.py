@@ -120,6 +120,15 @@ options:
       - Install a signed release older than the current one (C(--allow-downgrade)).
     type: bool
     default: false
+  config:
+    description:
+      - The app's whole configuration (C(pyrelctl config)), as a dict of environment variable
+        names and values. When it differs from the host's, it is applied before the install as
+        a verified configuration change (C(config import --replace)), undone by pyrelctl if the
+        running release does not come up with it. Values are never logged, shown in a diff or
+        passed on a command line (a root-only temporary file carries them). Omit it to leave
+        the configuration as it is.
+    type: dict
   wait_lock:
     description:
       - Wait when another pyrelctl operation holds the app's lock. With V(false) the task fails
@@ -186,6 +195,13 @@ EXAMPLES = r"""
     grace: 2
     keep: 3
 
+- name: Install with the host's configuration (applied and verified first; values not logged)
+  pyrelctl.deploy.pyrelctl_release:
+    src: dist/shop-1.4.0.tar.gz
+    config:
+      DATABASE_URL: "{{ vault_database_url }}"
+      POOL_SIZE: "20"
+
 - name: Roll a release across a group, one host at a time (see playbooks/rollout.yml)
   hosts: shop
   serial: 1
@@ -197,6 +213,11 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+config_change:
+  description: With O(config), the variable names it added, changed and removed (never values).
+  returned: when O(config) is given
+  type: dict
+  sample: {"added": ["POOL_SIZE"], "changed": [], "removed": []}
 app:
   description: The app the release was installed as.
   returned: success, or failure with a report
@@ -368,6 +389,9 @@ def probe(module, cli, artifact):
 def check(module, cli, artifact):
     """Check mode: what an install would change, from the probe and the host's state."""
     app, version, unit_after = probe(module, cli, artifact)
+    change = None
+    if module.params["config"] is not None:
+        change = apply_config(module, cli, app, module.params["config"])  # check mode: reads
     releases = cli.releases(app)
     current = releases["current"] if releases else None
     unit_before = cli.service_unit(app) if releases else None
@@ -388,8 +412,14 @@ def check(module, cli, artifact):
         seconds=0.0,
         releases=releases["releases"] if releases else [],
     )
+    if change is not None:
+        result["config_change"] = change
+        if any(change.values()):
+            result["changed"] = changed = True
     if module._diff:
         result["diff"] = diffs(app, current, version, unit_before, unit_after)
+        if change is not None and any(change.values()):
+            result["diff"].append(config_diff(app, change))
     if not changed:
         result["msg"] = f"{app} {version} is already current and running"
     elif current == version:
@@ -399,6 +429,69 @@ def check(module, cli, artifact):
     else:
         result["msg"] = f"would install {app} {version} (current: {current or 'none'})"
     module.exit_json(**result)
+
+
+def dotenv(variables):
+    """The variables as a dotenv file pyrelctl reads back exactly (appconfig/envfile.py)."""
+    lines = ["# written by the pyrelctl_release module"]
+    for name in sorted(variables):
+        value = str(variables[name])
+        for char in ("\\", '"', "$", "`"):
+            value = value.replace(char, "\\" + char)
+        lines.append(f'{name}="{value}"')
+    return "\n".join(lines) + "\n"
+
+
+def config_change(current, wanted):
+    """Names added, changed and removed (never the values)."""
+    return {
+        "added": sorted(set(wanted) - set(current)),
+        "changed": sorted(k for k in set(wanted) & set(current) if current[k] != wanted[k]),
+        "removed": sorted(set(current) - set(wanted)),
+    }
+
+
+def current_config(cli, app):
+    try:
+        return cli.run("config", "list", app, "--show-values")["variables"]
+    except PyrelctlError as e:
+        cli.fail(e)
+
+
+def config_diff(app, change):
+    """A diff of the configuration that names keys only."""
+    before, after = [], []
+    for name in change["removed"]:
+        before.append(f"{name}=<hidden>")
+    for name in change["changed"]:
+        before.append(f"{name}=<hidden>")
+        after.append(f"{name}=<changed>")
+    for name in change["added"]:
+        after.append(f"{name}=<hidden>")
+    return {
+        "before_header": f"{app} configuration",
+        "after_header": f"{app} configuration",
+        "before": "".join(line + "\n" for line in before),
+        "after": "".join(line + "\n" for line in after),
+    }
+
+
+def apply_config(module, cli, app, wanted):
+    """Make the app's configuration ``wanted``; return the change (names only)."""
+    wanted = {str(k): str(v) for k, v in wanted.items()}
+    change = config_change(current_config(cli, app), wanted)
+    if not any(change.values()) or module.check_mode:
+        return change
+    fd, path = tempfile.mkstemp(prefix="pyrelctl-config-", suffix=".env", dir=module.tmpdir)
+    try:
+        with os.fdopen(fd, "w") as f:  # mkstemp: 0600
+            f.write(dotenv(wanted))
+        cli.run("config", "import", app, path, "--replace")
+    except PyrelctlError as e:
+        cli.fail(e, config_change=change)
+    finally:
+        os.unlink(path)
+    return change
 
 
 def diffs(app, before_version, after_version, unit_before, unit_after):
@@ -430,6 +523,7 @@ def main():
         allow=dict(type="list", elements="str"),
         allow_reset=dict(type="bool", default=False),
         allow_downgrade=dict(type="bool", default=False),
+        config=dict(type="dict", no_log=True),
         wait_lock=dict(type="bool", default=True),
     )
     argument_spec.update(COMMON_ARGS)
@@ -460,11 +554,16 @@ def main():
 
     app = module.params["app"]
     unit_before = current_before = None
-    if module._diff:
+    if module._diff or module.params["config"] is not None:
         app, _version, _unit = probe(module, cli, artifact)
         releases = cli.releases(app)
         current_before = releases["current"] if releases else None
         unit_before = cli.service_unit(app) if releases else None
+    change = None
+    if module.params["config"] is not None:
+        # Before the install: verified with the release that runs (or staged for
+        # the first one), so a new release starts with the configuration it is meant for.
+        change = apply_config(module, cli, app, module.params["config"])
 
     try:
         outcome = cli.run(*install_args(module.params, artifact))
@@ -476,9 +575,18 @@ def main():
     result = dict(outcome)
     result["releases"] = releases["releases"] if releases else []
     result.pop("action", None)
+    config_changed = change is not None and any(change.values())
+    if change is not None:
+        result["config_change"] = change
+        result["changed"] = outcome["changed"] or config_changed
     if module._diff:
         unit_after = cli.service_unit(app)
         result["diff"] = diffs(app, current_before, outcome["version"], unit_before, unit_after)
+        if config_changed:
+            result["diff"].append(config_diff(app, change))
+    if config_changed and not outcome["changed"]:
+        result["msg"] = f"{app} {outcome['version']}: configuration changed and applied"
+        module.exit_json(**result)
     if not outcome["changed"]:
         result["msg"] = f"{app} {outcome['version']} is already current and running"
     else:
