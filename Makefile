@@ -9,7 +9,7 @@ SHELL := /bin/bash
 # test containers too, which share only the host's /usr (see docs/testing.md).
 PYTHON ?= /usr/bin/python3
 VENV ?= .venv
-APT_PACKAGES := systemd-container libsystemd-dev pkg-config gcc python3-dev python3-venv elixir
+APT_PACKAGES := systemd-container libsystemd-dev pkg-config gcc python3-dev python3-venv elixir erlang-mochiweb
 STAMP_APT := $(VENV)/.apt-ok
 STAMP_VENV := $(VENV)/.venv-ok
 

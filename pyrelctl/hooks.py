@@ -72,9 +72,9 @@ def run_hook(
     from pyrelctl.transient import dropins_note
 
     argv = release.hooks[name]
-    if release.kind is Kind.PYTHON:
-        # `python -m django migrate`: the new release's venv, not the host's.
-        argv = venv_argv(argv)
+    # A python release's `python -m django migrate`: the new release's venv,
+    # never a host program of that name (pyrelease.venv_argv).
+    command = venv_argv(argv) if release.kind is Kind.PYTHON else argv
     note = dropins_note(app, f"the {name} hook")
     if note is not None:
         say(note)
@@ -83,7 +83,7 @@ def run_hook(
         root,
         app,
         release,
-        argv,
+        command,
         purpose=name.replace("_", "-"),
         timeout=HOOK_TIMEOUT,
         release_dir=app.release(release.version),
