@@ -118,11 +118,18 @@ def test_a_value_the_app_rejects_is_undone_by_itself(
     assert failing.returncode == 3, failing.stderr
     assert environ(machine, app)["MODE"] == "good"
     assert pyrelctl("version", app).stdout.strip() == "1"  # the release that runs
+    # config edit: the operator's editor on a root-only copy, applied when saved.
+    editor = scratch / "picky-editor"
+    editor.write_text('#!/bin/sh\nsed -i \'s/^MODE=.*/MODE="edited"/\' "$1"\n')
+    editor.chmod(0o755)
+    edited = pyrelctl("config", "edit", app, env={"EDITOR": str(editor)})
+    assert edited.returncode == 0, edited.stderr
+    assert environ(machine, app)["MODE"] == "edited"
     # A code rollback keeps the configuration; rollback --config goes back one.
     assert pyrelctl("config", "set", app, "MODE=better").returncode == 0
     back = pyrelctl("rollback", app, "--config")
     assert back.returncode == 0, back.stderr
-    assert environ(machine, app)["MODE"] == "good"
+    assert environ(machine, app)["MODE"] == "edited"
 
 
 def test_vm_flags_reach_a_real_mix_release(
@@ -147,3 +154,7 @@ def test_vm_flags_reach_a_real_mix_release(
     assert bad.returncode == 3, bad.stderr
     again = pyrelctl("rpc", app, "IO.puts(:erlang.system_info(:schedulers_online))")
     assert again.stdout.strip() == "1", again.stderr
+    # unset: the VM's default again.
+    assert pyrelctl("config", "unset", app, "ERL_FLAGS", timeout=180).returncode == 0
+    back = pyrelctl("rpc", app, "IO.puts(:erlang.system_info(:schedulers_online))")
+    assert back.stdout.strip() == before.stdout.strip(), back.stderr

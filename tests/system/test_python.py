@@ -20,6 +20,7 @@ from devtools import pyreleases
 from devtools.load import Load
 from devtools.machine import Machine, MachineCommand
 from devtools.proc import run
+from tests.system.test_security import assert_confined
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "pyshop"
@@ -149,6 +150,7 @@ def test_python_release_lifecycle(
         ["systemd-analyze", "security", "--no-pager", "--threshold=15", APP], check=False
     )
     assert security.returncode == 0, security.stdout[-1500:]
+    assert_confined(machine, APP)  # what the rating does not see (issue 15)
 
     # State only the live process has: requests it served, read through rpc.
     for _ in range(3):
@@ -345,3 +347,33 @@ def test_a_release_that_ships_its_venv_is_refused(
         assert machine.run(["test", "-e", "/opt/pyshop"], check=False).returncode == 1
     finally:
         machine.run(["rm", "-f", *markers], check=False)
+
+
+def test_configuration_of_a_running_python_release(
+    machine: Machine,
+    pyrelctl: MachineCommand,
+    artifacts: dict[str, Path],
+    app: str,
+    scratch: Path,
+) -> None:
+    """Issue 18 on a real python release: import, set, unset apply and verify; a value
+    gunicorn's app cannot parse (PYSHOP_START_DELAY) is undone by itself."""
+    first = pyrelctl("install", artifacts["1.0.0"], *GRACE, "--listen", LISTEN)
+    assert first.returncode == 0, first.stderr
+    dotenv = scratch / "pyshop.env"  # scratch: bound into the machine
+    dotenv.write_text('PYSHOP_GREETING="hello from config"\nPYSHOP_START_DELAY=0\n')
+    proc = pyrelctl("config", "import", app, dotenv)  # with the grace install remembered
+    assert proc.returncode == 0, proc.stderr
+    pid = show(machine, "MainPID")
+    environ = machine.run(["cat", f"/proc/{pid}/environ"]).stdout.split("\0")
+    assert "PYSHOP_GREETING=hello from config" in environ
+    assert pyrelctl("config", "unset", app, "PYSHOP_GREETING").returncode == 0
+    after = machine.run(["cat", f"/proc/{show(machine, 'MainPID')}/environ"]).stdout
+    assert "PYSHOP_GREETING" not in after
+    bad = pyrelctl("--json", "config", "set", app, "PYSHOP_START_DELAY=soon")
+    assert bad.returncode == 3, bad.stderr
+    assert "could not convert string to float" in "\n".join(
+        json.loads(bad.stdout)["failed"]["journal"]
+    )
+    health = machine.run(["curl", "-sf", f"http://{LISTEN}/healthz"], check=False)
+    assert health.returncode == 0 and '"version":"1.0.0"' in health.stdout.replace(" ", "")
