@@ -24,7 +24,14 @@ from pyrelctl import allowances, hooks, hostclaims
 from pyrelctl.appsetup import AppSetup
 from pyrelctl.archive import Artifact, Progress, open_artifact
 from pyrelctl.defaults import DEFAULT_GRACE, DEFAULT_KEEP, DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT
-from pyrelctl.errors import BadInput, DeployFailed, ExitCode, HostError, NotInstalled
+from pyrelctl.errors import (
+    BadInput,
+    DeployFailed,
+    ExitCode,
+    HostError,
+    NotInstalled,
+    PyrelctlError,
+)
 from pyrelctl.layout import (
     AppPaths,
     Layout,
@@ -247,11 +254,30 @@ class Deployer:
 
     # -- install -----------------------------------------------------------
 
+    def publish(self) -> None:
+        """Rewrite the Prometheus textfile after an outcome (metrics.py), if a
+        collector reads one here. Never changes the outcome: a failure is said."""
+        try:
+            from pyrelctl import metrics
+
+            metrics.write_textfile(self.layout, self.systemd if self.online else None)
+        except (PyrelctlError, OSError) as e:
+            self.say(f"warning: metrics not written: {e}")
+
     def install(self, artifact_path: Path, opts: InstallOptions) -> Outcome:
         """Install a release and make it current (DESIGN.md, "What an install does").
 
         Every check that can refuse the artifact runs before the first write.
         """
+        try:
+            outcome = self._install(artifact_path, opts)
+        except DeployFailed:
+            self.publish()
+            raise
+        self.publish()
+        return outcome
+
+    def _install(self, artifact_path: Path, opts: InstallOptions) -> Outcome:
         started_at = time.monotonic()
         from pyrelctl import checksums, signatures
 
@@ -632,6 +658,17 @@ class Deployer:
         The release's hooks do not run: a pre_switch migration is for going
         forward, and the release it returns to ran them when it was installed.
         """
+        try:
+            outcome = self._rollback(name, to=to, timeout=timeout, grace=grace, wait_lock=wait_lock)
+        except DeployFailed:
+            self.publish()
+            raise
+        self.publish()
+        return outcome
+
+    def _rollback(
+        self, name: str, *, to: str | None, timeout: float, grace: float | None, wait_lock: bool
+    ) -> Outcome:
         started_at = time.monotonic()
         app = self.layout.app(name).require()
         # Checked before the lock too, so that a refusal changes nothing at all

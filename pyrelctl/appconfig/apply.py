@@ -66,7 +66,18 @@ class Configurator:
             )
         return app
 
-    def change(
+    def change(self, name: str, edit: Edit, **kwargs: Any) -> ConfigOutcome:
+        """Apply ``edit`` (old variables -> new) as a new generation (see :meth:`_change`)."""
+        try:
+            outcome = self._change(name, edit, **kwargs)
+        except DeployFailed:
+            self.deployer.publish()
+            raise
+        if outcome.generation != outcome.previous:
+            self.deployer.publish()
+        return outcome
+
+    def _change(
         self,
         name: str,
         edit: Edit,
@@ -77,7 +88,6 @@ class Configurator:
         keep: int = DEFAULT_KEEP,
         wait_lock: bool = True,
     ) -> ConfigOutcome:
-        """Apply ``edit`` (old variables -> new) as a new generation."""
         app = self.app(name, create=create)
         gens = Generations(app)
         # Checked before the lock and again under it: a refusal writes nothing.
@@ -99,6 +109,17 @@ class Configurator:
         wait_lock: bool = True,
     ) -> ConfigOutcome:  # fmt: skip
         """Make an earlier generation current again (the previous one, or ``to``)."""
+        try:
+            outcome = self._rollback(name, to=to, timeout=timeout, wait_lock=wait_lock)
+        except DeployFailed:
+            self.deployer.publish()
+            raise
+        self.deployer.publish()
+        return outcome
+
+    def _rollback(
+        self, name: str, *, to: int | None, timeout: float, wait_lock: bool
+    ) -> ConfigOutcome:
         app = self.app(name)
         gens = Generations(app)
         self._rollback_target(app, gens, to)  # refused before the lock: nothing written

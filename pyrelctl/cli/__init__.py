@@ -46,6 +46,7 @@ COMMANDS = {
     "secret": "admin:secret",
     "build": "admin:build_command",
     "doctor": "reads:doctor",
+    "metrics": "reads:metrics",
     "prune": "deploys:prune",
     "uninstall": "deploys:uninstall",
 }

@@ -324,3 +324,30 @@ def doctor(obj: Ctx, app: str | None) -> int:
 
     obj.emit(report.to_json(), human)
     return int(ExitCode.FAILED) if report.problems else 0
+
+
+@click.command()
+@click.option(
+    "--write",
+    is_flag=True,
+    help="Also rewrite the node_exporter textfile (/var/lib/prometheus/node-exporter/"
+    "pyrelctl.prom, when that directory exists; see docs/operate.md).",
+)
+@pass_ctx
+def metrics(obj: Ctx, write: bool) -> None:
+    """Print every app's deploy facts as Prometheus metrics (text exposition format).
+
+    Per app: the release it runs (pyrelctl_release_info), its configuration
+    generation, when its last deploy ended and whether it worked, deploys and
+    automatic rollbacks counted from its history, and its service: up,
+    restarts systemd made since the deploy, memory. Deploys rewrite the
+    textfile by themselves.
+    """
+    from pyrelctl import metrics as prom
+
+    systemd = None if obj.layout.offline else obj.systemd
+    text = prom.render(prom.collect(obj.layout, systemd))
+    if write:
+        written = prom.write_textfile(obj.layout, systemd)
+        obj.say(f"wrote {written}" if written else "no textfile directory here; nothing written")
+    click.echo(text, nl=False)
