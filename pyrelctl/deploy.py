@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from pyrelctl import allowances, hooks, hostclaims
 from pyrelctl.appsetup import AppSetup
@@ -59,6 +59,9 @@ from pyrelctl.sockets import check_nothing_at, check_paths_for, check_release_so
 from pyrelctl.socketunit import SETTING as SOCKET_SETTING
 from pyrelctl.socketunit import effective_socket
 from pyrelctl.systemd import Systemd, UnitState
+
+if TYPE_CHECKING:
+    from pyrelctl import notify
 
 Say = Callable[[str], None]
 
@@ -254,15 +257,33 @@ class Deployer:
 
     # -- install -----------------------------------------------------------
 
-    def publish(self) -> None:
-        """Rewrite the Prometheus textfile after an outcome (metrics.py), if a
-        collector reads one here. Never changes the outcome: a failure is said."""
+    def publish(self, event: notify.Event | None = None) -> None:
+        """After an outcome: rewrite the Prometheus textfile (metrics.py) and run the
+        host's notification hooks (notify.py). Never changes the outcome."""
         try:
             from pyrelctl import metrics
 
             metrics.write_textfile(self.layout, self.systemd if self.online else None)
         except (PyrelctlError, OSError) as e:
             self.say(f"warning: metrics not written: {e}")
+        if event is not None:
+            from pyrelctl import notify
+
+            notify.notify(self.layout, event, self.say)
+
+    def published(self, action: str, outcome: Outcome) -> Outcome:
+        from pyrelctl.notify import Event
+
+        self.publish(
+            Event("success", action, outcome.app, outcome.version, outcome.previous, "ok", 0)
+        )
+        return outcome
+
+    def failed(self, action: str, error: DeployFailed) -> DeployFailed:
+        from pyrelctl.notify import failure_event
+
+        self.publish(failure_event(action, error))
+        return error
 
     def install(self, artifact_path: Path, opts: InstallOptions) -> Outcome:
         """Install a release and make it current (DESIGN.md, "What an install does").
@@ -271,11 +292,11 @@ class Deployer:
         """
         try:
             outcome = self._install(artifact_path, opts)
-        except DeployFailed:
-            self.publish()
-            raise
-        self.publish()
-        return outcome
+        except DeployFailed as e:
+            raise self.failed("install", e) from None
+        if not outcome.changed:
+            return outcome  # converged, nothing deployed: nobody to tell
+        return self.published("install", outcome)
 
     def _install(self, artifact_path: Path, opts: InstallOptions) -> Outcome:
         started_at = time.monotonic()
@@ -660,11 +681,9 @@ class Deployer:
         """
         try:
             outcome = self._rollback(name, to=to, timeout=timeout, grace=grace, wait_lock=wait_lock)
-        except DeployFailed:
-            self.publish()
-            raise
-        self.publish()
-        return outcome
+        except DeployFailed as e:
+            raise self.failed("rollback", e) from None
+        return self.published("rollback", outcome)
 
     def _rollback(
         self, name: str, *, to: str | None, timeout: float, grace: float | None, wait_lock: bool

@@ -70,12 +70,26 @@ class Configurator:
         """Apply ``edit`` (old variables -> new) as a new generation (see :meth:`_change`)."""
         try:
             outcome = self._change(name, edit, **kwargs)
-        except DeployFailed:
-            self.deployer.publish()
-            raise
+        except DeployFailed as e:
+            raise self.deployer.failed("config", e) from None
         if outcome.generation != outcome.previous:
-            self.deployer.publish()
+            self._published(outcome)
         return outcome
+
+    def _published(self, outcome: ConfigOutcome) -> None:
+        from pyrelctl.notify import Event
+
+        self.deployer.publish(
+            Event(
+                "success",
+                "config",
+                outcome.app,
+                label(outcome.generation),
+                label(outcome.previous),
+                "ok" if outcome.applied else "staged",
+                0,
+            )
+        )
 
     def _change(
         self,
@@ -111,10 +125,9 @@ class Configurator:
         """Make an earlier generation current again (the previous one, or ``to``)."""
         try:
             outcome = self._rollback(name, to=to, timeout=timeout, wait_lock=wait_lock)
-        except DeployFailed:
-            self.deployer.publish()
-            raise
-        self.deployer.publish()
+        except DeployFailed as e:
+            raise self.deployer.failed("config", e) from None
+        self._published(outcome)
         return outcome
 
     def _rollback(
