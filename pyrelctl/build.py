@@ -356,6 +356,8 @@ def render_manifest(
     ]
     if settings.stop_timeout != DEFAULT_STOP_TIMEOUT:
         lines.append(f"stop_timeout = {settings.stop_timeout}")
+    if settings.watch:
+        lines.append(f"watch = {settings.watch:g}")
     sandbox = settings.sandbox
     if not sandbox.memory_deny_write_execute:
         lines.append("memory_deny_write_execute = false")

@@ -91,6 +91,8 @@ class InstallOptions:
     reset_allow: bool = False  # forget the remembered allowances first
     allow_downgrade: bool = False  # a signed release older than the current one
     env: dict[str, str] | None = None  # configuration set with this deploy (a new generation)
+    watch: float | None = None  # seconds to watch after the deploy (watch.py); remembered
+    watch_restarts: int | None = None  # restarts in the window that roll back; remembered
 
 
 @dataclass(frozen=True)
@@ -460,6 +462,8 @@ class Deployer:
             failure = self._hook(app, release, "pre_switch")
             if failure is not None:
                 self._fail(app, release, previous, failure, readiness, action, switched=False)
+        if self.online:
+            self._end_watch(app)
         self.setup.write_units(app, release, settings)
         app.switch(release.version)
         self.say(f"current -> releases/{release.version}")
@@ -495,6 +499,7 @@ class Deployer:
             widened=self._widened(release, settings),
         )
         self._config_good(app)
+        self._start_watch(app, release, settings, action)
         self._remember(app, settings)
         self.setup.enable(app)
         app.record(action, previous, release.version, "ok")
@@ -532,11 +537,110 @@ class Deployer:
             updated[SOCKET_SETTING] = {"listen": list(opts.listen)}
         if opts.reset_listen:
             updated.pop(SOCKET_SETTING, None)
+        if opts.watch is not None:
+            updated["watch"] = opts.watch
+        if opts.watch_restarts is not None:
+            updated["watch_restarts"] = opts.watch_restarts
         if opts.reset_allow:
             updated.pop(allowances.SETTING, None)
         if opts.allow:
             updated[allowances.SETTING] = sorted({*allowances.granted(updated), *opts.allow})
         return updated
+
+    # -- the watch window (watch.py) ----------------------------------------
+
+    def _start_watch(
+        self, app: AppPaths, release: Release, settings: dict[str, Any], action: str
+    ) -> None:
+        """Leave a transient unit watching the release, if the app asks for a window."""
+        from pyrelctl import watch
+
+        seconds = float(settings.get(watch.SETTING, release.watch) or 0)
+        if seconds <= 0 or action not in ("install", "rollback") or watch.running_in_watch():
+            return
+        restarts = int(settings.get(watch.RESTARTS_SETTING, watch.DEFAULT_RESTARTS))
+        from pyrelctl.run import run
+
+        argv = watch.start_argv(app.name, release.version, seconds, restarts)
+        proc = run(argv, check=False)
+        if proc.returncode != 0:
+            self.say(f"warning: the watch did not start: {proc.stderr.strip()}")
+            return
+        until = float(argv[argv.index("--until") + 1])
+        state = watch.WatchState(release.version, until, restarts, watch.unit_name(app.name))
+        app.update_index(watch.INDEX_KEY, watch=state.to_json())
+        self.say(
+            f"watching {app.name} {release.version} for {seconds:g} s: more than {restarts} "
+            "restarts roll it back"
+        )
+
+    def _end_watch(self, app: AppPaths) -> None:
+        """A deploy of the app ends the watch of the release before it."""
+        from pyrelctl import watch
+
+        if watch.running_in_watch() or watch.recorded(app) is None:
+            return
+        unit = watch.unit_name(app.name)
+        if self.systemd.state(unit).active_state in ("active", "activating"):
+            self.systemd.stop(unit)
+            self.say(f"the watch of {app.name} ends (a new deploy)")
+        app.update_index(watch.INDEX_KEY, watch=None)
+
+    def watch(self, name: str, version: str, until: float, max_restarts: int) -> str:
+        """The watch unit's work (``pyrelctl _watch``): see watch.py."""
+        from pyrelctl import watch
+
+        app = self.layout.app(name).require()
+
+        def rollback(reason: str) -> None:
+            self._watch_rollback(app, version, reason)
+
+        result = watch.loop(
+            app,
+            version,
+            until,
+            max_restarts,
+            state=lambda: self.systemd.state(app.service_name),
+            rollback=rollback,
+            say=self.say,
+        )
+        if result == "ok":
+            app.record("watch", version, version, "ok: stayed up")
+        if app.read_index().get(watch.INDEX_KEY, {}).get("watch", {}) is not None:
+            app.update_index(watch.INDEX_KEY, watch=None)
+        return result
+
+    def _watch_rollback(self, app: AppPaths, version: str, reason: str) -> None:
+        """Roll ``app`` back from ``version``, which the watch saw failing."""
+        from pyrelctl.notify import Event
+
+        started_at = time.monotonic()
+        with app_lock(app, "watch rollback", wait=True, on_wait=self.say):
+            current = app.current_version()
+            if current != version:
+                return  # someone deployed meanwhile
+            app.update_index(version, mark=Mark.FAILED, failed_at=time.time())
+            app.record("watch", version, None, f"failed: {reason}")
+            try:
+                target = rollback_target(app, current, None)
+            except (BadInput, NotInstalled) as e:
+                self.say(f"nothing to roll back to: {e.message}")
+                return
+            release = self.release_of(app, target)
+            opts = InstallOptions(keep=0, run_hooks=False)
+            try:
+                outcome = self._switch(
+                    app, release, current, opts, "auto-rollback (watch)", started_at, changed=True
+                )
+            except DeployFailed as e:
+                self.failed("watch", e)
+                raise
+        self.publish(
+            Event(
+                "rollback", "watch", app.name, version, outcome.version, "rolled-back", 3,
+                summary=f"{app.name} {version}: {reason}; rolled back to {outcome.version}\n",
+            )
+        )  # fmt: skip
 
     @staticmethod
     def _config_good(app: AppPaths) -> None:

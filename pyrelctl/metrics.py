@@ -30,7 +30,11 @@ from pyrelctl.systemd import Systemd, UnitState
 DEFAULT_TEXTFILE = "var/lib/prometheus/node-exporter/pyrelctl.prom"
 SETTINGS = "etc/pyrelctl/metrics.toml"
 #: History actions that are deploys of something.
-DEPLOY_ACTIONS = ("install", "rollback", "auto-rollback", "config", "config-rollback")
+DEPLOY_ACTIONS = (
+    "install", "rollback", "auto-rollback", "auto-rollback (watch)", "config", "config-rollback",
+)  # fmt: skip
+#: Actions pyrelctl took by itself.
+AUTO_ROLLBACKS = ("auto-rollback", "auto-rollback (watch)", "config-rollback")
 
 
 def _label(value: str) -> str:
@@ -117,11 +121,9 @@ def collect(layout: Layout, systemd: Systemd | None) -> list[Family]:
         for (action, result), count in sorted(counts.items()):
             deploys.samples.append(({**labels, "action": action, "result": result}, count))
         rollbacks.samples.append(
-            (labels, sum(1 for r in records if r.get("action") in ("auto-rollback",
-                                                                    "config-rollback")))
-        )  # fmt: skip
-        finished = [r for r in records if r.get("action") not in ("auto-rollback",
-                                                                   "config-rollback")]  # fmt: skip
+            (labels, sum(1 for r in records if r.get("action") in AUTO_ROLLBACKS))
+        )
+        finished = [r for r in records if r.get("action") not in AUTO_ROLLBACKS]
         if finished:
             last = finished[-1]
             last_time.samples.append((labels, float(str(last.get("time", 0)))))

@@ -107,6 +107,8 @@ class Release:
     socket: Socket | None = None
     #: Seconds a stop may take (graceful shutdown) before SIGKILL.
     stop_timeout: int = DEFAULT_STOP_TIMEOUT
+    #: Seconds to watch the release after its deploy (``[service] watch``); 0: no watch.
+    watch: float = 0.0
 
     def command(self, verb: str) -> tuple[str, ...] | None:
         return self.commands.get(verb)
@@ -121,6 +123,7 @@ _SECTIONS: dict[str, frozenset[str]] = {
         {
             "type",
             "stop_timeout",
+            "watch",
             "memory_deny_write_execute",
             "bind_privileged_ports",
             "writable_paths",
@@ -329,6 +332,7 @@ def parse_manifest(
         sandbox=settings.sandbox,
         socket=settings.socket,
         stop_timeout=settings.stop_timeout,
+        watch=settings.watch,
     )
 
 
@@ -377,6 +381,7 @@ class Settings:
     environment: Mapping[str, str] = field(default_factory=dict)
     socket: Socket | None = None
     description: str = ""
+    watch: float = 0.0
 
 
 def parse_settings(
@@ -411,9 +416,13 @@ def parse_settings(
         raise BadInput(f"{where}: service.stop_timeout must be whole seconds, 1 to 3600")
     if not isinstance(description, str):
         raise BadInput(f"{where}: {description_key} must be a string")
+    from pyrelctl.durations import parse_duration
+
+    watch = parse_duration(service.get("watch", 0), f"{where}: service.watch")
     return Settings(
         service_type=service_type,
         stop_timeout=stop_timeout,
+        watch=watch,
         sandbox=_parse_sandbox(service, where),
         health=parse_health_table(_table(doc, "health", where), where),
         hooks={
@@ -579,4 +588,5 @@ def release_from_json(data: dict[str, Any]) -> Release:
         ),
         socket=socket_from_json(data["socket"]) if data.get("socket") else None,
         stop_timeout=int(data.get("stop_timeout", DEFAULT_STOP_TIMEOUT)),
+        watch=float(data.get("watch", 0.0)),
     )

@@ -49,6 +49,7 @@ COMMANDS = {
     "metrics": "reads:metrics",
     "prune": "deploys:prune",
     "uninstall": "deploys:uninstall",
+    "_watch": "deploys:watch_command",
 }
 
 
@@ -121,7 +122,8 @@ class LazyGroup(click.Group):
     """A group whose subcommands are imported from :data:`COMMANDS` when used."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return list(COMMANDS)
+        # `_watch` is pyrelctl's own, run by its watch unit: not for people.
+        return [name for name in COMMANDS if not name.startswith("_")]
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         where = COMMANDS.get(cmd_name)

@@ -110,6 +110,20 @@ from pyrelctl.errors import BadInput
     metavar="FILE",
     help="Set the variables of a dotenv FILE with this deploy, as --env does.",
 )
+@click.option(
+    "--watch",
+    "watch_window",
+    metavar="DURATION",
+    help="After the deploy, watch the release for DURATION (90s, 10m, 1h; 0: off) and roll "
+    "back by itself if systemd has to restart it more than --watch-restarts times or it "
+    "fails. Remembered for the app; default: the release's [service] watch, else off.",
+)
+@click.option(
+    "--watch-restarts",
+    type=click.IntRange(min=0),
+    metavar="N",
+    help="Restarts in the watch window that roll the release back (default 2); remembered.",
+)
 @no_wait_option
 @pass_ctx
 def install(
@@ -133,6 +147,8 @@ def install(
     allow_downgrade: bool,
     env: tuple[str, ...],
     env_file: Path | None,
+    watch_window: str | None,
+    watch_restarts: int | None,
     no_wait: bool,
 ) -> None:
     """Install ARTIFACT (a release directory, .tar.gz, .tgz or .tar) and make it current.
@@ -146,6 +162,7 @@ def install(
         raise BadInput("give either --listen or --listen-reset, not both")
     from pyrelctl.allowances import parse_allowance
     from pyrelctl.deploy import InstallOptions
+    from pyrelctl.durations import parse_duration
     from pyrelctl.sockets import make_socket
 
     variables: dict[str, str] = {}
@@ -173,6 +190,8 @@ def install(
         reset_allow=allow_reset,
         allow_downgrade=allow_downgrade,
         env=variables or None,
+        watch=None if watch_window is None else parse_duration(watch_window, "--watch"),
+        watch_restarts=watch_restarts,
     )
     outcome = obj.deployer().install(artifact, opts)
 
@@ -317,3 +336,15 @@ def uninstall(obj: Ctx, app: str, purge: bool, no_wait: bool) -> None:
             + ("" if purge else f" (kept /etc/pyrelctl/{app} and state; --purge removes them)")
         ),
     )
+
+
+@click.command("_watch", hidden=True)
+@click.argument("app")
+@click.option("--version", "version", required=True)
+@click.option("--until", type=float, required=True)
+@click.option("--max-restarts", type=int, required=True)
+@pass_ctx
+def watch_command(obj: Ctx, app: str, version: str, until: float, max_restarts: int) -> None:
+    """The watch window's own process, run by its transient unit (see install --watch)."""
+    result = obj.deployer().watch(app, version, until, max_restarts)
+    click.echo(f"{app} {version}: watch {result}")

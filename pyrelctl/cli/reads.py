@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from typing import Any
 
 import click
@@ -62,6 +63,7 @@ def status(obj: Ctx, app: str | None) -> None:
                 # What the release widens of the default sandbox (install --allow).
                 "widened": list(entry.get("widened", [])),
                 "config": config_generation(paths),
+                "watch": _watch_json(paths),
             }
         )
 
@@ -90,8 +92,22 @@ def status(obj: Ctx, app: str | None) -> None:
         for d in docs:
             if d["widened"]:
                 click.echo(f"{d['app']}: sandbox widened ({', '.join(d['widened'])})")
+            if d["watch"]:
+                w = d["watch"]
+                click.echo(
+                    f"{d['app']}: watching {w['version']} until {when(w['until'])} "
+                    f"(more than {w['max_restarts']} restarts roll it back)"
+                )
 
     obj.emit(docs[0] if app else {"apps": docs}, human)
+
+
+def _watch_json(app: AppPaths) -> dict[str, Any] | None:
+    """The app's running watch window, from the index (no extra D-Bus call)."""
+    data = app.read_index().get("_app", {}).get("watch")
+    if not data or float(data.get("until", 0)) <= time.time():
+        return None
+    return dict(data)
 
 
 def _socket_json(state: UnitState | None) -> dict[str, Any] | None:

@@ -1,0 +1,145 @@
+"""After the deploy: a watch window that rolls back a release that starts crashing later.
+
+The grace period catches a release that dies at once. A connection pool that
+runs dry after a minute, a scheduled job that kills the node, a leak: those
+show later, as systemd restarting the release (``Restart=on-failure``) again
+and again. With ``install --watch 10m`` (or ``[service] watch = "10m"``,
+remembered for the app like ``--grace``), the deploy that succeeded leaves
+a *transient* unit behind, ``pyrelctl-watch-APP.service`` (systemd-run; no
+resident daemon of pyrelctl's), that reads the service's state every
+:data:`POLL` seconds until the window ends. When systemd has restarted the
+release more than ``--watch-restarts`` times (``NRestarts``, default 2) or
+the unit ended up failed, it rolls back to the previous good release by
+itself, through the same path as ``pyrelctl rollback``, under the app's
+lock: the release is marked failed, ``auto-rollback (watch)`` goes into the
+history, the host's notification hooks and the metrics hear of it.
+
+A deploy, rollback or configuration change of the app ends a running watch
+(a new window starts with the new release if it asks for one). The watch
+lives in PID 1's memory: a SIGKILL of the ``pyrelctl install`` that started
+it does not stop it; a reboot drops it (a rebooted host starts the release
+afresh, and ``status`` no longer shows the watch).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pyrelctl.layout import AppPaths
+
+#: Seconds between two looks at the service.
+POLL = 2.0
+DEFAULT_RESTARTS = 2
+#: The app's remembered settings (settings.json).
+SETTING = "watch"
+RESTARTS_SETTING = "watch_restarts"
+#: Where the index keeps the running watch (for status).
+INDEX_KEY = "_app"
+
+
+def unit_name(app: str) -> str:
+    return f"pyrelctl-watch-{app}.service"
+
+
+@dataclass(frozen=True)
+class WatchState:
+    version: str
+    until: float
+    max_restarts: int
+    unit: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "until": self.until,
+            "max_restarts": self.max_restarts,
+            "unit": self.unit,
+        }
+
+
+def recorded(app: AppPaths) -> WatchState | None:
+    """The watch the index says runs, if its window has not ended."""
+    data = app.read_index().get(INDEX_KEY, {}).get("watch")
+    if not data or float(data.get("until", 0)) <= time.time():
+        return None
+    return WatchState(
+        version=str(data["version"]),
+        until=float(data["until"]),
+        max_restarts=int(data.get("max_restarts", DEFAULT_RESTARTS)),
+        unit=str(data.get("unit", unit_name(app.name))),
+    )
+
+
+def start_argv(app: str, version: str, seconds: float, max_restarts: int) -> list[str]:
+    """``systemd-run`` for the watch of ``app``'s ``version`` for ``seconds``."""
+    until = time.time() + seconds
+    return [
+        "systemd-run",
+        f"--unit={unit_name(app)}",
+        f"--description=pyrelctl watch of {app} {version} (after its deploy)",
+        "--quiet",
+        "--collect",
+        "--no-block",
+        # Ends by itself at the deadline; RuntimeMaxSec= only if the loop hangs.
+        f"--property=RuntimeMaxSec={int(seconds) + 300}",
+        "--setenv=PYRELCTL_IN_WATCH=1",
+        "--",
+        sys.executable,
+        "-I",
+        "-m",
+        "pyrelctl",
+        "_watch",
+        app,
+        "--version",
+        version,
+        "--until",
+        f"{until:.3f}",
+        "--max-restarts",
+        str(max_restarts),
+    ]
+
+
+def loop(
+    app: AppPaths,
+    version: str,
+    until: float,
+    max_restarts: int,
+    *,
+    state: Callable[[], Any],
+    rollback: Callable[[str], None],
+    say: Callable[[str], None],
+    clock: Callable[[], float] = time.time,
+    sleep: Callable[[float], None] = time.sleep,
+) -> str:
+    """Watch until ``until``; return how it ended (``ok``, ``superseded``, ``rolled back``).
+
+    ``state()`` reads the service (a :class:`~pyrelctl.systemd.UnitState`);
+    ``rollback(reason)`` rolls the app back.
+    """
+    while clock() < until:
+        if app.current_version() != version:
+            say(f"{app.name}: current is no longer {version}; the watch ends")
+            return "superseded"
+        unit = state()
+        reason = ""
+        if unit.n_restarts > max_restarts:
+            reason = f"systemd restarted it {unit.n_restarts} times"
+        elif unit.active_state == "failed":
+            reason = f"the service failed ({unit.exit_description()})"
+        if reason:
+            say(f"{app.name} {version}: {reason}; rolling back")
+            rollback(reason)
+            return "rolled back"
+        sleep(min(POLL, max(0.0, until - clock())))
+    say(f"{app.name} {version} stayed up through its watch window")
+    return "ok"
+
+
+def running_in_watch() -> bool:
+    """Whether this process is a watch unit (which must not stop itself)."""
+    return os.environ.get("PYRELCTL_IN_WATCH") == "1"
