@@ -272,6 +272,24 @@ class Deployer:
             from pyrelctl import notify
 
             notify.notify(self.layout, event, self.say)
+            if self.online:
+                self._release_notification(event)
+
+    def _release_notification(self, event: notify.Event) -> None:
+        """The current release's own on_* hook, run as the service (hooks.py)."""
+        app = self.layout.app(event.app)
+        try:
+            current = app.current_version()
+            if current is None:
+                return
+            release = self.release_of(app, current)
+            problem = hooks.run_notification(
+                self.layout.root, app, release, event.event, event.environment()
+            )
+        except PyrelctlError as e:
+            problem = e.message
+        if problem is not None:
+            self.say(f"warning: {problem}")
 
     def published(self, action: str, outcome: Outcome) -> Outcome:
         from pyrelctl.notify import Event

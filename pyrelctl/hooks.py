@@ -104,3 +104,32 @@ def command_runner(root: Path, app: AppPaths, release: Release) -> health.Comman
         return run_as_service(root, app, release, argv, purpose="health", timeout=timeout)
 
     return run_check
+
+
+#: The release's own notification hook for each event (notify.Event.event).
+NOTIFICATION_HOOKS = {"success": "on_success", "failure": "on_failure", "rollback": "on_rollback"}
+#: Longest a notification may take; it never changes the outcome.
+NOTIFICATION_TIMEOUT = 10.0
+
+
+def run_notification(
+    root: Path, app: AppPaths, release: Release, event: str, env: dict[str, str]
+) -> str | None:
+    """Run ``release``'s ``on_success``/``on_failure``/``on_rollback`` hook, if it has
+    one, as the service (never as root: it comes from the artifact), with the
+    ``PYRELCTL_*`` variables of the event; return what went wrong, or None."""
+    name = NOTIFICATION_HOOKS.get(event)
+    argv = release.hooks.get(name) if name else None
+    if name is None or argv is None:
+        return None
+    command = venv_argv(argv) if release.kind is Kind.PYTHON else tuple(argv)
+    # env(1) sets the variables: the transient unit takes its environment
+    # from the service's definition alone (transient.py).
+    full = ("/usr/bin/env", *(f"{k}={v}" for k, v in sorted(env.items())), *command)
+    status, output = run_as_service(
+        root, app, release, full, purpose=name.replace("_", "-"), timeout=NOTIFICATION_TIMEOUT
+    )
+    if status == 0:
+        return None
+    last = (output.strip().splitlines() or [""])[-1]
+    return f"{name} hook {' '.join(argv)} exited with status {status}: {last}".strip()

@@ -130,7 +130,8 @@ _SECTIONS: dict[str, frozenset[str]] = {
         }
     ),
     "health": frozenset({"http", "tcp", "command"}),
-    "hooks": frozenset({"pre_switch", "post_switch"}),
+    # on_*: the release's own notifications after an outcome (hooks.run_notification).
+    "hooks": frozenset({"pre_switch", "post_switch", "on_success", "on_failure", "on_rollback"}),
     "environment": frozenset(),  # free-form: any variable name
     "socket": frozenset({"listen", "name"}),
     "python": frozenset(),  # python releases only; checked by pyrelease.parse_spec

@@ -115,3 +115,50 @@ def test_deploys_rewrite_the_node_exporter_textfile(
         assert live.returncode == 0 and 'pyrelctl_service_up{app="measured"} 1' in live.stdout
     finally:
         machine.run(["rm", "-rf", "/var/lib/prometheus"])
+
+
+#: A release whose on_success / on_rollback hooks write what they were told into
+#: the app's state directory (the service's user may write only there).
+TOLD = """#!/bin/sh
+case "$1" in
+start) [ "{crash}" = yes ] && exit 3; echo started; exec sleep infinity ;;
+told) echo "$2 $(id -u) $PYRELCTL_EVENT $PYRELCTL_APP $PYRELCTL_VERSION" >> /var/lib/{name}/told ;;
+esac
+"""
+
+
+def told_release(scratch: Path, name: str, version: str, crash: bool) -> Path:
+    root = scratch / "told" / f"{name}-{version}"
+    (root / "bin").mkdir(parents=True)
+    (root / "release.toml").write_text(
+        f'[release]\nname = "{name}"\nversion = "{version}"\n\n'
+        f'[commands]\nstart = ["bin/{name}", "start"]\n\n'
+        f'[hooks]\non_success = ["bin/{name}", "told", "success"]\n'
+        f'on_rollback = ["bin/{name}", "told", "rollback"]\n'
+    )
+    script = root / "bin" / name
+    script.write_text(TOLD.format(name=name, crash="yes" if crash else "no"))
+    script.chmod(0o755)
+    return root
+
+
+def test_a_release_hears_its_own_outcomes_as_the_service(
+    machine: Machine,
+    pyrelctl: MachineCommand,
+    scratch: Path,
+    cleanup: Callable[[str], None],
+) -> None:
+    """[hooks] on_success / on_rollback come from the artifact: they run as the
+    service's dynamic user, never as root, with the PYRELCTL_* variables."""
+    app = "selftold"
+    cleanup(app)
+    ok = pyrelctl("install", told_release(scratch, app, "1", crash=False), "--grace", "0.5")
+    assert ok.returncode == 0, ok.stderr
+    bad = pyrelctl("install", told_release(scratch, app, "2", crash=True), "--grace", "0.5")
+    assert bad.returncode == 3, bad.stderr
+    lines = machine.run(["cat", f"/var/lib/private/{app}/told"]).stdout.splitlines()
+    assert [line.split()[0] for line in lines] == ["success", "rollback"], lines
+    for line in lines:
+        _, uid, _event, name, _version = line.split()
+        assert int(uid) != 0 and name == app, line
+    assert lines[1].split()[2:] == ["rollback", app, "2"], lines
