@@ -592,6 +592,10 @@ class Deployer:
             "restarts roll it back"
         )
 
+    def end_watch(self, app: AppPaths) -> None:
+        """End the watch of the app's release, if one runs (a change of the app)."""
+        self._end_watch(app)
+
     def _end_watch(self, app: AppPaths) -> None:
         """A deploy of the app ends the watch of the release before it."""
         from pyrelctl import watch

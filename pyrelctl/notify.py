@@ -15,7 +15,8 @@ in name order (as run-parts does), as root: they are the host's own scripts
 * on stdin, the failure summary: the error line, then the failed start's
   journal lines (empty on success).
 
-A hook runs at most :data:`HOOK_TIMEOUT` seconds. Whatever it does (fails,
+A hook runs at most :data:`HOOK_TIMEOUT` seconds (``timeout`` in
+``/etc/pyrelctl/notify.toml``). Whatever it does (fails,
 hangs, is not executable), the deploy's result and exit code stay what
 they were; pyrelctl says what went wrong with it. A file pyrelctl would not
 trust as root's own (not owned by root, writable by others, in a directory
@@ -31,11 +32,29 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pyrelctl.errors import DeployFailed, ExitCode
+from pyrelctl.errors import BadInput, DeployFailed, ExitCode
 from pyrelctl.layout import Layout, who
 
 HOOKS_DIR = "etc/pyrelctl/hooks.d"
 HOOK_TIMEOUT = 10.0
+#: ``timeout = SECONDS`` here sets how long each hook may run.
+SETTINGS = "etc/pyrelctl/notify.toml"
+
+
+def hook_timeout(layout: Layout) -> float:
+    """Seconds each host hook may run (notify.toml, else :data:`HOOK_TIMEOUT`)."""
+    path = layout.root / SETTINGS
+    try:
+        import tomllib
+
+        value = tomllib.loads(path.read_text()).get("timeout", HOOK_TIMEOUT)
+    except FileNotFoundError:
+        return HOOK_TIMEOUT
+    except (OSError, ValueError) as e:
+        raise BadInput(f"{path}: {e}") from e
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value <= 600:
+        raise BadInput(f"{path}: timeout must be seconds, more than 0 and at most 600")
+    return float(value)
 
 
 @dataclass(frozen=True)
@@ -117,9 +136,14 @@ def notify(layout: Layout, event: Event, say: Callable[[str], None]) -> list[str
         "LANG": "C.UTF-8",
         **event.environment(),
     }
+    try:
+        timeout = hook_timeout(layout)
+    except BadInput as e:
+        problems.append(e.message)
+        timeout = HOOK_TIMEOUT
     for path in found:
         try:
-            proc = run([path], check=False, input=event.summary, env=env, timeout=HOOK_TIMEOUT)
+            proc = run([path], check=False, input=event.summary, env=env, timeout=timeout)
         except Exception as e:  # a notification never changes the outcome
             problems.append(f"{path.name}: {getattr(e, 'message', e)}")
             continue

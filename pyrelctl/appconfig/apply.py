@@ -193,6 +193,7 @@ class Configurator:
                 "the next start runs with it"
             )
             return ConfigOutcome(app.name, number, previous, change, staged=True)
+        self.deployer.end_watch(app)  # a configuration change ends a watch, as a deploy does
         readiness = self._readiness(app, release, timeout)
         self.deployer.say(f"{app.name}: configuration generation {number} ({summary}); restarting")
         result = self.deployer.verify(app, release, readiness)

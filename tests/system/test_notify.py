@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -83,6 +84,29 @@ def test_hooks_hear_every_outcome_and_change_none(
     assert success["stdin"] == "" and success["PYRELCTL_USER"] == "root"
     assert config["PYRELCTL_VERSION"].startswith("config:")
     assert machine.run(["test", "-e", "/run/untrusted-ran"], check=False).returncode == 1
+
+
+def test_a_hanging_hook_is_cut_short_and_changes_nothing(
+    machine: Machine,
+    pyrelctl: MachineCommand,
+    make_release: Callable[..., Path],
+    cleanup: Callable[[str], None],
+) -> None:
+    app = "waited"
+    cleanup(app)
+    machine.run(["mkdir", "-p", HOOKS])
+    hang = f"{HOOKS}/10-hangs"
+    machine.run(["sh", "-c", f"printf '#!/bin/sh\\nexec sleep 60\\n' > {hang} && chmod 755 {hang}"])
+    machine.run(["sh", "-c", "echo 'timeout = 1' > /etc/pyrelctl/notify.toml"])
+    try:
+        started = time.monotonic()
+        proc = pyrelctl("install", make_release(name=app, version="1"), "--grace", "0.5")
+        took = time.monotonic() - started
+        assert proc.returncode == 0, proc.stderr
+        assert "10-hangs: /etc/pyrelctl/hooks.d/10-hangs did not finish within 1.0 s" in proc.stderr
+        assert took < 30, took  # cut at 1 s, not the hook's 60
+    finally:
+        machine.run(["rm", "-rf", HOOKS, "/etc/pyrelctl/notify.toml"])
 
 
 def test_deploys_rewrite_the_node_exporter_textfile(

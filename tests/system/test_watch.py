@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from devtools.machine import Machine, MachineCommand
+from tests.system.test_notify import HOOKS, LOG, RECORD, events
 
 #: Up for the grace period, then exits with status 1 after LIFE seconds, every time.
 LATE_CRASH = """#!/bin/sh
@@ -49,6 +50,22 @@ def test_a_release_that_crashes_after_its_grace_is_rolled_back_by_the_watch(
 ) -> None:
     app = "watched"
     cleanup(app)
+    # The host's notification hook hears the watch's rollback (test_notify.py's recorder).
+    machine.run(["mkdir", "-p", HOOKS])
+    machine.run(["sh", "-c", f"cat > {HOOKS}/10-record && chmod 755 {HOOKS}/10-record"],
+                input=RECORD)  # fmt: skip
+    machine.run(["rm", "-f", LOG])
+    try:
+        _crash_after_grace(machine, pyrelctl, scratch, app)
+        watch_events = [e for e in events(machine) if e["PYRELCTL_ACTION"] == "watch"]
+        assert [(e["PYRELCTL_EVENT"], e["PYRELCTL_VERSION"], e["PYRELCTL_PREVIOUS"])
+                for e in watch_events] == [("rollback", "2", "1")], watch_events  # fmt: skip
+        assert "systemd restarted it" in watch_events[0]["stdin"]
+    finally:
+        machine.run(["rm", "-rf", HOOKS, LOG])
+
+
+def _crash_after_grace(machine: Machine, pyrelctl: MachineCommand, scratch: Path, app: str) -> None:
     good = pyrelctl("install", release(scratch, app, "1", "infinity"), "--grace", "0.5")
     assert good.returncode == 0, good.stderr
     # Passes a 1 s grace, then dies after 2 s, again and again (Restart=on-failure).
