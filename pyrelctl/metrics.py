@@ -22,8 +22,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from pyrelctl.appconfig.generations import running_generation
 from pyrelctl.errors import BadInput
-from pyrelctl.layout import AppPaths, Layout, write_atomic
+from pyrelctl.layout import Layout, write_atomic
 from pyrelctl.systemd import Systemd, UnitState
 
 #: Where Debian's prometheus-node-exporter looks (its --collector.textfile.directory).
@@ -113,7 +114,7 @@ def collect(layout: Layout, systemd: Systemd | None) -> list[Family]:
             info.samples.append(
                 ({**labels, "version": current, "kind": str(release.get("kind", ""))}, 1)
             )
-        generation = _generation(app)
+        generation = running_generation(app)
         if generation is not None:
             config.samples.append((labels, generation))
         records = [r for r in app.history() if r.get("action") in DEPLOY_ACTIONS]
@@ -141,17 +142,6 @@ def _service(
     restarts.samples.append((labels, state.n_restarts))
     if state.memory_bytes is not None:
         memory.samples.append((labels, state.memory_bytes))
-
-
-def _generation(app: AppPaths) -> int | None:
-    import os
-
-    try:
-        target = os.readlink(app.etc / "config/current.env")
-    except OSError:
-        return None
-    number = target.removesuffix(".env")
-    return int(number) if number.isdigit() else None
 
 
 def render(families: Iterable[Family]) -> str:

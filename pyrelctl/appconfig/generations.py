@@ -64,6 +64,17 @@ class Generation:
         }
 
 
+def running_generation(app: AppPaths) -> int | None:
+    """The app's current generation from its link alone, for reads (status, metrics):
+    None when there is none, and where /etc/pyrelctl/APP is not readable."""
+    try:
+        target = os.readlink(app.etc / "config" / CURRENT)
+    except OSError:
+        return None
+    match = _GENERATION_RE.fullmatch(target)
+    return int(match[1]) if match else None
+
+
 def label(number: int | None) -> str | None:
     """A generation as ``pyrelctl history`` names it (``config:3``)."""
     return None if number is None else f"config:{number}"

@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from pyrelctl.appconfig.generations import running_generation
 from pyrelctl.cli.common import Ctx, pass_ctx, size, state_json, table, when
 from pyrelctl.completion import complete_app
 from pyrelctl.errors import BadInput, ExitCode, PyrelctlError
@@ -19,17 +20,6 @@ from pyrelctl.systemd import UnitState
 STATUS_COLUMNS = (
     "APP", "CURRENT", "CONFIG", "STATE", "SINCE", "PID", "MEM", "RESTARTS", "ENABLED", "SOCKET",
 )  # fmt: skip
-
-
-def config_generation(app: AppPaths) -> int | None:
-    """The app's current configuration generation (``pyrelctl config``), if any;
-    None too where /etc/pyrelctl/APP is not readable (status as another user)."""
-    try:
-        target = os.readlink(app.etc / "config/current.env")
-    except OSError:
-        return None
-    number = target.removesuffix(".env")
-    return int(number) if number.isdigit() else None
 
 
 @click.command()
@@ -62,7 +52,7 @@ def status(obj: Ctx, app: str | None) -> None:
                 "socket": _socket_json(socket),
                 # What the release widens of the default sandbox (install --allow).
                 "widened": list(entry.get("widened", [])),
-                "config": config_generation(paths),
+                "config": running_generation(paths),
                 "watch": _watch_json(paths),
             }
         )
@@ -152,7 +142,7 @@ def releases(obj: Ctx, app: str) -> None:
                 "artifact": facts.get("artifact"),
             }
         )
-    config = config_generation(paths)
+    config = running_generation(paths)
 
     def human() -> None:
         table(
