@@ -179,10 +179,8 @@ class SystemdBuild(Build):
             ("BindPaths", self.bind),
             ("WorkingDirectory", "/"),
             ("PrivateNetwork", "yes"),  # an offline install: the wheelhouse only
-            # PrivateDevices= binds the host's /dev/shm (world-writable) into
-            # the unit (src/core/namespace.c, mount_private_dev): seen in 252.
-            # A tmpfs of its own instead; multiprocessing (compileall -j) needs one.
-            ("TemporaryFileSystem", "/dev/shm:mode=1777"),
+            # (The sandbox below gives it a /dev/shm of its own, not the host's:
+            # multiprocessing, compileall -j, needs one.)
             ("UMask", "0022"),
             ("RuntimeMaxSec", str(STEP_TIMEOUT)),
             # The strictest sandbox: the release's own exceptions (writable

@@ -187,6 +187,10 @@ def sandbox_settings(sandbox: Sandbox) -> list[Setting]:
         ("ProtectHome", "yes"),  # stricter than DynamicUser's read-only
         ("PrivateDevices", "yes"),
         ("PrivateIPC", "yes"),
+        # PrivateDevices= still binds the host's /dev/shm, world-writable and
+        # shared by every service (src/core/namespace.c, mount_private_dev):
+        # a /dev/shm of the service's own, writable by its processes alone.
+        ("TemporaryFileSystem", "/dev/shm:mode=1777,nosuid,nodev"),
         ("ProtectKernelTunables", "yes"),
         ("ProtectKernelModules", "yes"),
         ("ProtectKernelLogs", "yes"),

@@ -52,6 +52,7 @@ def test_mix_release_is_hardened_and_still_serves(
         ("/tmp/probe", True),  # its own private /tmp
         ("/var/lib/{app}/probe", True),  # StateDirectory=
         ("/run/{app}/probe", True),  # RuntimeDirectory=
+        ("/dev/shm/probe-{app}", True),  # its own tmpfs, not the host's (below)
     ],
 )
 def test_the_service_writes_only_its_own_directories(
@@ -84,6 +85,10 @@ def test_the_service_writes_only_its_own_directories(
     assert ("wrote" in proc.stdout) is writable, proc.stdout + proc.stderr
     if writable:
         assert proc.returncode == 0
+    # Nothing it writes lands in a place the host or another service shares.
+    assert machine.run(["test", "-e", target], check=False).returncode != 0 or not (
+        target.startswith(("/dev/shm", "/tmp"))
+    ), f"{target} is visible outside the service"
 
 
 def _service_properties(machine: Machine, app: str) -> list[str]:
@@ -102,6 +107,7 @@ def _service_properties(machine: Machine, app: str) -> list[str]:
         "SystemCall",
         "MemoryDeny",
         "Capab",
+        "Temporary",
     )
     props = [line for line in text.splitlines() if line.startswith(keep)]
     assert any(p.startswith("ProtectSystem") or p == "DynamicUser=yes" for p in props)

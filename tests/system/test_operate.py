@@ -424,7 +424,10 @@ def test_a_running_expression_is_in_no_command_line_but_the_releases(
             pid = machine.systemctl("show", "-p", "MainPID", "--value", unit).stdout.strip()
             read = machine.run(["cat", f"/proc/{pid}/cmdline"], check=False)
             script_argv = read.stdout.split("\0")
-            return (unit, script_argv) if f"bin/{op_args}" in read.stdout else None
+            # Until the wrapper's exec, the main process is `/bin/sh -c ...`, whose
+            # argv names the script too but not the expression: wait for the exec.
+            execed = len(script_argv) > 1 and script_argv[1] != "-c"
+            return (unit, script_argv) if execed and f"bin/{op_args}" in read.stdout else None
 
         unit, script_argv = wait_until(started, timeout=30, what="the eval to run")
         # Where the expression is: the release's own script's argv, as typed.
