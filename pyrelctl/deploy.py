@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from pyrelctl import allowances, hooks, hostclaims
+from pyrelctl import admission, allowances, hooks
 from pyrelctl.appsetup import AppSetup
 from pyrelctl.archive import Artifact, Progress, open_artifact
 from pyrelctl.defaults import DEFAULT_GRACE, DEFAULT_KEEP, DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT
@@ -55,10 +55,9 @@ from pyrelctl.release import (
     release_to_json,
 )
 from pyrelctl.retention import prune_plan, rollback_target
-from pyrelctl.sockets import check_nothing_at, check_paths_for, check_release_socket
 from pyrelctl.socketunit import SETTING as SOCKET_SETTING
-from pyrelctl.socketunit import effective_socket
 from pyrelctl.systemd import Systemd, UnitState
+from pyrelctl.watch import WatchWindow
 
 if TYPE_CHECKING:
     from pyrelctl import notify
@@ -273,23 +272,7 @@ class Deployer:
 
             notify.notify(self.layout, event, self.say)
             if self.online:
-                self._release_notification(event)
-
-    def _release_notification(self, event: notify.Event) -> None:
-        """The current release's own on_* hook, run as the service (hooks.py)."""
-        app = self.layout.app(event.app)
-        try:
-            current = app.current_version()
-            if current is None:
-                return
-            release = self.release_of(app, current)
-            problem = hooks.run_notification(
-                self.layout.root, app, release, event.event, event.environment()
-            )
-        except PyrelctlError as e:
-            problem = e.message
-        if problem is not None:
-            self.say(f"warning: {problem}")
+                hooks.notify_release(self, event)
 
     def published(self, action: str, outcome: Outcome) -> Outcome:
         from pyrelctl.notify import Event
@@ -339,13 +322,13 @@ class Deployer:
             signer = verification.confirm(app, own_name)
             if signer is not None:
                 self.say(f"signature good: signed by {signer}")
-            self._check_host(app, release, opts)
+            admission.check_host(self, app, release, self._settings(app, opts))
             with app_lock(app, "install", wait=opts.wait_lock, on_wait=self.say):
                 self.recover(app)
                 previous = app.current_version()
                 if signer is not None and not opts.allow_downgrade:
-                    self._refuse_downgrade(app, release, previous)
-                self._config_undo = self._stage_env(app, opts.env) if opts.env else None
+                    admission.refuse_downgrade(app, release, previous)
+                self._config_undo = self._stage_env(app, opts.env)
                 try:
                     if previous == release.version and app.release(previous).is_dir():
                         return self._reinstall_current(app, release, opts, started_at)
@@ -361,73 +344,6 @@ class Deployer:
                     raise
                 finally:
                     self._config_undo = None
-
-    def _stage_env(self, app: AppPaths, env: dict[str, str]) -> Callable[[], None] | None:
-        """Make ``env`` (set on top of the app's configuration) its current generation
-        for this deploy; return what undoes it, or None if nothing changed."""
-        from pyrelctl.appconfig import envfile
-        from pyrelctl.appconfig.generations import Generations, GenMark, label
-
-        gens = Generations(app)
-        previous = gens.current()
-        old = gens.read(previous)
-        new = {**old, **env}
-        if new == old:
-            return None
-        number = gens.create(new)
-        gens.switch(number)
-        summary = envfile.describe(envfile.diff(old, new))
-        app.record("config", label(previous), label(number), f"with the deploy: {summary}")
-        self.say(f"configuration generation {number} ({summary})")
-
-        def undo() -> None:
-            self.say(f"configuration generation {previous} restored")
-            gens.set_mark(number, GenMark.FAILED)
-            gens.switch(previous)
-            self._config_undo = None
-
-        return undo
-
-    def _check_host(self, app: AppPaths, release: Release, opts: InstallOptions) -> None:
-        """What the host must agree to before a release is installed as ``app``:
-        the name claims nothing of the host's, the sockets are the app's to
-        bind, and every widening of the sandbox is allowed (hostclaims.py,
-        sockets.py, allowances.py)."""
-        loaded: list[str] = []
-        if self.online and not hostclaims.manages(app):
-            loaded = [
-                unit
-                for unit in (app.service_name, app.socket_name)
-                if self.systemd.state(unit).load_state not in ("not-found", "")
-            ]
-        hostclaims.check_free(app, loaded_units=loaded)
-        settings = self._settings(app, opts)
-        host_socket = bool(settings.get(SOCKET_SETTING))
-        socket = effective_socket(settings, release)
-        check_paths_for(socket, app.name)
-        if not host_socket:
-            check_release_socket(release.socket, app.name)
-        check_nothing_at(socket, self.layout.root)
-        widened = allowances.check(app.name, release, settings, host_socket=host_socket)
-        if widened:
-            self.say(
-                f"sandbox widened for {app.name}, as the host allows: "
-                + ", ".join(w.describe() for w in widened)
-            )
-
-    @staticmethod
-    def _refuse_downgrade(app: AppPaths, release: Release, previous: str | None) -> None:
-        """A signed release older than the current one needs ``--allow-downgrade``:
-        an old release keeps its good signature after its flaws are known."""
-        from pyrelctl.signatures import version_key
-
-        if previous is None or version_key(release.version) >= version_key(previous):
-            return
-        raise BadInput(
-            f"{release.version} is older than the current {previous} of {app.name}; "
-            "a signed release is not downgraded without --allow-downgrade",
-            hint=f"go back with: pyrelctl rollback {app.name} (or install --allow-downgrade)",
-        )
 
     def _reinstall_current(
         self, app: AppPaths, release: Release, opts: InstallOptions, started_at: float
@@ -481,12 +397,12 @@ class Deployer:
             if failure is not None:
                 self._fail(app, release, previous, failure, readiness, action, switched=False)
         if self.online:
-            self._end_watch(app)
+            WatchWindow(self).end(app)
         self.setup.write_units(app, release, settings)
         app.switch(release.version)
         self.say(f"current -> releases/{release.version}")
         if not online_start:
-            app.update_index(release.version, widened=self._widened(release, settings))
+            app.update_index(release.version, widened=admission.widened(release, settings))
             if not self.online:
                 self.setup.enable(app)
             self._remember(app, settings)
@@ -514,10 +430,9 @@ class Deployer:
             release.version,
             mark=Mark.GOOD,
             last_good_at=time.time(),
-            widened=self._widened(release, settings),
+            widened=admission.widened(release, settings),
         )
-        self._config_good(app)
-        self._start_watch(app, release, settings, action)
+        self._after_good(app, release, settings, action)
         self._remember(app, settings)
         self.setup.enable(app)
         app.record(action, previous, release.version, "ok")
@@ -565,120 +480,33 @@ class Deployer:
             updated[allowances.SETTING] = sorted({*allowances.granted(updated), *opts.allow})
         return updated
 
-    # -- the watch window (watch.py) ----------------------------------------
+    def _stage_env(self, app: AppPaths, env: dict[str, str] | None) -> Callable[[], None] | None:
+        """``install --env``: a configuration generation for this deploy, and its undo."""
+        if not env:
+            return None
+        from pyrelctl.appconfig.apply import stage_with_deploy
 
-    def _start_watch(
+        return stage_with_deploy(app, env, self.say, self)
+
+    def forget_config_undo(self) -> None:
+        """The configuration this deploy set was undone (appconfig.apply.stage_with_deploy)."""
+        self._config_undo = None
+
+    def switch_back(self, app: AppPaths, current: str, target: str, action: str) -> Outcome:
+        """Make ``target`` current again in place of ``current``, a rollback pyrelctl
+        decided on (the watch window): verified as a rollback is, no hooks."""
+        release = self.release_of(app, target)
+        opts = InstallOptions(keep=0, run_hooks=False)
+        return self._switch(app, release, current, opts, action, time.monotonic(), changed=True)
+
+    def _after_good(
         self, app: AppPaths, release: Release, settings: dict[str, Any], action: str
     ) -> None:
-        """Leave a transient unit watching the release, if the app asks for a window."""
-        from pyrelctl import watch
+        """The release is up: its configuration generation is good, its watch begins."""
+        from pyrelctl.appconfig.generations import mark_current_good
 
-        seconds = float(settings.get(watch.SETTING, release.watch) or 0)
-        if seconds <= 0 or action not in ("install", "rollback") or watch.running_in_watch():
-            return
-        restarts = int(settings.get(watch.RESTARTS_SETTING, watch.DEFAULT_RESTARTS))
-        from pyrelctl.run import run
-
-        argv = watch.start_argv(app.name, release.version, seconds, restarts)
-        proc = run(argv, check=False)
-        if proc.returncode != 0:
-            self.say(f"warning: the watch did not start: {proc.stderr.strip()}")
-            return
-        until = float(argv[argv.index("--until") + 1])
-        state = watch.WatchState(release.version, until, restarts, watch.unit_name(app.name))
-        app.update_index(watch.INDEX_KEY, watch=state.to_json())
-        self.say(
-            f"watching {app.name} {release.version} for {seconds:g} s: more than {restarts} "
-            "restarts roll it back"
-        )
-
-    def end_watch(self, app: AppPaths) -> None:
-        """End the watch of the app's release, if one runs (a change of the app)."""
-        self._end_watch(app)
-
-    def _end_watch(self, app: AppPaths) -> None:
-        """A deploy of the app ends the watch of the release before it."""
-        from pyrelctl import watch
-
-        if watch.running_in_watch() or watch.recorded(app) is None:
-            return
-        unit = watch.unit_name(app.name)
-        if self.systemd.state(unit).active_state in ("active", "activating"):
-            self.systemd.stop(unit)
-            self.say(f"the watch of {app.name} ends (a new deploy)")
-        app.update_index(watch.INDEX_KEY, watch=None)
-
-    def watch(self, name: str, version: str, until: float, max_restarts: int) -> str:
-        """The watch unit's work (``pyrelctl _watch``): see watch.py."""
-        from pyrelctl import watch
-
-        app = self.layout.app(name).require()
-
-        def rollback(reason: str) -> None:
-            self._watch_rollback(app, version, reason)
-
-        result = watch.loop(
-            app,
-            version,
-            until,
-            max_restarts,
-            state=lambda: self.systemd.state(app.service_name),
-            rollback=rollback,
-            say=self.say,
-        )
-        if result == "ok":
-            app.record("watch", version, version, "ok: stayed up")
-        if app.read_index().get(watch.INDEX_KEY, {}).get("watch", {}) is not None:
-            app.update_index(watch.INDEX_KEY, watch=None)
-        return result
-
-    def _watch_rollback(self, app: AppPaths, version: str, reason: str) -> None:
-        """Roll ``app`` back from ``version``, which the watch saw failing."""
-        from pyrelctl.notify import Event
-
-        started_at = time.monotonic()
-        with app_lock(app, "watch rollback", wait=True, on_wait=self.say):
-            current = app.current_version()
-            if current != version:
-                return  # someone deployed meanwhile
-            app.update_index(version, mark=Mark.FAILED, failed_at=time.time())
-            app.record("watch", version, None, f"failed: {reason}")
-            try:
-                target = rollback_target(app, current, None)
-            except (BadInput, NotInstalled) as e:
-                self.say(f"nothing to roll back to: {e.message}")
-                return
-            release = self.release_of(app, target)
-            opts = InstallOptions(keep=0, run_hooks=False)
-            try:
-                outcome = self._switch(
-                    app, release, current, opts, "auto-rollback (watch)", started_at, changed=True
-                )
-            except DeployFailed as e:
-                self.failed("watch", e)
-                raise
-        self.publish(
-            Event(
-                "rollback", "watch", app.name, version, outcome.version, "rolled-back", 3,
-                summary=f"{app.name} {version}: {reason}; rolled back to {outcome.version}\n",
-            )
-        )  # fmt: skip
-
-    @staticmethod
-    def _config_good(app: AppPaths) -> None:
-        """The release came up with the current configuration generation: mark it good."""
-        from pyrelctl.appconfig.generations import Generations, GenMark
-
-        gens = Generations(app)
-        number = gens.current() if gens.dir.is_dir() else None
-        if number is not None and gens.info(number).mark is not GenMark.GOOD:
-            gens.set_mark(number, GenMark.GOOD)
-
-    @staticmethod
-    def _widened(release: Release, settings: dict[str, Any]) -> list[str]:
-        """The allowances the release runs with (``status`` shows them from the index)."""
-        host_socket = bool(settings.get(SOCKET_SETTING))
-        return [w.allowance for w in allowances.requested(release, host_socket=host_socket)]
+        mark_current_good(app)
+        WatchWindow(self).start(app, release, settings, action)
 
     @staticmethod
     def _remember(app: AppPaths, settings: dict[str, Any]) -> None:
@@ -823,25 +651,14 @@ class Deployer:
         except (NotInstalled, BadInput, HostError):
             early = None
         if early is not None:
-            self._check_rollback(app, early)
+            admission.check_rollback(app, self.release_of(app, early))
         with app_lock(app, "rollback", wait=wait_lock, on_wait=self.say):
             self.recover(app)
             current = app.current_version()
             target = rollback_target(app, current, to)
-            release = self._check_rollback(app, target)
+            release = admission.check_rollback(app, self.release_of(app, target))
             opts = InstallOptions(timeout=timeout, grace=grace, keep=0, run_hooks=False)
             return self._switch(app, release, current, opts, "rollback", started_at, changed=True)
-
-    def _check_rollback(self, app: AppPaths, target: str) -> Release:
-        """The release to roll back to, if the host's allowances as they are now
-        let it run: one withdrawn since it was installed keeps it from coming back."""
-        release = self.release_of(app, target)
-        settings = app.read_settings()
-        host_socket = bool(settings.get(SOCKET_SETTING))
-        if not host_socket:
-            check_release_socket(release.socket, app.name)
-        allowances.check(app.name, release, settings, host_socket=host_socket)
-        return release
 
     # -- prune -------------------------------------------------------------
 
@@ -904,54 +721,8 @@ class Deployer:
     # -- uninstall ---------------------------------------------------------
 
     def uninstall(self, name: str, *, purge: bool = False, wait_lock: bool = True) -> list[str]:
-        """Stop and remove the app; with ``purge`` its settings, state and history too.
+        """Stop and remove the app; with ``purge`` its settings, state and history too
+        (uninstall.py)."""
+        from pyrelctl.uninstall import uninstall
 
-        Drop-ins (``<app>.service.d/``, ``<app>.socket.d/``) are the operator's and
-        stay unless purged.
-        """
-        app = self.layout.app(name)
-        if not app.base.is_dir():  # (a half-finished uninstall still has opt/APP)
-            app.require()
-        removed: list[str] = []
-        with app_lock(app, "uninstall", wait=wait_lock, on_wait=self.say):
-            removed.extend(self.setup.remove_units(app))
-            # current first: a crash past this point leaves no link to a
-            # half-deleted release; each release goes with an atomic rename,
-            # so a second uninstall finishes what a crash interrupted.
-            if app.current.is_symlink():
-                app.current.unlink()
-            for version in app.versions():
-                remove_tree(app.release(version))
-            # releases/ goes last: while it exists, a second uninstall knows
-            # the app and finishes the job.
-            for leftover in app.base.iterdir():
-                if leftover != app.releases:
-                    if leftover.is_dir() and not leftover.is_symlink():
-                        shutil.rmtree(leftover)
-                    else:
-                        leftover.unlink()
-            if app.releases.is_dir():
-                shutil.rmtree(app.releases)
-            app.base.rmdir()
-            removed.append(str(app.base))
-            app.record("uninstall", None, None, "ok")
-            if purge:
-                for path in (
-                    app.etc,
-                    app.state,
-                    app.dropin_dir,
-                    self.layout.unit_dir / f"{app.socket_name}.d",
-                    self.layout.root / "var/lib" / app.name,
-                    self.layout.root / "var/lib/private" / app.name,
-                    self.layout.root / "var/log" / app.name,
-                    # LogsDirectory= of a DynamicUser= service (systemd.exec(5)):
-                    # the symlink above points here.
-                    self.layout.root / "var/log/private" / app.name,
-                ):
-                    if path.is_symlink():
-                        path.unlink()
-                        removed.append(str(path))
-                    elif path.exists():
-                        remove_tree(path)
-                        removed.append(str(path))
-        return removed
+        return uninstall(self.layout, self.setup, self.say, name, purge=purge, wait_lock=wait_lock)

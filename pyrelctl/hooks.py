@@ -21,7 +21,8 @@ from pyrelctl.release import Kind, Release
 from pyrelctl.units import default_environment_files
 
 if TYPE_CHECKING:
-    from pyrelctl import health
+    from pyrelctl import health, notify
+    from pyrelctl.deploy import Deployer
 
 #: Longest a pre_switch or post_switch hook may run (migrations can be slow).
 HOOK_TIMEOUT = 900.0
@@ -133,3 +134,22 @@ def run_notification(
         return None
     last = (output.strip().splitlines() or [""])[-1]
     return f"{name} hook {' '.join(argv)} exited with status {status}: {last}".strip()
+
+
+def notify_release(deployer: Deployer, event: notify.Event) -> None:
+    """After an outcome: the current release's own on_* hook, run as the service."""
+    from pyrelctl.errors import PyrelctlError
+
+    app = deployer.layout.app(event.app)
+    try:
+        current = app.current_version()
+        if current is None:
+            return
+        release = deployer.release_of(app, current)
+        problem = run_notification(
+            deployer.layout.root, app, release, event.event, event.environment()
+        )
+    except PyrelctlError as e:
+        problem = e.message
+    if problem is not None:
+        deployer.say(f"warning: {problem}")

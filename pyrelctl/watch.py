@@ -28,9 +28,13 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pyrelctl.layout import AppPaths
+
+if TYPE_CHECKING:
+    from pyrelctl.deploy import Deployer
+    from pyrelctl.release import Release
 
 #: Seconds between two looks at the service.
 POLL = 2.0
@@ -143,3 +147,92 @@ def loop(
 def running_in_watch() -> bool:
     """Whether this process is a watch unit (which must not stop itself)."""
     return os.environ.get("PYRELCTL_IN_WATCH") == "1"
+
+
+class WatchWindow:
+    """Starts, ends and runs the watch of one deployer's apps."""
+
+    def __init__(self, deployer: Deployer) -> None:
+        self.deployer = deployer
+
+    def start(self, app: AppPaths, release: Release, settings: dict[str, Any], action: str) -> None:
+        """Leave a transient unit watching the release, if the app asks for a window."""
+        seconds = float(settings.get(SETTING, release.watch) or 0)
+        if seconds <= 0 or action not in ("install", "rollback") or running_in_watch():
+            return
+        restarts = int(settings.get(RESTARTS_SETTING, DEFAULT_RESTARTS))
+        from pyrelctl.run import run
+
+        argv = start_argv(app.name, release.version, seconds, restarts)
+        proc = run(argv, check=False)
+        if proc.returncode != 0:
+            self.deployer.say(f"warning: the watch did not start: {proc.stderr.strip()}")
+            return
+        until = float(argv[argv.index("--until") + 1])
+        state = WatchState(release.version, until, restarts, unit_name(app.name))
+        app.update_index(INDEX_KEY, watch=state.to_json())
+        self.deployer.say(
+            f"watching {app.name} {release.version} for {seconds:g} s: more than {restarts} "
+            "restarts roll it back"
+        )
+
+    def end(self, app: AppPaths) -> None:
+        """A deploy or configuration change of the app ends the watch before it."""
+        if running_in_watch() or recorded(app) is None:
+            return
+        unit = unit_name(app.name)
+        systemd = self.deployer.systemd
+        if systemd.state(unit).active_state in ("active", "activating"):
+            systemd.stop(unit)
+            self.deployer.say(f"the watch of {app.name} ends (a new deploy)")
+        app.update_index(INDEX_KEY, watch=None)
+
+    def run(self, name: str, version: str, until: float, max_restarts: int) -> str:
+        """The watch unit's work (``pyrelctl _watch``)."""
+        deployer = self.deployer
+        app = deployer.layout.app(name).require()
+        result = loop(
+            app,
+            version,
+            until,
+            max_restarts,
+            state=lambda: deployer.systemd.state(app.service_name),
+            rollback=lambda reason: self._rollback(app, version, reason),
+            say=deployer.say,
+        )
+        if result == "ok":
+            app.record("watch", version, version, "ok: stayed up")
+        if app.read_index().get(INDEX_KEY, {}).get("watch") is not None:
+            app.update_index(INDEX_KEY, watch=None)
+        return result
+
+    def _rollback(self, app: AppPaths, version: str, reason: str) -> None:
+        """Roll ``app`` back from ``version``, which the watch saw failing."""
+        from pyrelctl.errors import BadInput, DeployFailed, NotInstalled
+        from pyrelctl.layout import Mark, app_lock
+        from pyrelctl.notify import Event
+        from pyrelctl.retention import rollback_target
+
+        deployer = self.deployer
+        with app_lock(app, "watch rollback", wait=True, on_wait=deployer.say):
+            current = app.current_version()
+            if current != version:
+                return  # someone deployed meanwhile
+            app.update_index(version, mark=Mark.FAILED, failed_at=time.time())
+            app.record("watch", version, None, f"failed: {reason}")
+            try:
+                target = rollback_target(app, current, None)
+            except (BadInput, NotInstalled) as e:
+                deployer.say(f"nothing to roll back to: {e.message}")
+                return
+            try:
+                outcome = deployer.switch_back(app, current, target, "auto-rollback (watch)")
+            except DeployFailed as e:
+                deployer.failed("watch", e)
+                raise
+        deployer.publish(
+            Event(
+                "rollback", "watch", app.name, version, outcome.version, "rolled-back", 3,
+                summary=f"{app.name} {version}: {reason}; rolled back to {outcome.version}\n",
+            )
+        )  # fmt: skip

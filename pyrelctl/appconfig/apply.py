@@ -25,6 +25,7 @@ from pyrelctl.errors import BadInput, DeployFailed, ExitCode, HostError, NotInst
 from pyrelctl.layout import AppPaths, app_lock
 from pyrelctl.readiness import Failure, Readiness
 from pyrelctl.release import Release
+from pyrelctl.watch import WatchWindow
 
 Edit = Callable[[dict[str, str]], dict[str, str]]
 
@@ -193,7 +194,7 @@ class Configurator:
                 "the next start runs with it"
             )
             return ConfigOutcome(app.name, number, previous, change, staged=True)
-        self.deployer.end_watch(app)  # a configuration change ends a watch, as a deploy does
+        WatchWindow(self.deployer).end(app)  # a configuration change ends a watch, as a deploy does
         readiness = self._readiness(app, release, timeout)
         self.deployer.say(f"{app.name}: configuration generation {number} ({summary}); restarting")
         result = self.deployer.verify(app, release, readiness)
@@ -290,3 +291,29 @@ def replace_values(new: Mapping[str, str]) -> Edit:
         return dict(new)
 
     return edit
+
+
+def stage_with_deploy(
+    app: AppPaths, env: Mapping[str, str], say: Callable[[str], None], deployer: Deployer
+) -> Callable[[], None] | None:
+    """``install --env``: ``env`` set on top of the app's configuration as its current
+    generation for this deploy; return what undoes it, or None if nothing changed."""
+    gens = Generations(app)
+    previous = gens.current()
+    old = gens.read(previous)
+    new = {**old, **env}
+    if new == old:
+        return None
+    number = gens.create(new)
+    gens.switch(number)
+    summary = envfile.describe(envfile.diff(old, new))
+    app.record("config", label(previous), label(number), f"with the deploy: {summary}")
+    say(f"configuration generation {number} ({summary})")
+
+    def undo() -> None:
+        say(f"configuration generation {previous} restored")
+        gens.set_mark(number, GenMark.FAILED)
+        gens.switch(previous)
+        deployer.forget_config_undo()
+
+    return undo

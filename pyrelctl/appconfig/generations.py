@@ -202,3 +202,11 @@ class Generations:
             n for n in self.numbers() if n < before and self.info(n).mark is not GenMark.FAILED
         ]
         return older[-1] if older else None
+
+
+def mark_current_good(app: AppPaths) -> None:
+    """The release came up with the current generation (if any): mark it good."""
+    gens = Generations(app)
+    number = gens.current() if gens.dir.is_dir() else None
+    if number is not None and gens.info(number).mark is not GenMark.GOOD:
+        gens.set_mark(number, GenMark.GOOD)

@@ -346,5 +346,7 @@ def uninstall(obj: Ctx, app: str, purge: bool, no_wait: bool) -> None:
 @pass_ctx
 def watch_command(obj: Ctx, app: str, version: str, until: float, max_restarts: int) -> None:
     """The watch window's own process, run by its transient unit (see install --watch)."""
-    result = obj.deployer().watch(app, version, until, max_restarts)
+    from pyrelctl.watch import WatchWindow
+
+    result = WatchWindow(obj.deployer()).run(app, version, until, max_restarts)
     click.echo(f"{app} {version}: watch {result}")
