@@ -240,12 +240,8 @@ class Deployer:
     # -- starting and verifying --------------------------------------------
 
     def verify(self, app: AppPaths, release: Release, readiness: Readiness) -> UnitState | Failure:
-        """Restart ``app`` running ``release`` and wait until it is really up
-        (what a configuration change needs too: appconfig/apply.py)."""
-        return self._verify(app, release, readiness)
-
-    def _verify(self, app: AppPaths, release: Release, readiness: Readiness) -> UnitState | Failure:
-        """Restart the unit and wait until the release is really up (readiness.py).
+        """Restart the unit and wait until the release is really up (readiness.py);
+        a configuration change is verified so too (appconfig/apply.py).
 
         The socket unit, if any, keeps listening through the restart.
         """
@@ -385,11 +381,7 @@ class Deployer:
         """Run hooks, render units, move ``current``, restart, verify; restore on failure."""
         self.setup.configure(app, release)
         settings = self._settings(app, opts)
-        readiness = Readiness(
-            timeout=opts.timeout,
-            grace=float(settings.get("grace", DEFAULT_GRACE)),
-            health=self._health(settings, release),
-        )
+        readiness = self.readiness_for(settings, release, opts.timeout)
         online_start = opts.start and self.online
         hooks = release.hooks if opts.run_hooks and online_start else {}
         if "pre_switch" in hooks:
@@ -419,7 +411,7 @@ class Deployer:
                 seconds=round(time.monotonic() - started_at, 3),
             )
 
-        result = self._verify(app, release, readiness)
+        result = self.verify(app, release, readiness)
         if isinstance(result, Failure):
             self._fail(app, release, previous, result, readiness, action)
         if "post_switch" in hooks:
@@ -514,12 +506,16 @@ class Deployer:
             app.write_settings(settings)
 
     @staticmethod
-    def health_for(settings: dict[str, Any], release: Release) -> HealthCheck | None:
-        """The host's health check for the app if one was set, else the release's own."""
-        return Deployer._health(settings, release)
+    def readiness_for(settings: dict[str, Any], release: Release, timeout: float) -> Readiness:
+        """When ``release`` counts as up, by the app's ``settings`` (grace, health)."""
+        return Readiness(
+            timeout=timeout,
+            grace=float(settings.get("grace", DEFAULT_GRACE)),
+            health=Deployer.health_for(settings, release),
+        )
 
     @staticmethod
-    def _health(settings: dict[str, Any], release: Release) -> HealthCheck | None:
+    def health_for(settings: dict[str, Any], release: Release) -> HealthCheck | None:
         """The host's health check for the app if one was set, else the release's own."""
         data = settings.get("health")
         return health_from_json(data) if data else release.health
@@ -552,9 +548,7 @@ class Deployer:
             "failed": failure.to_json(),
             "previous": previous,
         }
-        message = f"{app.name} {release.version} failed to come up: {failure.reason}"
-        if failure.exit not in ("", "not started"):
-            message += f" (main process {failure.exit})"
+        message = f"{app.name} {release.version} failed to come up: {failure.summary()}"
         if previous is None or previous == release.version:
             # Nothing to go back to: leave it stopped rather than crash-looping.
             if switched:
@@ -584,14 +578,8 @@ class Deployer:
             app.switch(previous)
             # The previous release is verified as it ran before this command:
             # its own health check, or the app's settings as they were.
-            restored = self._verify(
-                app,
-                old,
-                Readiness(
-                    timeout=readiness.timeout,
-                    grace=min(readiness.grace, 1.0),
-                    health=self._health(app.read_settings(), old),
-                ),
+            restored = self.verify(
+                app, old, readiness.restoring(self.health_for(app.read_settings(), old))
             )
         except HostError as e:
             restored = Failure(version=previous, reason=e.message)
@@ -699,7 +687,7 @@ class Deployer:
             raise BadInput(f"{verb} needs the running systemd; it cannot work with --root")
         with app_lock(app, verb, wait=wait_lock, on_wait=self.say):
             if verb != "stop":
-                self.systemd.reset_failed(app.service_name)  # see _verify
+                self.systemd.reset_failed(app.service_name)  # see verify
             elif app.socket_file.exists():
                 self.systemd.stop(app.socket_name, timeout=timeout)
             method = {

@@ -30,6 +30,7 @@ import contextlib
 import grp
 import os
 import pwd
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -167,9 +168,9 @@ def _is_generated(path: Path) -> bool:
     except OSError:
         return False
     with open(fd, "rb") as f:
-        return os.fstat(f.fileno()).st_mode & 0o170000 == 0o100000 and f.read(len(GENERATED)) == (
-            GENERATED
-        )
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            return False
+        return f.read(len(GENERATED)) == GENERATED
 
 
 def foreign_units(app: AppPaths, units: Iterable[str], *, managed: bool) -> list[Path]:

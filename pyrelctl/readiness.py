@@ -40,6 +40,11 @@ class Readiness:
     grace: float = DEFAULT_GRACE
     health: HealthCheck | None = None
 
+    def restoring(self, health: HealthCheck | None) -> Readiness:
+        """How the release or configuration restored after a failure is verified:
+        the same timeout, a grace of at most a second (it ran before), ``health``."""
+        return Readiness(timeout=self.timeout, grace=min(self.grace, 1.0), health=health)
+
 
 @dataclass
 class Failure:
@@ -52,6 +57,12 @@ class Failure:
     invocation_id: str = ""
     journal: list[str] = field(default_factory=list)
     hook_output: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """The reason, with how the main process ended when it says more."""
+        if self.exit in ("", "not started"):
+            return self.reason
+        return f"{self.reason} (main process {self.exit})"
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

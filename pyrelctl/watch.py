@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -66,9 +66,10 @@ class WatchState:
         }
 
 
-def recorded(app: AppPaths) -> WatchState | None:
-    """The watch the index says runs, if its window has not ended."""
-    data = app.read_index().get(INDEX_KEY, {}).get("watch")
+def recorded(app: AppPaths, index: Mapping[str, Any] | None = None) -> WatchState | None:
+    """The watch the index says runs, if its window has not ended (``index``: the
+    app's, when the caller has read it already)."""
+    data = (app.read_index() if index is None else index).get(INDEX_KEY, {}).get("watch")
     if not data or float(data.get("until", 0)) <= time.time():
         return None
     return WatchState(

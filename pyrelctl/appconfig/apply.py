@@ -13,13 +13,14 @@ included) runs with it.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from pyrelctl.appconfig import envfile
 from pyrelctl.appconfig.generations import Generations, GenMark, label
-from pyrelctl.defaults import DEFAULT_GRACE, DEFAULT_KEEP, DEFAULT_TIMEOUT
+from pyrelctl.defaults import DEFAULT_KEEP, DEFAULT_TIMEOUT
 from pyrelctl.deploy import Deployer
 from pyrelctl.errors import BadInput, DeployFailed, ExitCode, HostError, NotInstalled
 from pyrelctl.layout import AppPaths, app_lock
@@ -42,14 +43,7 @@ class ConfigOutcome:
     staged: bool = False  # current, for the next start
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "app": self.app,
-            "generation": self.generation,
-            "previous": self.previous,
-            "change": self.change,
-            "applied": self.applied,
-            "staged": self.staged,
-        }
+        return dataclasses.asdict(self)
 
 
 class Configurator:
@@ -67,10 +61,21 @@ class Configurator:
             )
         return app
 
-    def change(self, name: str, edit: Edit, **kwargs: Any) -> ConfigOutcome:
-        """Apply ``edit`` (old variables -> new) as a new generation (see :meth:`_change`)."""
+    def change(
+        self,
+        name: str,
+        edit: Edit,
+        *,
+        restart: bool = True,
+        create: bool = True,
+        timeout: float = DEFAULT_TIMEOUT,
+        keep: int = DEFAULT_KEEP,
+        wait_lock: bool = True,
+    ) -> ConfigOutcome:
+        """Apply ``edit`` (old variables -> new) as a new generation: restarted and
+        verified if the app runs (``restart``), else staged; ``keep`` generations."""
         try:
-            outcome = self._change(name, edit, **kwargs)
+            outcome = self._change(name, edit, restart, create, timeout, keep, wait_lock)
         except DeployFailed as e:
             raise self.deployer.failed("config", e) from None
         if outcome.generation != outcome.previous:
@@ -96,12 +101,11 @@ class Configurator:
         self,
         name: str,
         edit: Edit,
-        *,
-        restart: bool = True,
-        create: bool = True,
-        timeout: float = DEFAULT_TIMEOUT,
-        keep: int = DEFAULT_KEEP,
-        wait_lock: bool = True,
+        restart: bool,
+        create: bool,
+        timeout: float,
+        keep: int,
+        wait_lock: bool,
     ) -> ConfigOutcome:
         app = self.app(name, create=create)
         gens = Generations(app)
@@ -195,7 +199,7 @@ class Configurator:
             )
             return ConfigOutcome(app.name, number, previous, change, staged=True)
         WatchWindow(self.deployer).end(app)  # a configuration change ends a watch, as a deploy does
-        readiness = self._readiness(app, release, timeout)
+        readiness = self.deployer.readiness_for(app.read_settings(), release, timeout)
         self.deployer.say(f"{app.name}: configuration generation {number} ({summary}); restarting")
         result = self.deployer.verify(app, release, readiness)
         if not isinstance(result, Failure):
@@ -204,14 +208,6 @@ class Configurator:
             self.deployer.say(f"{app.name} is up with generation {number} (pid {result.main_pid})")
             return ConfigOutcome(app.name, number, previous, change, applied=True)
         self._undo(app, gens, release, number, previous, result, readiness, summary)
-
-    def _readiness(self, app: AppPaths, release: Release, timeout: float) -> Readiness:
-        settings = app.read_settings()
-        return Readiness(
-            timeout=timeout,
-            grace=float(settings.get("grace", DEFAULT_GRACE)),
-            health=self.deployer.health_for(settings, release),
-        )
 
     def _undo(
         self,
@@ -233,17 +229,14 @@ class Configurator:
             "generation": number,
             "previous": previous,
         }
-        message = f"{app.name} failed to come up with configuration generation {number}: "
-        message += failure.reason
-        if failure.exit not in ("", "not started"):
-            message += f" (main process {failure.exit})"
+        message = (
+            f"{app.name} failed to come up with configuration generation {number}: "
+            + failure.summary()
+        )
         self.deployer.say(f"generation {number} failed; restoring generation {previous}")
         gens.switch(previous)
         try:
-            restored = self.deployer.verify(
-                app, release, Readiness(timeout=readiness.timeout, grace=min(readiness.grace, 1.0),
-                                        health=readiness.health),
-            )  # fmt: skip
+            restored = self.deployer.verify(app, release, readiness.restoring(readiness.health))
         except HostError as e:
             restored = Failure(version=release.version, reason=e.message)
         if isinstance(restored, Failure):

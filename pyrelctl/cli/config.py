@@ -8,7 +8,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -17,10 +17,13 @@ from pyrelctl.completion import complete_app
 from pyrelctl.defaults import DEFAULT_KEEP
 from pyrelctl.errors import BadInput
 
+if TYPE_CHECKING:
+    from pyrelctl.appconfig.apply import Configurator, Edit
+
 MASK = "********"
 
 
-def _configurator(obj: Ctx) -> Any:
+def _configurator(obj: Ctx) -> Configurator:
     from pyrelctl.appconfig.apply import Configurator
 
     return Configurator(obj.deployer())
@@ -50,7 +53,7 @@ def _apply_options(f: Any) -> Any:
     return no_wait_option(timeout_option(f))
 
 
-def _run(obj: Ctx, app: str, edit: Any, opts: dict[str, Any]) -> None:
+def _run(obj: Ctx, app: str, edit: Edit, opts: dict[str, Any]) -> None:
     outcome = _configurator(obj).change(
         app,
         edit,

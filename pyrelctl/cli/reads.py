@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from typing import Any
 
 import click
@@ -14,8 +13,9 @@ from pyrelctl.appconfig.generations import running_generation
 from pyrelctl.cli.common import Ctx, pass_ctx, size, state_json, table, when
 from pyrelctl.completion import complete_app
 from pyrelctl.errors import BadInput, ExitCode, PyrelctlError
-from pyrelctl.layout import AppPaths, Mark
+from pyrelctl.layout import Mark
 from pyrelctl.systemd import UnitState
+from pyrelctl.watch import recorded as recorded_watch
 
 STATUS_COLUMNS = (
     "APP", "CURRENT", "CONFIG", "STATE", "SINCE", "PID", "MEM", "RESTARTS", "ENABLED", "SOCKET",
@@ -41,19 +41,21 @@ def status(obj: Ctx, app: str | None) -> None:
         if paths.socket_file.exists() and not obj.layout.offline:
             socket = obj.systemd.state(paths.socket_name)
         current = paths.current_version()
-        entry = paths.read_index().get(current, {}) if current else {}
+        index = paths.read_index()  # once: mark, widenings and the watch are all in it
+        entry = index.get(current, {}) if current else {}
+        watching = recorded_watch(paths, index)
         docs.append(
             {
                 "app": name,
                 "current": current,
-                "mark": paths.mark(current) if current else None,
+                "mark": Mark(entry.get("mark", Mark.NEW)) if current else None,
                 "unit": paths.service_name,
                 "state": state_json(state),
                 "socket": _socket_json(socket),
                 # What the release widens of the default sandbox (install --allow).
                 "widened": list(entry.get("widened", [])),
                 "config": running_generation(paths),
-                "watch": _watch_json(paths),
+                "watch": watching.to_json() if watching else None,
             }
         )
 
@@ -90,14 +92,6 @@ def status(obj: Ctx, app: str | None) -> None:
                 )
 
     obj.emit(docs[0] if app else {"apps": docs}, human)
-
-
-def _watch_json(app: AppPaths) -> dict[str, Any] | None:
-    """The app's running watch window, from the index (no extra D-Bus call)."""
-    data = app.read_index().get("_app", {}).get("watch")
-    if not data or float(data.get("until", 0)) <= time.time():
-        return None
-    return dict(data)
 
 
 def _socket_json(state: UnitState | None) -> dict[str, Any] | None:
