@@ -32,7 +32,7 @@ HOST_SIGNERS = "etc/pyrelctl/allowed_signers"
 
 def trusted_signers(app: AppPaths) -> Path | None:
     """The allowed_signers file that applies to ``app``, if the host has one."""
-    for path in (app.etc / "allowed_signers", app.etc.parent / "allowed_signers"):
+    for path in (app.etc / "allowed_signers", app.layout.root / HOST_SIGNERS):
         if path.is_file():
             return path
     return None
@@ -50,9 +50,10 @@ class Verification:
     parsed, so a file swapped on disk after the check (an inotify race) is
     never what gets unpacked, and a hostile archive costs nothing before its
     signature is checked. Which allowed_signers applies must be known before
-    the artifact is read: the app's own, with ``--app``, else the host's
-    ``/etc/pyrelctl/allowed_signers``. :meth:`confirm` then checks, once the
-    release is known, that this was the file its app requires.
+    the artifact is read: the app's own, named by ``--app`` or by the
+    artifact's file name, else the host's ``/etc/pyrelctl/allowed_signers``.
+    :meth:`confirm` then checks, once the release is known, that this was the
+    file its app requires.
     """
 
     def __init__(self, layout: Layout, app: str | None, artifact: Path, signature: Path | None):
