@@ -94,7 +94,7 @@ def main() -> None:
     from bench.host import binds
     from devtools.machine import Machine
     from devtools.releases import make_generic_release
-    from pyrelctl.readiness import POLL_INTERVAL
+    from pyrelctl.deploy.readiness import POLL_INTERVAL
 
     health = f'[health]\nhttp = "http://127.0.0.1:{PORT}/"\n'
     with tempfile.TemporaryDirectory(prefix="pyrelctl-bench-") as tmp:

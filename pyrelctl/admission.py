@@ -20,7 +20,7 @@ from pyrelctl.socketunit import SETTING as SOCKET_SETTING
 from pyrelctl.socketunit import effective_socket
 
 if TYPE_CHECKING:
-    from pyrelctl.deploy import Deployer
+    from pyrelctl.deploy.deployer import Deployer
 
 
 def check_host(

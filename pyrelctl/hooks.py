@@ -13,16 +13,17 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pyrelctl.deploy.readiness import Failure
 from pyrelctl.errors import HostError
 from pyrelctl.layout import AppPaths
 from pyrelctl.pyrelease import venv_argv
-from pyrelctl.readiness import Failure
 from pyrelctl.release import Kind, Release
 from pyrelctl.units import default_environment_files
 
 if TYPE_CHECKING:
-    from pyrelctl import health, notify
-    from pyrelctl.deploy import Deployer
+    from pyrelctl import notify
+    from pyrelctl.deploy import health
+    from pyrelctl.deploy.deployer import Deployer
 
 #: Longest a pre_switch or post_switch hook may run (migrations can be slow).
 HOOK_TIMEOUT = 900.0

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pyrelctl.deploy import Deployer
+from pyrelctl.deploy.deployer import Deployer
 from pyrelctl.errors import BadInput, NotInstalled, NotRoot, NotRunning, SystemdError
 from pyrelctl.layout import AppPaths, Layout
 from pyrelctl.names import VERSION_RE

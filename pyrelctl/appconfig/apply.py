@@ -21,12 +21,12 @@ from typing import Any, NoReturn
 from pyrelctl.appconfig import envfile
 from pyrelctl.appconfig.generations import Generations, GenMark, label
 from pyrelctl.defaults import DEFAULT_KEEP, DEFAULT_TIMEOUT
-from pyrelctl.deploy import Deployer
+from pyrelctl.deploy.deployer import Deployer
+from pyrelctl.deploy.readiness import Failure, Readiness
+from pyrelctl.deploy.watch import WatchWindow
 from pyrelctl.errors import BadInput, DeployFailed, ExitCode, HostError, NotInstalled
 from pyrelctl.layout import AppPaths, app_lock
-from pyrelctl.readiness import Failure, Readiness
 from pyrelctl.release import Release
-from pyrelctl.watch import WatchWindow
 
 Edit = Callable[[dict[str, str]], dict[str, str]]
 

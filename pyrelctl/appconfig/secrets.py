@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from pyrelctl.deploy import Deployer
+from pyrelctl.deploy.deployer import Deployer
 from pyrelctl.errors import BadInput, NotInstalled
 from pyrelctl.layout import AppPaths, app_lock, ensure_dir, write_atomic
 

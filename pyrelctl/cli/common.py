@@ -27,7 +27,7 @@ from pyrelctl.systemd import OfflineSystemd, Systemd, UnitState
 # is imported by the commands that use it, not here: `pyrelctl status` and
 # the other read-only commands start in a fraction of the time (bench/).
 if TYPE_CHECKING:
-    from pyrelctl.deploy import Deployer
+    from pyrelctl.deploy.deployer import Deployer
     from pyrelctl.operate import Operator
     from pyrelctl.release import HealthCheck
 
@@ -68,7 +68,7 @@ class Ctx:
         click.echo(f"\r  {done}/{total} files", err=True, nl=done == total)
 
     def deployer(self) -> Deployer:
-        from pyrelctl.deploy import Deployer
+        from pyrelctl.deploy.deployer import Deployer
 
         return Deployer(
             self.layout, self.systemd, self.say, self.progress if self.interactive else None

@@ -161,7 +161,7 @@ def install(
     if listen and listen_reset:
         raise BadInput("give either --listen or --listen-reset, not both")
     from pyrelctl.allowances import parse_allowance
-    from pyrelctl.deploy import InstallOptions
+    from pyrelctl.deploy.deployer import InstallOptions
     from pyrelctl.durations import parse_duration
     from pyrelctl.sockets import make_socket
 
@@ -346,7 +346,7 @@ def uninstall(obj: Ctx, app: str, purge: bool, no_wait: bool) -> None:
 @pass_ctx
 def watch_command(obj: Ctx, app: str, version: str, until: float, max_restarts: int) -> None:
     """The watch window's own process, run by its transient unit (see install --watch)."""
-    from pyrelctl.watch import WatchWindow
+    from pyrelctl.deploy.watch import WatchWindow
 
     result = WatchWindow(obj.deployer()).run(app, version, until, max_restarts)
     click.echo(f"{app} {version}: watch {result}")

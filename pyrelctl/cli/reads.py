@@ -12,10 +12,10 @@ import click
 from pyrelctl.appconfig.generations import running_generation
 from pyrelctl.cli.common import Ctx, pass_ctx, size, state_json, table, when
 from pyrelctl.completion import complete_app
+from pyrelctl.deploy.watch import recorded as recorded_watch
 from pyrelctl.errors import BadInput, ExitCode, PyrelctlError
 from pyrelctl.layout import Mark
 from pyrelctl.systemd import UnitState
-from pyrelctl.watch import recorded as recorded_watch
 
 STATUS_COLUMNS = (
     "APP", "CURRENT", "CONFIG", "STATE", "SINCE", "PID", "MEM", "RESTARTS", "ENABLED", "SOCKET",

@@ -9,7 +9,7 @@ import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from pyrelctl.deploy import Deployer
+from pyrelctl.deploy.deployer import Deployer
 from pyrelctl.doctor.findings import Finding, Severity
 from pyrelctl.errors import PyrelctlError
 from pyrelctl.layout import AppPaths, Layout

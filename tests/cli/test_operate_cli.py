@@ -18,7 +18,7 @@ import pytest
 import pyrelctl.cli.common
 from devtools.releases import make_generic_release
 from pyrelctl import operate
-from pyrelctl.deploy import Deployer, InstallOptions
+from pyrelctl.deploy.deployer import Deployer, InstallOptions
 from pyrelctl.layout import Layout
 from pyrelctl.systemd import OfflineSystemd
 from tests.cli.conftest import Result, run

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from devtools.releases import make_generic_release
-from pyrelctl.deploy import Deployer, InstallOptions
+from pyrelctl.deploy.deployer import Deployer, InstallOptions
 from pyrelctl.errors import BadInput, NotInstalled, SystemdError
 from pyrelctl.layout import Layout, Mark
 from pyrelctl.systemd import OfflineSystemd

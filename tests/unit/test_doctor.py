@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from devtools.releases import make_generic_release
-from pyrelctl.deploy import Deployer, InstallOptions
+from pyrelctl.deploy.deployer import Deployer, InstallOptions
 from pyrelctl.doctor import (
     MIN_SYSTEMD,
     Doctor,

@@ -9,7 +9,7 @@ from collections.abc import Iterator, Sequence
 
 import pytest
 
-from pyrelctl import health
+from pyrelctl.deploy import health
 from pyrelctl.release import HealthCheck, HealthKind
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from devtools.releases import make_generic_release
-from pyrelctl.deploy import Deployer, InstallOptions
+from pyrelctl.deploy.deployer import Deployer, InstallOptions
 from pyrelctl.errors import HostError
 from pyrelctl.layout import AppPaths, Layout, app_lock, ensure_dir, write_atomic
 from pyrelctl.systemd import OfflineSystemd

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from devtools.releases import make_generic_release
-from pyrelctl.deploy import Deployer, InstallOptions
+from pyrelctl.deploy.deployer import Deployer, InstallOptions
 from pyrelctl.errors import BadInput
 from pyrelctl.layout import Layout
 from pyrelctl.release import DEFAULT_STOP_TIMEOUT, Kind, Release, mix_commands

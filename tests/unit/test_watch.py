@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 
 from devtools.releases import make_generic_release
-from pyrelctl.deploy import Deployer, InstallOptions
+from pyrelctl.deploy.deployer import Deployer, InstallOptions
+from pyrelctl.deploy.watch import loop
 from pyrelctl.durations import parse_duration
 from pyrelctl.errors import BadInput
 from pyrelctl.layout import Layout
 from pyrelctl.systemd import OfflineSystemd, UnitState
-from pyrelctl.watch import loop
 
 
 @pytest.mark.parametrize(

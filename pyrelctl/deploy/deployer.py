@@ -24,6 +24,9 @@ from pyrelctl import admission, allowances, hooks
 from pyrelctl.appsetup import AppSetup
 from pyrelctl.archive import Artifact, Progress, open_artifact
 from pyrelctl.defaults import DEFAULT_GRACE, DEFAULT_KEEP, DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT
+from pyrelctl.deploy.readiness import Failure, Readiness, Watcher
+from pyrelctl.deploy.retention import prune_plan, rollback_target
+from pyrelctl.deploy.watch import WatchWindow
 from pyrelctl.errors import (
     BadInput,
     DeployFailed,
@@ -43,7 +46,6 @@ from pyrelctl.layout import (
     symlink_atomic,
 )
 from pyrelctl.names import app_name_from_release
-from pyrelctl.readiness import Failure, Readiness, Watcher
 from pyrelctl.release import (
     HealthCheck,
     Kind,
@@ -54,10 +56,8 @@ from pyrelctl.release import (
     release_from_json,
     release_to_json,
 )
-from pyrelctl.retention import prune_plan, rollback_target
 from pyrelctl.socketunit import SETTING as SOCKET_SETTING
 from pyrelctl.systemd import Systemd, UnitState
-from pyrelctl.watch import WatchWindow
 
 if TYPE_CHECKING:
     from pyrelctl import notify

@@ -21,7 +21,7 @@ from pyrelctl.release import HealthCheck
 from pyrelctl.systemd import Systemd, UnitState
 
 if TYPE_CHECKING:
-    from pyrelctl import health
+    from pyrelctl.deploy import health
 
 #: How often the unit is polled while it must prove it stays up.
 POLL_INTERVAL = 0.1
@@ -106,7 +106,7 @@ class Watcher:
         queued = self.systemd.queue_restart(unit)
         # While systemd restarts the unit, load what watching it takes: the
         # deploy's own start stays as short as it can be (bench/, issue 7).
-        from pyrelctl import health, journal  # noqa: F401
+        from pyrelctl import journal  # noqa: F401
 
         job = self.systemd.wait_job(queued, unit, timeout=timeout)
         state = self.systemd.state(unit)
@@ -172,7 +172,7 @@ class Watcher:
         process is left to answer it. A dead unit ends the wait at once (the
         abandoned probe ends with its own timeout).
         """
-        from pyrelctl import health
+        from pyrelctl.deploy import health
 
         outcome: list[str | None] = []
 

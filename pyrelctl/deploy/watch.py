@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from pyrelctl.layout import AppPaths
 
 if TYPE_CHECKING:
-    from pyrelctl.deploy import Deployer
+    from pyrelctl.deploy.deployer import Deployer
     from pyrelctl.release import Release
 
 #: Seconds between two looks at the service.
@@ -209,10 +209,10 @@ class WatchWindow:
 
     def _rollback(self, app: AppPaths, version: str, reason: str) -> None:
         """Roll ``app`` back from ``version``, which the watch saw failing."""
+        from pyrelctl.deploy.retention import rollback_target
         from pyrelctl.errors import BadInput, DeployFailed, NotInstalled
         from pyrelctl.layout import Mark, app_lock
         from pyrelctl.notify import Event
-        from pyrelctl.retention import rollback_target
 
         deployer = self.deployer
         with app_lock(app, "watch rollback", wait=True, on_wait=deployer.say):
