@@ -56,9 +56,11 @@ class Behaviour(enum.StrEnum):
     """Prints `started`, sends READY=1 to systemd (Type=notify), keeps running."""
     SERVE = "serve"
     """Prints `started` and serves HTTP (`bin/serve.py`): `NAME VERSION` on every
-    path, after `?delay=S` seconds if asked. It listens on the socket systemd
-    passes (LISTEN_FDS, socket activation) if there is one, else on
-    127.0.0.1:$PORT; SIGTERM lets requests in flight finish before it exits."""
+    path (but HTTP 503 on `/unhealthy/VERSION` of its own version), after
+    `?delay=S` seconds if asked; with `SIDE_PORT` set it also binds that port.
+    It listens on the socket systemd passes (LISTEN_FDS, socket activation) if
+    there is one, else on 127.0.0.1:$PORT; SIGTERM lets requests in flight
+    finish before it exits."""
     HOOKFAIL = "hookfail"
     """Starts like OK, but its `hook` verb (used as pre_switch/post_switch) exits 4."""
 
@@ -342,9 +344,13 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.0"
 
     def do_GET(self):
-        delay = parse_qs(urlsplit(self.path).query).get("delay", ["0"])[0]
+        url = urlsplit(self.path)
+        delay = parse_qs(url.query).get("delay", ["0"])[0]
         time.sleep(float(delay))
-        self.send_response(200)
+        # /unhealthy/VERSION: 503 from that version alone, 200 from any other.
+        # A health check there passes only when another release answers it.
+        sick = url.path == "/unhealthy/" + sys.argv[1].split()[-1]
+        self.send_response(503 if sick else 200)
         self.send_header("Content-Length", str(len(BODY)))
         self.end_headers()
         self.wfile.write(BODY)
@@ -357,6 +363,11 @@ class Server(ThreadingHTTPServer):
     daemon_threads = False  # server_close() waits for requests in flight
     block_on_close = True
 
+
+if os.environ.get("SIDE_PORT"):
+    # A port the release binds itself beside the socket from systemd (an
+    # admin or metrics port): a second copy cannot start while one runs.
+    side = socket.create_server(("127.0.0.1", int(os.environ["SIDE_PORT"])))
 
 inherited = os.environ.get("LISTEN_PID") == str(os.getpid())
 if inherited:

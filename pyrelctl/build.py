@@ -358,6 +358,8 @@ def render_manifest(
         lines.append(f"stop_timeout = {settings.stop_timeout}")
     if settings.watch:
         lines.append(f"watch = {settings.watch:g}")
+    if settings.strategy:
+        lines.append(f"strategy = {_toml(settings.strategy)}")
     sandbox = settings.sandbox
     if not sandbox.memory_deny_write_execute:
         lines.append("memory_deny_write_execute = false")

@@ -38,6 +38,7 @@ def run_as_service(
     purpose: str,
     timeout: float,
     release_dir: Path | None = None,
+    environment_files: Sequence[str] | None = None,
 ) -> tuple[int, str]:
     """Run ``argv`` in a transient unit with the service's user and environment.
 
@@ -45,6 +46,7 @@ def run_as_service(
     output; the program of a release-relative argv runs from
     ``release_dir`` (a hook runs the *new* release, before ``current``
     points to it), else through ``current``. ``root`` is the layout's root.
+    ``environment_files`` replaces the service's (deploy/overlap.py).
     """
     from pyrelctl.run import run
     from pyrelctl.transient import transient_argv
@@ -56,7 +58,11 @@ def run_as_service(
         purpose,
         argv,
         release_dir=Path("/") / base.relative_to(root),
-        environment_files=default_environment_files(app.name, release),
+        environment_files=(
+            default_environment_files(app.name, release)
+            if environment_files is None
+            else environment_files
+        ),
         token=os.urandom(3).hex(),
         credentials=app.secrets(),
     ).argv

@@ -109,6 +109,9 @@ class Release:
     stop_timeout: int = DEFAULT_STOP_TIMEOUT
     #: Seconds to watch the release after its deploy (``[service] watch``); 0: no watch.
     watch: float = 0.0
+    #: How it replaces the running release (``[service] strategy``, deploy/strategy.py):
+    #: "restart", "overlap", or "" for pyrelctl's choice.
+    strategy: str = ""
 
     def command(self, verb: str) -> tuple[str, ...] | None:
         return self.commands.get(verb)
@@ -124,6 +127,7 @@ _SECTIONS: dict[str, frozenset[str]] = {
             "type",
             "stop_timeout",
             "watch",
+            "strategy",
             "memory_deny_write_execute",
             "bind_privileged_ports",
             "writable_paths",
@@ -334,6 +338,7 @@ def parse_manifest(
         socket=settings.socket,
         stop_timeout=settings.stop_timeout,
         watch=settings.watch,
+        strategy=settings.strategy,
     )
 
 
@@ -383,6 +388,11 @@ class Settings:
     socket: Socket | None = None
     description: str = ""
     watch: float = 0.0
+    strategy: str = ""
+
+
+#: The values of ``[service] strategy`` (deploy/strategy.py says what each does).
+STRATEGIES = ("restart", "overlap")
 
 
 def parse_settings(
@@ -420,10 +430,16 @@ def parse_settings(
     from pyrelctl.durations import parse_duration
 
     watch = parse_duration(service.get("watch", 0), f"{where}: service.watch")
+    strategy = service.get("strategy", "")
+    if strategy != "" and strategy not in STRATEGIES:
+        raise BadInput(
+            f'{where}: service.strategy must be "restart" or "overlap", not {strategy!r}'
+        )
     return Settings(
         service_type=service_type,
         stop_timeout=stop_timeout,
         watch=watch,
+        strategy=strategy,
         sandbox=_parse_sandbox(service, where),
         health=parse_health_table(_table(doc, "health", where), where),
         hooks={
@@ -590,4 +606,5 @@ def release_from_json(data: dict[str, Any]) -> Release:
         socket=socket_from_json(data["socket"]) if data.get("socket") else None,
         stop_timeout=int(data.get("stop_timeout", DEFAULT_STOP_TIMEOUT)),
         watch=float(data.get("watch", 0.0)),
+        strategy=str(data.get("strategy", "")),
     )

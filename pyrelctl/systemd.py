@@ -190,6 +190,14 @@ class Systemd:
             listen=tuple(_text(address) for _kind, address in listen),
         )
 
+    def unit_pids(self, unit: str) -> set[int]:
+        """The processes in ``unit``'s control group now (``systemctl status``'s tree)."""
+        try:
+            processes = self._call(b"GetUnitProcesses", b"s", unit.encode())
+        except SystemdError:
+            return set()  # not loaded or not running: no processes
+        return {int(pid) for _cgroup, pid, _cmdline in processes}
+
     # -- jobs --------------------------------------------------------------
 
     def _subscribe(self) -> None:

@@ -328,6 +328,35 @@ def service_unit(spec: ServiceSpec) -> UnitText:
             "kind": release.kind.value,
             "socket": spec.socket is not None,
             "stop_timeout": release.stop_timeout,
+            "overlap": False,
+        },
+    )
+
+
+def overlap_unit(spec: ServiceSpec, release_dir: Path, *, runtime_directory: str) -> UnitText:
+    """``<app>@overlap.service``: ``spec``'s release started from ``release_dir``
+    beside the running ``<app>.service``, on the same sockets (deploy/overlap.py).
+
+    The same definition as the service's, except: the release's own directory
+    instead of ``current`` (which still points to the running release), a
+    runtime directory of its own (``/run/APP`` belongs to the service, and
+    systemd removes it when that stops), ``Sockets=`` naming the app's socket
+    unit, no automatic restart and no ``[Install]``: pyrelctl starts and stops
+    it, nothing else.
+    """
+    unit = service_unit(spec)
+    start = spec.release.command("start")
+    assert start is not None
+    return UnitText(
+        "app.service.j2",
+        {
+            **unit.context,
+            "overlap": True,
+            "version": spec.release.version,
+            "exec_start": spec.absolute_argv(start, root=release_dir),
+            "exec_settings": exec_settings(
+                spec, root=release_dir, runtime_directory=runtime_directory
+            ),
         },
     )
 

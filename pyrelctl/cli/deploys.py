@@ -124,6 +124,14 @@ from pyrelctl.errors import BadInput
     metavar="N",
     help="Restarts in the watch window that roll the release back (default 2); remembered.",
 )
+@click.option(
+    "--strategy",
+    type=click.Choice(["overlap", "restart"]),
+    help="How the new release replaces the running one: overlap (it starts beside the "
+    "running release on the app's socket and takes over once up; a failed one is stopped "
+    "before the old one ever stopped) or restart. Remembered for the app; default: the "
+    "release's [service] strategy, else overlap for apps with a socket.",
+)
 @no_wait_option
 @pass_ctx
 def install(
@@ -149,12 +157,15 @@ def install(
     env_file: Path | None,
     watch_window: str | None,
     watch_restarts: int | None,
+    strategy: str | None,
     no_wait: bool,
 ) -> None:
     """Install ARTIFACT (a release directory, .tar.gz, .tgz or .tar) and make it current.
 
-    The service is restarted and must come up and stay up for --grace
-    seconds; otherwise it is marked failed, the previous release is restored
+    The new release must come up and stay up for --grace seconds: started
+    beside the running one first (--strategy overlap, the default with a
+    socket), or by restarting the service. Otherwise it is marked failed,
+    the previous release is restored (or, overlapping, was never stopped)
     and pyrelctl exits with 3 (4 if the previous release fails too, 1 when
     there was no previous release).
     """
@@ -192,6 +203,7 @@ def install(
         env=variables or None,
         watch=None if watch_window is None else parse_duration(watch_window, "--watch"),
         watch_restarts=watch_restarts,
+        strategy=strategy,
     )
     outcome = obj.deployer().install(artifact, opts)
 

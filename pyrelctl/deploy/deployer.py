@@ -24,8 +24,10 @@ from pyrelctl import admission, allowances, hooks
 from pyrelctl.appsetup import AppSetup
 from pyrelctl.archive import Artifact, Progress, open_artifact
 from pyrelctl.defaults import DEFAULT_GRACE, DEFAULT_KEEP, DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT
+from pyrelctl.deploy import strategy
 from pyrelctl.deploy.readiness import Failure, Readiness, Watcher
 from pyrelctl.deploy.retention import prune_plan, rollback_target
+from pyrelctl.deploy.strategy import Strategy
 from pyrelctl.deploy.watch import WatchWindow
 from pyrelctl.errors import (
     BadInput,
@@ -61,6 +63,7 @@ from pyrelctl.systemd import Systemd, UnitState
 
 if TYPE_CHECKING:
     from pyrelctl import notify
+    from pyrelctl.deploy.overlap import Overlap
 
 Say = Callable[[str], None]
 
@@ -92,6 +95,7 @@ class InstallOptions:
     env: dict[str, str] | None = None  # configuration set with this deploy (a new generation)
     watch: float | None = None  # seconds to watch after the deploy (watch.py); remembered
     watch_restarts: int | None = None  # restarts in the window that roll back; remembered
+    strategy: str | None = None  # "restart" or "overlap" (deploy/strategy.py); remembered
 
 
 @dataclass(frozen=True)
@@ -167,6 +171,12 @@ class Deployer:
             else:
                 app.current.unlink()
                 done.append(f"current pointed to missing {current}; removed")
+        if self.online:
+            from pyrelctl.deploy.overlap import Overlap
+
+            stopped = Overlap(self, app).recover()
+            if stopped is not None:
+                done.append(stopped)
         for line in done:
             self.say(f"recovered: {line}")
         return done
@@ -239,18 +249,30 @@ class Deployer:
 
     # -- starting and verifying --------------------------------------------
 
-    def verify(self, app: AppPaths, release: Release, readiness: Readiness) -> UnitState | Failure:
+    def verify(
+        self, app: AppPaths, release: Release, readiness: Readiness, *, alone: bool = False
+    ) -> UnitState | Failure:
         """Restart the unit and wait until the release is really up (readiness.py);
         a configuration change is verified so too (appconfig/apply.py).
 
-        The socket unit, if any, keeps listening through the restart.
+        The socket unit, if any, keeps listening through the restart. With
+        ``alone``, health probes count only when the service's own processes
+        accepted them (owner.py): another release serves the same socket.
         """
         problem = self.setup.socket_unit(app).ensure_running(timeout=readiness.timeout)
         if problem is not None:
             return Failure(version=release.version, reason=problem, exit="not started")
         watcher = Watcher(self.systemd, self.say)
         runner = hooks.command_runner(self.layout.root, app, release)
-        return watcher.restart_and_verify(app.service_name, release.version, readiness, runner)
+        connect = None
+        if alone:
+            from pyrelctl.deploy import owner
+
+            unit = app.service_name
+            connect = owner.connector(unit, lambda: self.systemd.unit_pids(unit))
+        return watcher.restart_and_verify(
+            app.service_name, release.version, readiness, runner, connect
+        )
 
     # -- install -----------------------------------------------------------
 
@@ -390,6 +412,9 @@ class Deployer:
                 self._fail(app, release, previous, failure, readiness, action, switched=False)
         if self.online:
             WatchWindow(self).end(app)
+        overlap = None
+        if online_start and self._overlaps(app, release, previous, settings):
+            overlap = self._start_beside(app, release, previous, settings, readiness, action)
         self.setup.write_units(app, release, settings)
         app.switch(release.version)
         self.say(f"current -> releases/{release.version}")
@@ -411,7 +436,26 @@ class Deployer:
                 seconds=round(time.monotonic() - started_at, 3),
             )
 
-        result = self.verify(app, release, readiness)
+        if overlap is None:
+            result = self.verify(app, release, readiness)
+        else:
+            # It proved itself beside the old release: now it takes over the
+            # service (the old one stops while the overlap unit serves), and
+            # is verified again, without a second grace period.
+            try:
+                result = self.verify(
+                    app, release, dataclasses.replace(readiness, grace=0), alone=True
+                )
+                reason = overlap.cannot_run_twice(result) if isinstance(result, Failure) else None
+                if reason is not None:
+                    # It ran beside the old release, not beside itself.
+                    self.say(f"{release.version} cannot run twice: {reason}; restarting instead")
+                    overlap.stop(timeout=release.stop_timeout + readiness.timeout)
+                    result = self.verify(app, release, readiness)
+                if isinstance(result, Failure):
+                    self._fail(app, release, previous, result, readiness, action)
+            finally:
+                overlap.stop(timeout=release.stop_timeout + readiness.timeout)
         if isinstance(result, Failure):
             self._fail(app, release, previous, result, readiness, action)
         if "post_switch" in hooks:
@@ -443,6 +487,52 @@ class Deployer:
             seconds=round(time.monotonic() - started_at, 3),
         )
 
+    def _overlaps(
+        self, app: AppPaths, release: Release, previous: str | None, settings: dict[str, Any]
+    ) -> bool:
+        """Whether this deploy starts ``release`` beside the running one (strategy.py)."""
+        if strategy.chosen(settings, release) is not Strategy.OVERLAP:
+            return False
+        if previous is None or previous == release.version:
+            return False  # nothing else serves: a plain (re)start
+        if not self.systemd.state(app.service_name).running:
+            return False  # nothing to overlap with
+        blocker = strategy.overlap_blocker(
+            settings, release, strategy.health_url(settings, release)
+        )
+        if blocker is not None:
+            if strategy.asked_explicitly(settings, release):
+                self.say(f"{release.version} cannot overlap: {blocker}; restarting instead")
+            return False
+        return True
+
+    def _start_beside(
+        self,
+        app: AppPaths,
+        release: Release,
+        previous: str | None,
+        settings: dict[str, Any],
+        readiness: Readiness,
+        action: str,
+    ) -> Overlap | None:
+        """Start ``release`` beside the running one (overlap.py): the proven overlap
+        unit, None when the release cannot run twice (then it restarts), or raise
+        the failed deploy (the old release never stopped)."""
+        from pyrelctl.deploy.overlap import Overlap
+
+        overlap = Overlap(self, app)
+        result = overlap.start(release, settings, readiness)
+        if not isinstance(result, Failure):
+            return overlap
+        overlap.stop(timeout=release.stop_timeout + readiness.timeout)
+        reason = overlap.cannot_run_twice(result)
+        if reason is not None:
+            self.say(
+                f"{release.version} cannot run beside {previous}: {reason}; restarting instead"
+            )
+            return None
+        self._fail(app, release, previous, result, readiness, action, switched=False)
+
     @staticmethod
     def _settings(app: AppPaths, opts: InstallOptions) -> dict[str, Any]:
         """The app's remembered settings, updated with what this command sets.
@@ -466,6 +556,8 @@ class Deployer:
             updated["watch"] = opts.watch
         if opts.watch_restarts is not None:
             updated["watch_restarts"] = opts.watch_restarts
+        if opts.strategy is not None:
+            updated[strategy.SETTING] = opts.strategy
         if opts.reset_allow:
             updated.pop(allowances.SETTING, None)
         if opts.allow:

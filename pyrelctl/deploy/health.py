@@ -21,6 +21,15 @@ PER_TRY_TIMEOUT = 2.0
 
 #: Runs an argv as the service would; returns (exit status, combined output).
 CommandRunner = Callable[[Sequence[str], float], tuple[int, str]]
+#: Opens the probe's connection to (host, port) within a timeout; raises OSError.
+#: Plain socket.create_connection, or one that keeps only the connections a
+#: given release accepted (deploy/owner.py, for overlap deploys).
+Connect = Callable[[tuple[str, int], float], socket.socket]
+
+
+def _create_connection(address: tuple[str, int], timeout: float) -> socket.socket:
+    return socket.create_connection(address, timeout=timeout)
+
 
 if TYPE_CHECKING:
     import urllib.request
@@ -36,10 +45,14 @@ def _opener() -> urllib.request.OpenerDirector:
     return urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-def probe_http(url: str, timeout: float = PER_TRY_TIMEOUT) -> str | None:
+def probe_http(
+    url: str, timeout: float = PER_TRY_TIMEOUT, connect: Connect = _create_connection
+) -> str | None:
     """GET ``url``: healthy on any 2xx answer (redirects are not followed)."""
     parts = urlsplit(url)
     if parts.scheme != "http" or not parts.hostname:
+        if connect is not _create_connection:
+            return f"GET {url}: only an http:// check can be sent to one release alone"
         return _probe_urllib(url, timeout)
     # Plain http, the usual case of a service on loopback: one request on a
     # socket, read up to the status line. urllib and http.client cost ~20 ms
@@ -50,7 +63,7 @@ def probe_http(url: str, timeout: float = PER_TRY_TIMEOUT) -> str | None:
         "User-Agent: pyrelctl health check\r\nConnection: close\r\n\r\n"
     )
     try:
-        with socket.create_connection((parts.hostname, parts.port or 80), timeout=timeout) as s:
+        with connect((parts.hostname, parts.port or 80), timeout) as s:
             s.sendall(request.encode("ascii"))
             with s.makefile("rb") as answer:
                 status_line = answer.readline(256)
@@ -83,25 +96,31 @@ def _probe_urllib(url: str, timeout: float) -> str | None:
     return None
 
 
-def probe_tcp(address: str, timeout: float = PER_TRY_TIMEOUT) -> str | None:
-    """Connect to ``HOST:PORT``: healthy once something accepts."""
+def probe_tcp(
+    address: str, timeout: float = PER_TRY_TIMEOUT, connect: Connect = _create_connection
+) -> str | None:
+    """Connect to ``HOST:PORT``: healthy once something accepts (with an owner's
+    ``connect``: once that release accepts)."""
     host, _, port = address.rpartition(":")
     host = host.strip("[]")  # [::1]:80
     try:
-        with socket.create_connection((host, int(port)), timeout=timeout):
+        with connect((host, int(port)), timeout):
             return None
     except OSError as e:
         return f"connect {address}: {e.strerror or e}"
 
 
 def probe(
-    check: HealthCheck, run_command: CommandRunner | None = None, timeout: float = PER_TRY_TIMEOUT
+    check: HealthCheck,
+    run_command: CommandRunner | None = None,
+    timeout: float = PER_TRY_TIMEOUT,
+    connect: Connect = _create_connection,
 ) -> str | None:
     """Run one probe of ``check``; ``None`` when healthy, else why not."""
     if check.kind is HealthKind.HTTP:
-        return probe_http(check.http, timeout)
+        return probe_http(check.http, timeout, connect)
     if check.kind is HealthKind.TCP:
-        return probe_tcp(check.tcp, timeout)
+        return probe_tcp(check.tcp, timeout, connect)
     if run_command is None:
         raise ValueError("a command health check needs a runner")
     status, output = run_command(check.command, timeout)

@@ -87,6 +87,9 @@ class Watcher:
         version: str,
         readiness: Readiness,
         run_command: health.CommandRunner,
+        connect: health.Connect | None = None,
+        *,
+        action: str = "restarting",
     ) -> UnitState | Failure:
         """Restart the unit and wait until the release is really up, or say why not.
 
@@ -94,10 +97,12 @@ class Watcher:
         sent), the health check passes (if there is one), and the unit then
         stays running under the same invocation for ``grace`` seconds. All of
         it within ``timeout`` seconds of the restart, the grace period aside.
+        ``connect`` opens the health probes' connections (health.Connect);
+        during an overlap it keeps only those ``unit`` accepted (owner.py).
         """
         timeout, grace, check = readiness.timeout, readiness.grace, readiness.health
         deadline = time.monotonic() + timeout
-        self.say(f"restarting {unit} ({version})")
+        self.say(f"{action} {unit} ({version})")
         # Deploys in quick succession (an install, its automatic rollback, the
         # next try) must not trip the unit's start rate limit, which is meant
         # for crash loops: StartLimitBurst=5 per 10 s gives "start-limit-hit".
@@ -122,7 +127,7 @@ class Watcher:
         invocation = state.invocation_id
         if check is not None:
             self.say(f"started (pid {state.main_pid}); waiting for health check {check.describe()}")
-            error = self._wait_healthy(unit, check, run_command, deadline, invocation)
+            error = self._wait_healthy(unit, check, run_command, deadline, invocation, connect)
             if error is not None:
                 state = self.systemd.state(unit)
                 return self._failure(version, state, job.result, error, invocation)
@@ -145,11 +150,12 @@ class Watcher:
         run_command: health.CommandRunner,
         deadline: float,
         invocation: str,
+        connect: health.Connect | None = None,
     ) -> str | None:
         """Probe until healthy; return why not if the deadline passes or the unit dies."""
         pause = FIRST_RETRY
         while True:
-            error, died = self._probe_watching(unit, invocation, check, run_command)
+            error, died = self._probe_watching(unit, invocation, check, run_command, connect)
             if error is None and not died:
                 return None
             if died:
@@ -162,7 +168,12 @@ class Watcher:
             pause = min(pause * 2, HEALTH_INTERVAL)
 
     def _probe_watching(
-        self, unit: str, invocation: str, check: HealthCheck, run_command: health.CommandRunner
+        self,
+        unit: str,
+        invocation: str,
+        check: HealthCheck,
+        run_command: health.CommandRunner,
+        connect: health.Connect | None = None,
     ) -> tuple[str | None, bool]:
         """One probe, while the unit is watched: (the probe's error, whether the unit died).
 
@@ -178,7 +189,10 @@ class Watcher:
 
         def run_probe() -> None:
             try:
-                outcome.append(health.probe(check, run_command))
+                if connect is None:
+                    outcome.append(health.probe(check, run_command))
+                else:
+                    outcome.append(health.probe(check, run_command, connect=connect))
             except Exception as e:  # a probe that raises counts as a failed probe
                 outcome.append(f"{check.describe()}: {e}")
 

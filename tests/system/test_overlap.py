@@ -1,0 +1,211 @@
+"""The overlap strategy in a real systemd: the new release proves itself first.
+
+The "serve" test release answers `NAME VERSION` on the socket systemd
+passes. With `[socket]` a deploy starts the new release in `APP@overlap`
+beside the running `APP.service`, on the same listener, and the old
+release stops only once the new one is up (deploy/overlap.py).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from devtools.load import Background, Load
+from devtools.machine import Machine, MachineCommand
+
+PORT = 18400
+URL = f"http://127.0.0.1:{PORT}/"
+SOCKET = f'[socket]\nlisten = ["127.0.0.1:{PORT}"]\n'
+HEALTH = f'[health]\nhttp = "{URL}"\n'
+APP = "ovl"
+OVERLAP_UNIT = f"{APP}@overlap.service"
+
+
+def get(machine: Machine, url: str = URL, timeout: float = 10) -> str:
+    code = (
+        "import sys, urllib.request as u; "
+        "print(u.urlopen(sys.argv[1], timeout=float(sys.argv[2])).read().decode().strip())"
+    )
+    return machine.run(["python3", "-c", code, url, str(timeout)]).stdout.strip()
+
+
+def show(machine: Machine, unit: str, prop: str) -> str:
+    return machine.systemctl("show", "-p", prop, "--value", unit).stdout.strip()
+
+
+def assert_one_release_serves(machine: Machine, version: str) -> None:
+    """APP.service serves ``version``; the overlap unit is gone, file and all."""
+    assert show(machine, f"{APP}.service", "ActiveState") == "active"
+    assert show(machine, OVERLAP_UNIT, "LoadState") == "not-found"
+    gone = machine.run(["test", "-e", f"/etc/systemd/system/{OVERLAP_UNIT}"], check=False)
+    assert gone.returncode != 0
+    assert get(machine) == f"{APP} {version}"
+
+
+@pytest.fixture
+def serving(make_release: Callable[..., Path]) -> Callable[..., Path]:
+    def make(version: str, extra: str = SOCKET + HEALTH, behaviour: str = "serve") -> Path:
+        return make_release(
+            name=APP, version=version, behaviour=behaviour, port=PORT, extra_toml=extra
+        )
+
+    return make
+
+
+@pytest.fixture
+def app(pyrelctl: MachineCommand) -> Iterator[str]:
+    yield APP
+    pyrelctl("uninstall", "--purge", APP)
+
+
+def test_no_request_waits_or_reaches_a_failing_release(
+    machine: Machine,
+    pyrelctl: MachineCommand,
+    serving: Callable[..., Path],
+    scratch: Path,
+    app: str,
+) -> None:
+    releases = {v: serving(v) for v in ("1.0.0", "2.0.0")}
+    releases["3.0.0"] = serving("3.0.0", behaviour="crash")
+
+    def install(version: str, code: int = 0) -> str:
+        proc = pyrelctl("install", releases[version], "--grace", "0.5")
+        assert proc.returncode == code, proc.stdout + proc.stderr
+        return proc.stdout + proc.stderr
+
+    install("1.0.0")  # a first install has nothing to overlap with
+    assert_one_release_serves(machine, "1.0.0")
+    load = Load(machine, URL, scratch / "stop-overlap-load")
+    try:
+        out = install("2.0.0")
+        assert f"starting beside the running release: {OVERLAP_UNIT}" in out, out
+        assert_one_release_serves(machine, "2.0.0")
+        pid = show(machine, f"{app}.service", "MainPID")
+        out = install("3.0.0", code=3)  # exits at start, beside 2.0.0
+        assert "nothing was switched: 2.0.0 kept running" in out, out
+        # The old release never stopped: the same process serves.
+        assert show(machine, f"{app}.service", "MainPID") == pid
+        assert_one_release_serves(machine, "2.0.0")
+        rollback = pyrelctl("rollback", app, "--grace", "0.5")
+        assert rollback.returncode == 0, rollback.stderr
+        assert f"starting beside the running release: {OVERLAP_UNIT}" in rollback.stderr
+    finally:
+        summary = load.stop()
+    assert summary["errors"] == [], summary["errors"][:5]
+    served = summary["bodies"]
+    assert served.get(f"{app} 1.0.0", 0) > 10 and served.get(f"{app} 2.0.0", 0) > 10, served
+    assert f"{app} 3.0.0" not in served
+    assert_one_release_serves(machine, "1.0.0")
+    history = json.loads(pyrelctl("--json", "history", app).stdout)["history"]
+    actions = [(r["action"], r["to"], r["result"].split(":")[0]) for r in history]
+    # The failed deploy needed no automatic rollback: the old release never stopped.
+    assert actions == [
+        ("install", "1.0.0", "ok"),
+        ("install", "2.0.0", "ok"),
+        ("install", "3.0.0", "failed"),
+        ("rollback", "1.0.0", "ok"),
+    ], actions
+
+
+def test_the_health_check_asks_the_new_release_itself(
+    machine: Machine, pyrelctl: MachineCommand, serving: Callable[..., Path], app: str
+) -> None:
+    assert pyrelctl("install", serving("1.0.0"), "--grace", "0").returncode == 0
+    # 2.0.0 answers 503 on /unhealthy/2.0.0, where 1.0.0 answers 200: a probe
+    # answered by the running release would pass.
+    sick = serving("2.0.0", extra=SOCKET + f'[health]\nhttp = "{URL}unhealthy/2.0.0"\n')
+    proc = pyrelctl("install", sick, "--grace", "0", "--timeout", "4")
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert f"HTTP 503 from {URL}unhealthy/2.0.0" in proc.stderr, proc.stderr
+    assert get(machine, f"{URL}unhealthy/2.0.0") == f"{app} 1.0.0"
+    assert_one_release_serves(machine, "1.0.0")
+
+
+def test_restart_strategy_and_releases_that_cannot_run_twice(
+    machine: Machine, pyrelctl: MachineCommand, serving: Callable[..., Path], app: str
+) -> None:
+    assert pyrelctl("install", serving("1.0.0"), "--grace", "0").returncode == 0
+    # The host's choice, remembered: a plain restart.
+    proc = pyrelctl("install", serving("2.0.0"), "--grace", "0", "--strategy", "restart")
+    assert proc.returncode == 0, proc.stderr
+    assert "beside" not in proc.stderr and f"restarting {app}.service" in proc.stderr
+    settings = json.loads(machine.run(["cat", f"/etc/pyrelctl/{app}/settings.json"]).stdout)
+    assert settings["strategy"] == "restart"
+    proc = pyrelctl("install", serving("3.0.0"), "--grace", "0")
+    assert "beside" not in proc.stderr, proc.stderr
+    # Back to overlap; a release that binds a port of its own beside the
+    # socket fails to start twice: said, and deployed with a restart instead.
+    side = SOCKET + HEALTH + '[environment]\nSIDE_PORT = "18409"\n'
+    assert pyrelctl("install", serving("4.0.0", side), "--strategy", "overlap").returncode == 0
+    proc = pyrelctl("install", serving("5.0.0", side), "--grace", "0")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "cannot run beside 4.0.0: a port it binds itself is taken" in proc.stderr, proc.stderr
+    assert_one_release_serves(machine, "5.0.0")
+    # A release that binds the app's port itself (no [socket]) cannot overlap.
+    proc = pyrelctl("install", serving("6.0.0", HEALTH), "--grace", "0")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "6.0.0 cannot overlap: it binds its port itself" in proc.stderr, proc.stderr
+    assert get(machine) == f"{app} 6.0.0"
+
+
+def test_what_keeps_working_under_the_overlap_strategy(
+    machine: Machine, pyrelctl: MachineCommand, serving: Callable[..., Path], app: str
+) -> None:
+    assert pyrelctl("install", serving("1.0.0"), "--grace", "0").returncode == 0
+    # A drop-in of the operator's applies to the overlapping release too.
+    machine.run(["mkdir", "-p", f"/etc/systemd/system/{app}.service.d"])
+    machine.run(
+        [
+            "sh",
+            "-c",
+            f"printf '[Service]\\nEnvironment=FROM_DROPIN=yes\\n' "
+            f"> /etc/systemd/system/{app}.service.d/override.conf",
+        ]
+    )
+    machine.systemctl("daemon-reload")
+    watcher = Background(machine, ["python3", "-c", WATCH_OVERLAP_UNIT, OVERLAP_UNIT], timeout=60)
+    proc = pyrelctl("install", serving("2.0.0"), "--grace", "2")
+    assert proc.returncode == 0, proc.stderr
+    seen = json.loads(watcher.result(timeout=60))
+    assert "FROM_DROPIN=yes" in seen["Environment"], seen
+    assert seen["DropInPaths"].endswith(f"{OVERLAP_UNIT}.d/override.conf"), seen
+    # Its logs are under the app's name; journalctl -u APP has the release that serves.
+    tagged = machine.run(["journalctl", "-t", app, "-o", "cat", "--no-pager"]).stdout
+    assert tagged.count("serving on the socket from systemd") >= 3, tagged
+    assert "started" in machine.run(["journalctl", "-u", app, "-o", "cat", "--no-pager"]).stdout
+    # The release that serves is the one pyrelctl and systemctl see.
+    assert pyrelctl("version", app).stdout.strip() == "2.0.0"
+    pid = show(machine, f"{app}.service", "MainPID")
+    assert pyrelctl("pid", app).stdout.strip() == pid
+    assert pyrelctl("eval", app, "hello").stdout.strip() == "hello"
+    status = json.loads(pyrelctl("--json", "status", app).stdout)
+    assert status["current"] == "2.0.0" and status["state"]["active_state"] == "active", status
+    for verb in ("restart", "stop", "start"):
+        assert machine.systemctl(verb, app, check=False).returncode == 0
+    assert get(machine) == f"{app} 2.0.0"
+    assert show(machine, f"{app}.service", "UnitFileState") == "enabled"  # boot-time start
+    assert pyrelctl("uninstall", app).returncode == 0
+    for unit in (f"{app}.service", f"{app}.socket", OVERLAP_UNIT):
+        assert show(machine, unit, "LoadState") == "not-found", unit
+
+
+# Polls systemd until the overlap unit runs, then prints what it sees of it.
+WATCH_OVERLAP_UNIT = """
+import json, subprocess, sys, time
+unit = sys.argv[1]
+end = time.monotonic() + 50
+while time.monotonic() < end:
+    out = subprocess.run(
+        ["systemctl", "show", "-p", "ActiveState", "-p", "Environment", "-p", "DropInPaths", unit],
+        capture_output=True, text=True,
+    ).stdout
+    props = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+    if props.get("ActiveState") == "active":
+        print(json.dumps(props))
+        break
+    time.sleep(0.05)
+"""
