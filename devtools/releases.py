@@ -128,10 +128,16 @@ defmodule ${module}.Application do
   end
 
   # With http_port set: answers every request on 127.0.0.1:PORT with
-  # "NAME VERSION", so that a poller can tell which version serves.
+  # "NAME VERSION", so that a poller can tell which version serves. Under
+  # socket activation (LISTEN_FDS) on the socket systemd passes instead:
+  # fd 3, gen_tcp's `fd` option, as Cowboy and Bandit pass it down.
   defp serve(port, body) do
-    opts = [:binary, ip: {127, 0, 0, 1}, reuseaddr: true, active: false]
-    {:ok, listener} = :gen_tcp.listen(port, opts)
+    {:ok, listener} =
+      case System.get_env("LISTEN_FDS") do
+        nil -> :gen_tcp.listen(port, [:binary, ip: {127, 0, 0, 1}, reuseaddr: true, active: false])
+        _ -> :gen_tcp.listen(0, [:binary, :inet, fd: 3, active: false])
+      end
+
     accept(listener, body)
   end
 
@@ -179,8 +185,9 @@ def build_mix_app(
     The app (`mix new NAME --sup` in `workdir/NAME`) prints `NAME VERSION
     started` at start and keeps running; a version in `failing` prints `NAME
     VERSION crashing on purpose` and exits with status 3 instead. With
-    `http_port`, the app also answers every request on 127.0.0.1:PORT with
-    `NAME VERSION` (HTTP/1.0, over gen_tcp: no deps to fetch). Tarballs
+    `http_port`, the app also answers every request on 127.0.0.1:PORT (or on
+    the socket systemd passes, if it does) with `NAME VERSION` (HTTP/1.0,
+    over gen_tcp: no deps to fetch). Tarballs
     are copied to `workdir/artifacts/NAME-VERSION.tar.gz`. Each is checked:
     it holds `bin/NAME` and `releases/start_erl.data`, and an extracted copy
     runs `bin/NAME eval 'IO.puts(:ok)'` on this host.

@@ -9,6 +9,7 @@ the files alone, as ``systemctl --root`` would.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from typing import Any
 
@@ -135,6 +136,14 @@ class AppSetup:
         and stay.
         """
         removed: list[str] = []
+        overlap_dropins = app.overlap_file.with_name(f"{app.overlap_name}.d")
+        if app.overlap_file.exists():  # an interrupted overlap deploy's
+            if self.online:
+                self.systemd.stop(app.overlap_name)
+            app.overlap_file.unlink()
+            removed.append(str(app.overlap_file))
+        if overlap_dropins.is_dir() and not overlap_dropins.is_symlink():
+            shutil.rmtree(overlap_dropins)  # links to the operator's drop-ins, not theirs
         sockets = self.socket_unit(app)
         if sockets.exists:
             sockets.remove()

@@ -181,7 +181,7 @@ def foreign_units(app: AppPaths, units: Iterable[str], *, managed: bool) -> list
     else only when they are a file pyrelctl generated.
     """
     root = app.layout.root
-    ours = {app.service_file, app.socket_file}
+    ours = {app.service_file, app.socket_file, app.overlap_file}
     found = []
     for unit in units:
         for directory in UNIT_PATH:
@@ -223,7 +223,16 @@ def check_free(app: AppPaths, *, loaded_units: Iterable[str] = ()) -> None:
         )
     # A .timer or .path unit activates the service of its own name by default
     # (systemd.timer(5), systemd.path(5), Unit=): the host's would start ours.
-    units = (app.service_name, app.socket_name, f"{name}.timer", f"{name}.path")
+    # APP@overlap.service is ours during overlap deploys (deploy/overlap.py);
+    # a template APP@.service of the host's would give it its definition.
+    units = (
+        app.service_name,
+        app.socket_name,
+        f"{name}.timer",
+        f"{name}.path",
+        app.overlap_name,
+        f"{name}@.service",
+    )
     foreign = foreign_units(app, units, managed=managed)
     if foreign:
         raise _refuse(name, f"would replace or shadow the host's unit {foreign[0]}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from pyrelctl.run import run
@@ -10,6 +11,7 @@ from pyrelctl.run import run
 def journalctl_argv(
     unit: str,
     *,
+    also: Sequence[str] = (),
     root: Path | None = None,
     follow: bool = False,
     lines: int | None = None,
@@ -22,9 +24,9 @@ def journalctl_argv(
     ``since``, ``until`` and ``priority`` are journalctl's own syntax
     (systemd.time(7), e.g. "-1h", "today", "2026-11-30 14:00"; "err" or
     "warning..err"), passed on as given: journalctl checks them and says
-    what it cannot parse.
+    what it cannot parse. ``also`` are more units, interleaved in time.
     """
-    argv = ["journalctl", "--unit", unit, "--no-pager"]
+    argv = ["journalctl", "--unit", unit, *(f"--unit={u}" for u in also), "--no-pager"]
     if root is not None:
         argv.append(f"--root={root}")
     if lines is not None:

@@ -399,6 +399,16 @@ class AppPaths:
         return self.layout.unit_dir / f"{self.service_name}.d"
 
     @property
+    def overlap_name(self) -> str:
+        """The unit of the next release during an overlap deploy (deploy/overlap.py);
+        no app can be named so (names.py: no ``@``)."""
+        return f"{self.name}@overlap.service"
+
+    @property
+    def overlap_file(self) -> Path:
+        return self.layout.unit_dir / self.overlap_name
+
+    @property
     def socket_name(self) -> str:
         return f"{self.name}.socket"
 

@@ -40,6 +40,9 @@ def status(obj: Ctx, app: str | None) -> None:
         socket = None
         if paths.socket_file.exists() and not obj.layout.offline:
             socket = obj.systemd.state(paths.socket_name)
+        overlap = None  # a deploy is starting the next release beside this one
+        if paths.overlap_file.exists() and not obj.layout.offline:
+            overlap = obj.systemd.state(paths.overlap_name)
         current = paths.current_version()
         index = paths.read_index()  # once: mark, widenings and the watch are all in it
         entry = index.get(current, {}) if current else {}
@@ -56,6 +59,7 @@ def status(obj: Ctx, app: str | None) -> None:
                 "widened": list(entry.get("widened", [])),
                 "config": running_generation(paths),
                 "watch": watching.to_json() if watching else None,
+                "overlap": state_json(overlap) if overlap else None,
             }
         )
 
@@ -84,6 +88,12 @@ def status(obj: Ctx, app: str | None) -> None:
         for d in docs:
             if d["widened"]:
                 click.echo(f"{d['app']}: sandbox widened ({', '.join(d['widened'])})")
+            if d["overlap"]:
+                o = d["overlap"]
+                click.echo(
+                    f"{d['app']}: a deploy is starting the next release beside it in "
+                    f"{d['app']}@overlap.service ({o['active_state']}, pid {o['main_pid'] or '-'})"
+                )
             if d["watch"]:
                 w = d["watch"]
                 click.echo(
@@ -250,6 +260,9 @@ def logs(
 
     argv = journal.journalctl_argv(
         paths.service_name,
+        # The next release's lines while an overlap deploy starts it beside
+        # the running one (deploy/overlap.py): a failed one's too.
+        also=(paths.overlap_name,),
         root=obj.layout.root if obj.layout.offline else None,
         follow=follow,
         lines=lines,

@@ -60,11 +60,6 @@ CANNOT_RUN_TWICE = (
 )
 
 
-def unit_name(app: str) -> str:
-    """``APP@overlap.service``: no app can be named so (names.py: no ``@``)."""
-    return f"{app}@{INSTANCE}.service"
-
-
 def node_name(node: str) -> str:
     """The overlap unit's BEAM node for the service's ``node`` (``NAME@HOST``)."""
     name, at, host = node.partition("@")
@@ -78,9 +73,9 @@ class Overlap:
         self.deployer = deployer
         self.systemd = deployer.systemd
         self.app = app
-        self.unit = unit_name(app.name)
-        self.path = deployer.layout.unit_dir / self.unit
-        self.dropins = deployer.layout.unit_dir / f"{self.unit}.d"
+        self.unit = app.overlap_name
+        self.path = app.overlap_file
+        self.dropins = app.overlap_file.with_name(f"{self.unit}.d")
         self.env_file = app.etc / "overlap.env"
 
     @property

@@ -161,3 +161,69 @@ def test_concurrent_installs_are_serialised(
     assert all(r["result"] == "ok" for r in history)
     # Serialised: each install started from what the previous one left.
     assert [r["from"] for r in history][1:] == [r["to"] for r in history][:-1]
+
+
+OVERLAP_APP = "killov"
+OVERLAP_PORT = 18420
+OVERLAP_RUNS = 12
+
+
+def test_sigkill_mid_overlap_leaves_exactly_one_release_serving(
+    machine: Machine,
+    pyrelctl: MachineCommand,
+    scratch: Path,
+    cleanup: Callable[[str], None],
+) -> None:
+    """Killed at any moment of an overlap deploy (deploy/overlap.py): the next
+    pyrelctl command leaves one release serving, in APP.service, and clients
+    never see an error meanwhile."""
+    from devtools.load import Load
+
+    cleanup(OVERLAP_APP)
+    url = f"http://127.0.0.1:{OVERLAP_PORT}/"
+    extra = f'[socket]\nlisten = ["127.0.0.1:{OVERLAP_PORT}"]\n[health]\nhttp = "{url}"\n'
+    dest = scratch / "killov"
+    dest.mkdir()
+    artifacts = [
+        make_generic_release(
+            dest,
+            name=OVERLAP_APP,
+            version=f"{i}.0",
+            behaviour="serve",
+            port=OVERLAP_PORT,
+            extra_toml=extra,
+        )
+        for i in range(3)
+    ]
+    assert pyrelctl("install", artifacts[0], "--grace", "0").returncode == 0
+    overlap_unit = f"{OVERLAP_APP}@overlap.service"
+    rng = random.Random(20261203)
+    load = Load(machine, url, scratch / "stop-killov-load")
+    killed = 0
+    try:
+        for run in range(OVERLAP_RUNS):
+            delay = rng.uniform(0.1, 2.5)
+            argv = ["install", str(artifacts[run % 3]), "--grace", "1"]
+            proc = machine.run(
+                ["timeout", "--signal=KILL", f"{delay:.3f}", str(pyrelctl.prefix[0]), *argv],
+                check=False,
+                timeout=120,
+            )
+            killed += proc.returncode in (137, -9)
+            assert pyrelctl("prune", OVERLAP_APP, "--keep", "3").returncode == 0
+            state = machine.systemctl(
+                "show", "-p", "ActiveState", "--value", overlap_unit
+            ).stdout.strip()
+            assert state == "inactive", f"run {run}: {overlap_unit} is {state}"
+            assert machine.systemctl("is-active", OVERLAP_APP).stdout.strip() == "active"
+            link = machine.run(["readlink", f"/opt/{OVERLAP_APP}/current"]).stdout.strip()
+            current = link.removeprefix("releases/")
+            answer = machine.run(["python3", "-c", FETCH, url]).stdout.strip()
+            assert answer == f"{OVERLAP_APP} {current}", f"run {run}: {answer} (current {current})"
+    finally:
+        summary = load.stop()
+    assert killed >= OVERLAP_RUNS // 3, f"only {killed} of {OVERLAP_RUNS} runs were interrupted"
+    assert summary["errors"] == [], summary["errors"][:5]
+
+
+FETCH = "import sys, urllib.request as u; print(u.urlopen(sys.argv[1], timeout=10).read().decode())"

@@ -209,3 +209,84 @@ while time.monotonic() < end:
         break
     time.sleep(0.05)
 """
+
+
+MIX_PORT = 18430
+MIX_APP = "shopov"
+
+
+@pytest.fixture(scope="module")
+def serving_mix(scratch: Path) -> dict[str, Path]:
+    """The mix app `shop` answering HTTP (on the socket systemd passes); 2.0.0
+    exits at start."""
+    from devtools.releases import build_mix_app
+
+    return build_mix_app(
+        scratch / "mix-overlap",
+        ("1.0.0", "1.1.0", "2.0.0"),
+        failing=("2.0.0",),
+        http_port=MIX_PORT,
+    )
+
+
+def test_a_mix_release_overlaps_under_its_own_node_name(
+    machine: Machine, pyrelctl: MachineCommand, serving_mix: dict[str, Path], scratch: Path
+) -> None:
+    url = f"http://127.0.0.1:{MIX_PORT}/"
+    unit = f"{MIX_APP}@overlap.service"
+
+    def install(version: str, *args: str, code: int = 0) -> str:
+        proc = pyrelctl("install", serving_mix[version], "--app", MIX_APP, "--grace", "1", *args)
+        assert proc.returncode == code, proc.stdout + proc.stderr
+        return proc.stderr
+
+    try:
+        install("1.0.0", "--listen", f"127.0.0.1:{MIX_PORT}", "--health-http", url)
+        assert get(machine, url) == "shop 1.0.0"
+        load = Load(machine, url, scratch / "stop-mix-overlap-load")
+        try:
+            watcher = Background(machine, ["python3", "-c", NODE_OF_OVERLAP_UNIT, unit], timeout=90)
+            out = install("1.1.0")
+            assert f"starting beside the running release: {unit}" in out, out
+            # Beside the running node, under a name of its own in the same EPMD.
+            assert f"-name {MIX_APP}_overlap@127.0.0.1" in watcher.result(timeout=90)
+            pid = show(machine, f"{MIX_APP}.service", "MainPID")
+            out = install("2.0.0", code=3)
+            assert "crashing on purpose" in out, out
+            assert show(machine, f"{MIX_APP}.service", "MainPID") == pid  # never stopped
+            rollback = pyrelctl("rollback", MIX_APP, "--grace", "1")
+            assert rollback.returncode == 0, rollback.stderr
+            assert f"starting beside the running release: {unit}" in rollback.stderr
+        finally:
+            summary = load.stop()
+        assert summary["errors"] == [], summary["errors"][:5]
+        served = summary["bodies"]
+        assert served.get("shop 1.0.0", 0) > 10 and served.get("shop 1.1.0", 0) > 10, served
+        assert "shop 2.0.0" not in served
+        # rpc reaches the node that serves, under the app's own node name.
+        node = pyrelctl("rpc", MIX_APP, "IO.puts(node())")
+        assert node.stdout.strip() == f"{MIX_APP}@127.0.0.1", node.stdout + node.stderr
+        assert pyrelctl("version", MIX_APP).stdout.strip() == "1.0.0"
+        assert show(machine, unit, "LoadState") == "not-found"
+    finally:
+        pyrelctl("uninstall", "--purge", MIX_APP)
+
+
+# Polls until the overlap unit's main process is the BEAM; prints its argv.
+NODE_OF_OVERLAP_UNIT = """
+import subprocess, sys, time
+unit = sys.argv[1]
+end = time.monotonic() + 80
+while time.monotonic() < end:
+    pid = subprocess.run(["systemctl", "show", "-p", "MainPID", "--value", unit],
+                         capture_output=True, text=True).stdout.strip()
+    try:
+        argv = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\\0")
+    except OSError:
+        argv = []
+    text = " ".join(a.decode(errors="replace") for a in argv)
+    if pid not in ("", "0") and " -name " in f" {text} ":
+        print(text)
+        break
+    time.sleep(0.05)
+"""
