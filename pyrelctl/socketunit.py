@@ -63,6 +63,20 @@ class SocketUnit:
             return True
         return write_unit(self.app, self.app.socket_file, socket_unit(self.app.name, socket))
 
+    def listening_as(self, socket: Socket | None) -> bool:
+        """Whether the unit listens now exactly as ``socket`` says, so that a deploy
+        with ``socket`` leaves it alone (what an overlap deploy needs: both
+        releases on the listener that is open now)."""
+        if socket is None or not self.exists or not self.online:
+            return False
+        text = self.app.socket_file.read_bytes()
+        applied = self.app.read_index().get("_app", {}).get(_APPLIED)
+        if hashlib.sha256(text).hexdigest() != applied:
+            return False
+        if socket_unit(self.app.name, socket).render().encode() != text:
+            return False
+        return self.systemd.state(self.app.socket_name).active_state == "active"
+
     def remove(self) -> None:
         """Stop and disable the unit, then delete its file (the caller reloads systemd)."""
         name = self.app.socket_name

@@ -59,6 +59,7 @@ from pyrelctl.release import (
     release_to_json,
 )
 from pyrelctl.socketunit import SETTING as SOCKET_SETTING
+from pyrelctl.socketunit import effective_socket
 from pyrelctl.systemd import Systemd, UnitState
 
 if TYPE_CHECKING:
@@ -500,9 +501,12 @@ class Deployer:
         blocker = strategy.overlap_blocker(
             settings, release, strategy.health_url(settings, release)
         )
+        if blocker is None and not self.setup.socket_unit(app).listening_as(
+            effective_socket(settings, release)
+        ):
+            blocker = "its listening socket is not the one open now (new or changed)"
         if blocker is not None:
-            if strategy.asked_explicitly(settings, release):
-                self.say(f"{release.version} cannot overlap: {blocker}; restarting instead")
+            self.say(f"{release.version} cannot overlap: {blocker}; restarting instead")
             return False
         return True
 

@@ -39,10 +39,6 @@ def chosen(settings: dict[str, Any], release: Release) -> Strategy:
     return Strategy.OVERLAP if effective_socket(settings, release) is not None else Strategy.RESTART
 
 
-def asked_explicitly(settings: dict[str, Any], release: Release) -> bool:
-    return bool(settings.get(SETTING) or release.strategy)
-
-
 def overlap_blocker(settings: dict[str, Any], release: Release, health_url: str) -> str | None:
     """Why ``release`` cannot start beside the running one, or None.
 

@@ -61,6 +61,16 @@ class AppChecks(Checks):
                 "rollback or prune removes it)",
                 fix=f"rm -rf -- {self._path(leftover)}",
             )
+        if app.overlap_file.exists():
+            yield Finding(
+                "leftovers",
+                app.name,
+                Severity.WARNING,
+                f"{app.overlap_file} is there: an overlap deploy is running or was interrupted "
+                "(the next install, rollback or prune stops and removes it, leaving "
+                f"{app.service_name} serving)",
+                fix=self._cli("prune", app.name),
+            )
         for path in (app.base, app.releases):
             yield from self._root_owned_dir(path, app.name, "release-permissions")
         if current is not None:

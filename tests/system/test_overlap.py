@@ -168,9 +168,18 @@ def test_what_keeps_working_under_the_overlap_strategy(
     )
     machine.systemctl("daemon-reload")
     watcher = Background(machine, ["python3", "-c", WATCH_OVERLAP_UNIT, OVERLAP_UNIT], timeout=60)
-    proc = pyrelctl("install", serving("2.0.0"), "--grace", "2")
-    assert proc.returncode == 0, proc.stderr
+    deploy = Background(
+        machine,
+        ["sh", "-c", f'{pyrelctl.prefix[0]} install {serving("2.0.0")} --grace 2; echo "rc=$?"'],
+        timeout=60,
+    )
     seen = json.loads(watcher.result(timeout=60))
+    # Mid-overlap: the deploy holds the app's lock; status shows both releases.
+    other = pyrelctl("install", serving("2.0.1"), "--no-wait")
+    assert other.returncode == 5, other.stdout + other.stderr
+    during = json.loads(pyrelctl("--json", "status", app).stdout)
+    assert during["current"] == "1.0.0" and during["overlap"]["active_state"] == "active", during
+    assert deploy.result(timeout=60).strip().endswith("rc=0")
     assert "FROM_DROPIN=yes" in seen["Environment"], seen
     assert seen["DropInPaths"].endswith(f"{OVERLAP_UNIT}.d/override.conf"), seen
     # Its logs are under the app's name; journalctl -u APP has the release that serves.

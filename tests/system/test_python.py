@@ -204,16 +204,21 @@ def test_python_release_lifecycle(
     finally:
         summary = load.stop()
     assert upgrade.returncode == 0, upgrade.stderr
+    # With a socket the new release starts beside the old one first (overlap).
+    assert f"starting beside the running release: {APP}@overlap.service" in upgrade.stderr
     assert summary["errors"] == [], summary["errors"][:5]
     assert sum(summary["bodies"].values()) > 20
     assert machine.run(["readlink", "/opt/pyshop/current"]).stdout.strip() == "releases/1.1.0"
     assert rpc(pyrelctl, "STATS['version']") == "'1.1.0'"
 
-    # A failing release: exit 3, its own journal lines, 1.1.0 restored and serving.
+    # A failing release: exit 3, its own journal lines; it failed beside 1.1.0,
+    # which never stopped serving.
+    pid = show(machine, "MainPID")
     failed = pyrelctl("install", artifacts["2.0.0"], *GRACE)
     assert failed.returncode == 3, failed.stderr
     assert "PYSHOP_FAIL_AT_START is set" in failed.stderr
-    assert "1.1.0 was restored" in failed.stderr
+    assert "nothing was switched: 1.1.0 kept running" in failed.stderr
+    assert show(machine, "MainPID") == pid
     assert machine.run(["readlink", "/opt/pyshop/current"]).stdout.strip() == "releases/1.1.0"
     assert machine.systemctl("is-active", APP, check=False).stdout.strip() == "active"
     assert rpc(pyrelctl, "STATS['version']") == "'1.1.0'"

@@ -59,3 +59,17 @@ def test_allowances_reach_the_install_and_its_check_mode_probe(install_args: Any
     # The probe's throw-away tree remembers nothing: it needs the allowances too.
     probe = install_args(PARAMS, "/a.tar.gz", probe=True)
     assert probe[:6] == ["install", "/a.tar.gz", "--allow", "low-ports", "--allow", "write:/srv/x"]
+
+
+def test_the_strategy_reaches_the_install(install_args: Any) -> None:
+    args = install_args(
+        {
+            **PARAMS,
+            "allow": None,
+            "allow_reset": False,
+            "allow_downgrade": False,
+            "strategy": "restart",
+        },
+        "/a.tar.gz",
+    )
+    assert args == ["install", "/a.tar.gz", "--strategy", "restart"]

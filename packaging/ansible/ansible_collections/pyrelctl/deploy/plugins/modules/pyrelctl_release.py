@@ -103,6 +103,14 @@ options:
         (C(--listen-reset)).
     type: bool
     default: false
+  strategy:
+    description:
+      - How the new release replaces the running one (C(--strategy)). V(overlap) starts it
+        beside the running release on the app's socket and stops the old one only once the new
+        one is up; V(restart) restarts the service. Remembered for the app; default the
+        release's C([service] strategy), else V(overlap) for apps with a socket.
+    type: str
+    choices: [overlap, restart]
   allow:
     description:
       - Sandbox widenings the host allows the release (C(--allow)), each V(low-ports),
@@ -356,6 +364,8 @@ def install_args(params, artifact, probe=False):
         args += ["--listen", address]
     if params["listen_reset"]:
         args.append("--listen-reset")
+    if params.get("strategy"):
+        args += ["--strategy", params["strategy"]]
     if params["allow_reset"]:
         args.append("--allow-reset")
     if params["allow_downgrade"]:
@@ -520,6 +530,7 @@ def main():
         health_reset=dict(type="bool", default=False),
         listen=dict(type="list", elements="str"),
         listen_reset=dict(type="bool", default=False),
+        strategy=dict(type="str", choices=["overlap", "restart"]),
         allow=dict(type="list", elements="str"),
         allow_reset=dict(type="bool", default=False),
         allow_downgrade=dict(type="bool", default=False),
