@@ -82,7 +82,9 @@ def zero_downtime(machine: Machine, pyrelctl: str, scratch: Path) -> None:
     show(machine, ["systemctl", "status", "web.socket", "--no-pager", "--lines=0"])
     step(
         "The same three deploys, with a request every 10 ms meanwhile",
-        "upgrade to 2.0.0, a failed deploy of 3.0.0 (rolled back by itself), a manual rollback",
+        "with a socket each new release first starts beside the running one (web@overlap) and\n"
+        "must pass its checks there: upgrade to 2.0.0, a failed deploy of 3.0.0 (stopped "
+        "before 2.0.0 ever stopped), a manual rollback",
     )
     load = Load(machine, url, scratch / "stop-load")
     try:

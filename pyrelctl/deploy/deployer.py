@@ -269,8 +269,10 @@ class Deployer:
         if alone:
             from pyrelctl.deploy import owner
 
-            unit = app.service_name
-            connect = owner.connector(unit, lambda: self.systemd.unit_pids(unit))
+            unit, other = app.service_name, app.overlap_name
+            connect = owner.connector(
+                unit, lambda: self.systemd.unit_pids(unit), lambda: self.systemd.unit_pids(other)
+            )
         return watcher.restart_and_verify(
             app.service_name, release.version, readiness, runner, connect
         )

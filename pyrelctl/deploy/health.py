@@ -27,6 +27,16 @@ CommandRunner = Callable[[Sequence[str], float], tuple[int, str]]
 Connect = Callable[[tuple[str, int], float], socket.socket]
 
 
+class AnsweredElsewhere(OSError):
+    """The probe's connection was accepted by another release (owner.py)."""
+
+
+class NoVerdict(str):
+    """A probe's words when it had no verdict: another release accepted it."""
+
+    __slots__ = ()
+
+
 def _create_connection(address: tuple[str, int], timeout: float) -> socket.socket:
     return socket.create_connection(address, timeout=timeout)
 
@@ -67,6 +77,8 @@ def probe_http(
             s.sendall(request.encode("ascii"))
             with s.makefile("rb") as answer:
                 status_line = answer.readline(256)
+    except AnsweredElsewhere as e:
+        return NoVerdict(f"GET {url}: {e}")
     except (OSError, ValueError, UnicodeError) as e:
         return f"GET {url}: {e}"
     fields = status_line.split(None, 2)
@@ -106,6 +118,8 @@ def probe_tcp(
     try:
         with connect((host, int(port)), timeout):
             return None
+    except AnsweredElsewhere as e:
+        return NoVerdict(f"connect {address}: {e}")
     except OSError as e:
         return f"connect {address}: {e.strerror or e}"
 

@@ -94,7 +94,12 @@ class Overlap:
     ) -> UnitState | Failure:
         """Start ``release`` beside the running one and verify it there."""
         files = self._write(release, settings)
-        connect = owner.connector(self.unit, lambda: self.systemd.unit_pids(self.unit))
+        service = self.app.service_name
+        connect = owner.connector(
+            self.unit,
+            lambda: self.systemd.unit_pids(self.unit),
+            lambda: self.systemd.unit_pids(service),
+        )
         runner = self._command_runner(release, files)
         watcher = Watcher(self.systemd, self.deployer.say)
         return watcher.restart_and_verify(

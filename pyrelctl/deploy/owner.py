@@ -10,7 +10,8 @@ queue; proc(5)), and that inode is among the open files of the process that
 accepted it (``/proc/PID/fd/N -> socket:[INODE]``). :func:`connector` gives
 health.py a ``connect`` that hands back only connections accepted by one
 unit's processes; any other is closed unused (nothing was sent on it) and
-counts as a failed probe, which the health check retries.
+counts as a probe without a verdict (health.NoVerdict), which the health
+check retries.
 """
 
 from __future__ import annotations
@@ -22,16 +23,12 @@ import time
 from collections.abc import Callable, Collection
 from pathlib import Path
 
-from pyrelctl.deploy.health import Connect
+from pyrelctl.deploy.health import AnsweredElsewhere, Connect
 
 #: How often the connection table is read while the probe waits to be accepted.
 ACCEPT_POLL = 0.002
 
 PROC = Path("/proc")
-
-
-class AnsweredElsewhere(OSError):
-    """The probe's connection was accepted by a process of another unit."""
 
 
 def _hex_address(family: int, host: str, port: int) -> str:
@@ -77,9 +74,18 @@ def holder(inode: int, pids: Collection[int], proc: Path = PROC) -> int | None:
     return None
 
 
-def connector(unit: str, pids: Callable[[], Collection[int]]) -> Connect:
+def connector(
+    unit: str, pids: Callable[[], Collection[int]], others: Callable[[], Collection[int]]
+) -> Connect:
     """A ``connect`` for health.py whose connections were accepted by ``unit``
-    (``pids`` lists its processes) and by no other process."""
+    (``pids`` lists its processes); one that a process of ``others`` accepted
+    raises :class:`~pyrelctl.deploy.health.AnsweredElsewhere`.
+
+    The connection table shows the accepted socket a moment before the
+    accepting process has it among its files (accept(2) attaches the socket,
+    then installs the descriptor), so the owner is looked for until one of
+    the two sides has it.
+    """
 
     def connect(address: tuple[str, int], timeout: float) -> socket.socket:
         sock = socket.create_connection(address, timeout=timeout)
@@ -89,10 +95,14 @@ def connector(unit: str, pids: Callable[[], Collection[int]]) -> Connect:
                 if time.monotonic() >= deadline:
                     raise TimeoutError(f"no process of {unit} or any other accepted it")
                 time.sleep(ACCEPT_POLL)
-            if holder(inode, pids()) is None:
-                raise AnsweredElsewhere(
-                    f"accepted by the running release, not by {unit}: asked again"
-                )
+            while holder(inode, pids()) is None:
+                if holder(inode, others()) is not None:
+                    raise AnsweredElsewhere(
+                        f"accepted by the running release, not by {unit}: asked again"
+                    )
+                if time.monotonic() >= deadline:
+                    raise AnsweredElsewhere(f"accepted by a process outside {unit}: asked again")
+                time.sleep(ACCEPT_POLL)
         except BaseException:
             sock.close()
             raise

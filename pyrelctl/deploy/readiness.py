@@ -152,18 +152,27 @@ class Watcher:
         invocation: str,
         connect: health.Connect | None = None,
     ) -> str | None:
-        """Probe until healthy; return why not if the deadline passes or the unit dies."""
+        """Probe until healthy; return why not if the deadline passes or the unit dies.
+
+        The reason given is the last verdict the release itself gave, if any:
+        a probe another release accepted (health.NoVerdict) says nothing of it.
+        """
+        from pyrelctl.deploy import health
+
         pause = FIRST_RETRY
+        verdict: str | None = None
         while True:
             error, died = self._probe_watching(unit, invocation, check, run_command, connect)
             if error is None and not died:
                 return None
+            if error is not None and not isinstance(error, health.NoVerdict):
+                verdict = error
             if died:
-                last = f" (last: {error})" if error else ""
+                last = f" (last: {verdict or error})" if error else ""
                 return f"exited before its health check passed{last}"
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return f"health check never passed: {error}"
+                return f"health check never passed: {verdict or error}"
             time.sleep(min(pause, remaining))
             pause = min(pause * 2, HEALTH_INTERVAL)
 

@@ -83,8 +83,8 @@ def test_a_probe_counts_only_the_answers_of_the_given_release(
     answers = {health.probe_http(url) for _ in range(40)}
     assert answers == {None, f"HTTP 503 from {url}"}, answers
 
-    to_new = owner.connector("new.service", lambda: {new.pid})
-    to_old = owner.connector("old.service", lambda: {old.pid})
+    to_new = owner.connector("new.service", lambda: {new.pid}, lambda: {old.pid})
+    to_old = owner.connector("old.service", lambda: {old.pid}, lambda: {new.pid})
     new_answers = [health.probe_http(url, connect=to_new) for _ in range(40)]
     assert f"HTTP 503 from {url}" in new_answers
     assert None not in new_answers  # the old release's 200 never passes for the new one
@@ -101,7 +101,7 @@ def test_a_probe_counts_only_the_answers_of_the_given_release(
 
 
 def test_an_https_check_cannot_be_attributed() -> None:
-    to_new = owner.connector("new.service", lambda: set())
+    to_new = owner.connector("new.service", lambda: set(), lambda: set())
     error = health.probe_http("https://127.0.0.1:1/", connect=to_new)
     assert (
         error == "GET https://127.0.0.1:1/: only an http:// check can be sent to one release alone"
