@@ -4,7 +4,9 @@ Requests go out at a steady rate whatever happens to earlier ones (an open
 loop: a stalled server does not slow the generator down and so hide its
 stall), each on a new TCP connection, each with its own timeout. Latency is
 counted from the moment a request was *due*, so a late start on the
-client's side counts against the figure rather than disappearing.
+client's side counts against the figure rather than disappearing. Each
+answer's body (``NAME VERSION``) says which release answered, so a window
+can count the answers of each version, the failing release's among them.
 
 The generator is bounded twice: it stops after ``max_requests`` or
 ``max_seconds``, whichever comes first, even if nobody stops it.
@@ -25,18 +27,28 @@ REQUEST_TIMEOUT = 5.0  # seconds, connect to last byte
 MAX_SECONDS = 60.0
 
 
+@dataclass(frozen=True)
+class Sample:
+    """One request: when it was due (time.monotonic), and its latency and
+    answering version, or None and why it failed."""
+
+    due: float
+    latency: float | None
+    outcome: str  # the version that answered, or the cause of the failure
+
+
 @dataclass
 class _Outcome:
-    latencies: list[float] = field(default_factory=list)  # of the requests that succeeded
-    errors: dict[str, int] = field(default_factory=dict)
+    samples: list[Sample] = field(default_factory=list)
 
 
 class LoadGenerator:
     """Sends GET / to 127.0.0.1:``port`` at ``rate`` per second inside a ``with`` block.
 
     ``expect`` is the start every body must have (``NAME ``: any version of
-    the app counts as an answer). Leaving the block stops sending and waits
-    for the requests in flight (each bounded by ``timeout``).
+    the app counts as an answer; what follows is the version). Leaving the
+    block stops sending and waits for the requests in flight (each bounded
+    by ``timeout``).
     """
 
     def __init__(
@@ -63,14 +75,24 @@ class LoadGenerator:
         self._stop.set()
         self._thread.join()
 
+    @property
+    def samples(self) -> list[Sample]:
+        """Every request sent, in the order they were due (after the ``with`` block)."""
+        return sorted(self._outcome.samples, key=lambda s: s.due)
+
     def stats(self) -> LoadStats:
         """What happened to the requests sent (call after the ``with`` block)."""
-        latencies = self._outcome.latencies
-        failed = sum(self._outcome.errors.values())
+        latencies = [s.latency for s in self._outcome.samples if s.latency is not None]
+        errors: dict[str, int] = {}
+        answers: dict[str, int] = {}
+        for s in self._outcome.samples:
+            counts = answers if s.latency is not None else errors
+            counts[s.outcome] = counts.get(s.outcome, 0) + 1
         return LoadStats(
-            requests=len(latencies) + failed,
-            failed=failed,
-            errors=dict(self._outcome.errors),
+            requests=len(self._outcome.samples),
+            failed=sum(errors.values()),
+            errors=errors,
+            answers=answers,
             p50=percentile(latencies, 0.50),
             p99=percentile(latencies, 0.99),
             max=max(latencies, default=float("nan")),
@@ -102,22 +124,24 @@ class LoadGenerator:
             if not body.startswith(self.expect):
                 raise BadAnswer(f"unexpected body {body[:40]!r}")
         except TimeoutError:
-            self._error("timeout")
+            self._error(due, "timeout")
         except BadAnswer:
-            self._error("bad answer")
+            self._error(due, "bad answer")
         except ConnectionRefusedError:
-            self._error("refused")
+            self._error(due, "refused")
         except ConnectionResetError:  # with or without an errno (asyncio's "Connection lost")
-            self._error("reset")
+            self._error(due, "reset")
         except OSError as e:
-            self._error(errno.errorcode.get(e.errno or 0, type(e).__name__))
+            self._error(due, errno.errorcode.get(e.errno or 0, type(e).__name__))
         except Exception as e:  # counted and named, rather than ending the whole window
-            self._error(type(e).__name__)
+            self._error(due, type(e).__name__)
         else:
-            self._outcome.latencies.append(loop.time() - due)
+            version = body[len(self.expect) :].strip()
+            # asyncio's loop clock is time.monotonic(), as the deploy commands' are.
+            self._outcome.samples.append(Sample(due, loop.time() - due, version))
 
-    def _error(self, cause: str) -> None:
-        self._outcome.errors[cause] = self._outcome.errors.get(cause, 0) + 1
+    def _error(self, due: float, cause: str) -> None:
+        self._outcome.samples.append(Sample(due, None, cause))
 
     async def _get(self) -> str:
         reader, writer = await asyncio.open_connection("127.0.0.1", self.port)

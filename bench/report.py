@@ -21,11 +21,13 @@ class Measure(StrEnum):
     RATIO = "ratio"  # the figure / its baseline
     SECONDS = "seconds"  # the figure itself
     FAILURES = "failures"  # failed requests, summed over all runs
+    P99_RATIO = "p99 ratio"  # p99 through a deploy / the steady p99 of the same runs
+    FAILING_ANSWERS = "failing answers"  # requests answered by the release that failed
 
 
 @dataclass(frozen=True)
 class Target:
-    """An upper limit from issue 7, on one figure."""
+    """An upper limit from issue 7 or 19, on one figure."""
 
     measure: Measure
     limit: float
@@ -35,6 +37,10 @@ class Target:
             return f"<= {self.limit:g}x"
         if self.measure is Measure.SECONDS:
             return f"< {_duration(self.limit)}"
+        if self.measure is Measure.P99_RATIO:
+            return f"p99 <= {self.limit:g}x steady"
+        if self.measure is Measure.FAILING_ANSWERS:
+            return "0 by failing" if self.limit == 0 else f"<= {self.limit:g} by failing"
         return "0 failed" if self.limit == 0 else f"<= {self.limit:g} failed"
 
     def met(self, value: float) -> bool:
@@ -159,15 +165,30 @@ class LoadStats:
     requests: int
     failed: int
     errors: dict[str, int]  # failed requests by cause
+    answers: dict[str, int]  # requests answered, by the version that answered
     p50: float  # latency of the requests that succeeded, seconds
     p99: float
     max: float
+    failing_version: str = ""  # the version a failed deploy tried to install
+    serving_after: str = ""  # who answered right after the command exited
+    command_s: float = math.nan  # the deploy command's wall time
+    answered_s: float = math.nan  # from its start to the first answer of what it deploys
+
+    @property
+    def failing_answers(self) -> int:
+        return self.answers.get(self.failing_version, 0) if self.failing_version else 0
 
     def to_json(self) -> dict[str, Any]:
         return {
             "requests": self.requests,
             "failed": self.failed,
             "errors": self.errors,
+            "answers": self.answers,
+            "failing_version": self.failing_version or None,
+            "failing_answers": self.failing_answers if self.failing_version else None,
+            "serving_after": self.serving_after or None,
+            "command_s": self.command_s,
+            "answered_s": self.answered_s,
             "p50_s": self.p50,
             "p99_s": self.p99,
             "max_s": self.max,
@@ -183,8 +204,43 @@ class Availability:
     socket: bool
     runs: tuple[LoadStats, ...]
     steady: tuple[LoadStats, ...]
-    target: Target | None = None
+    targets: tuple[Target, ...] = ()
     skipped: str = ""  # why it could not be measured
+    #: How the deploy replaces the release: "restart", "overlap" (pyrelctl's
+    #: strategies) or the peer that deployed it ("capistrano").
+    strategy: str = "restart"
+    release: str = "generic"  # or "mix"
+
+    @property
+    def label(self) -> str:
+        """Who deployed how: "no socket", "restart", "overlap", "capistrano"."""
+        if self.strategy == "restart" and not self.socket:
+            return "no socket"
+        return self.strategy
+
+    @property
+    def failing_answers(self) -> int | None:
+        """Requests answered by the release that failed (None: no release failed)."""
+        if not any(r.failing_version for r in self.runs):
+            return None
+        return sum(r.failing_answers for r in self.runs)
+
+    @property
+    def p99_ratio(self) -> float:
+        return _ratio(self.latency("p99"), self.steady_latency("p99"))
+
+    def value(self, measure: Measure) -> float:
+        if measure is Measure.FAILURES:
+            return self.failed
+        if measure is Measure.P99_RATIO:
+            # No request answered at all is no latency: that cannot meet a limit.
+            return self.p99_ratio if not math.isnan(self.p99_ratio) else math.inf
+        if measure is Measure.FAILING_ANSWERS:
+            return self.failing_answers or 0
+        raise ValueError(f"no {measure} for an availability row")
+
+    def target_met(self, target: Target) -> bool:
+        return not self.skipped and bool(self.runs) and target.met(self.value(target.measure))
 
     @property
     def requests(self) -> int:
@@ -202,9 +258,17 @@ class Availability:
 
     @property
     def met(self) -> bool | None:
-        if self.target is None:
+        if not self.targets:
             return None
-        return not self.skipped and self.target.met(self.failed)
+        return all(self.target_met(t) for t in self.targets)
+
+    def serving_after(self) -> str:
+        """What answered right after each run's command exited, counted."""
+        seen: dict[str, int] = {}
+        for r in self.runs:
+            if r.serving_after:
+                seen[r.serving_after] = seen.get(r.serving_after, 0) + 1
+        return ", ".join(f"{what} x{n}" if n > 1 else what for what, n in seen.items())
 
     def to_json(self) -> dict[str, Any]:
         errors: dict[str, int] = {}
@@ -213,17 +277,22 @@ class Availability:
                 errors[cause] = errors.get(cause, 0) + n
         return {
             "scenario": self.scenario,
+            "release": self.release,
+            "strategy": self.label,
             "socket": self.socket,
             "skipped": self.skipped or None,
             "requests": self.requests,
             "failed": self.failed,
+            "failing_answers": self.failing_answers,
+            "serving_after": self.serving_after() or None,
             "errors": errors,
             "median_p50_s": self.latency("p50"),
             "median_p99_s": self.latency("p99"),
             "median_max_s": self.latency("max"),
             "steady_median_p50_s": self.steady_latency("p50"),
             "steady_median_p99_s": self.steady_latency("p99"),
-            "target": self.target.to_json() if self.target else None,
+            "p99_ratio": self.p99_ratio,
+            "targets": [{**t.to_json(), "met": self.target_met(t)} for t in self.targets],
             "met": self.met,
             "runs": [r.to_json() for r in self.runs],
             "steady_runs": [r.to_json() for r in self.steady],
@@ -251,9 +320,9 @@ class Report:
             if s.target is not None and s.met is not None:
                 found.append((f"scale: {s.what} at {s.sizes[-1]}", s.target.describe(), s.met))
         for a in self.availability:
-            if a.target is not None and a.met is not None:
-                socket = "with socket" if a.socket else "without socket"
-                found.append((f"availability: {a.scenario}, {socket}", a.target.describe(), a.met))
+            for t in a.targets:
+                figure = f"availability: {a.scenario}, {a.release}, {a.label}"
+                found.append((figure, t.describe(), a.target_met(t)))
         for section in self.errors:
             found.append((f"{section}: measurement failed", "runs", False))
         return found
@@ -326,9 +395,12 @@ class Report:
             out += _columns(
                 (
                     "scenario",
-                    "socket",
+                    "release",
+                    "strategy",
                     "requests",
                     "failed",
+                    "by failing",
+                    "serving after",
                     "p50",
                     "p99",
                     "max",
@@ -346,7 +418,7 @@ class Report:
             out += ["", f"ERROR in {section}: {error}"]
         targets = self.targets()
         if targets:
-            out += ["", "Targets (issue 7)"]
+            out += ["", "Targets (issues 7 and 19)"]
             out += _columns(("figure", "target", "met?"), [(f, t, _met(m)) for f, t, m in targets])
         return "\n".join(out)
 
@@ -363,26 +435,29 @@ def _without_nan(value: Any) -> Any:
 
 
 def _availability_row(a: Availability) -> tuple[str, ...]:
-    socket = "yes" if a.socket else "no"
-    target = a.target.describe() if a.target else "-"
+    target = ", ".join(t.describe() for t in a.targets) or "-"
     if a.skipped:
         # The reason goes where the causes of failures would.
-        return (a.scenario, socket, *("-",) * 7, a.skipped, target, _met(a.met))
+        return (a.scenario, a.release, a.label, *("-",) * 9, a.skipped, target, _met(a.met))
     causes: dict[str, int] = {}
     for run in a.runs:
         for cause, n in run.errors.items():
             causes[cause] = causes.get(cause, 0) + n
     share = f" ({100 * a.failed / a.requests:.1f} %)" if a.requests and a.failed else ""
+    failing = a.failing_answers
     return (
         a.scenario,
-        socket,
+        a.release,
+        a.label,
         str(a.requests),
         f"{a.failed}{share}",
+        "-" if failing is None else str(failing),
+        a.serving_after() or "-",
         _duration(a.latency("p50")),
         _duration(a.latency("p99")),
         _duration(a.latency("max")),
         f"{_duration(a.steady_latency('p50'))} / {_duration(a.steady_latency('p99'))}",
-        f"{_ratio(a.latency('p99'), a.steady_latency('p99')):.1f}x",
+        f"{a.p99_ratio:.1f}x",
         ", ".join(f"{cause} {n}" for cause, n in sorted(causes.items())) or "-",
         target,
         _met(a.met),
