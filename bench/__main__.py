@@ -1,7 +1,7 @@
 """pyrelctl against its floor, inside a real systemd (issue 7).
 
     .venv/bin/python -m bench [--runs N] [--json] [--only NAME[,NAME]]
-                              [--scale-apps N] [--scale-releases N]
+                              [--scale-apps N] [--scale-releases N] [--plot FILE]
 
 Run as root from a checkout. Boots one systemd container
 (devtools.machine), re-runs this module inside it, and prints a table (or,
@@ -13,9 +13,11 @@ target as met / NOT met. The measurements (NAME for --only):
   upgrade       pyrelctl install of the next version against bench/floor.sh
   rollback      pyrelctl rollback against bench/floor.sh's symlink swap + restart
   mix           upgrade and rollback of a real mix release (built in the run)
-                against bench/floor.sh
-  availability  failed requests and latency under load through an upgrade, a
-                failed deploy and a rollback, with and without socket activation
+                against bench/floor.sh; its availability under load, as below
+  availability  failed requests and latency under load through an upgrade,
+                failed deploys and a rollback: no socket, restart with socket,
+                the overlap strategy, and Capistrano deploying the same release
+                over SSH (bench/capistrano.py), with their wall times
   scale         install, status and prune at 1x1, Nx1 and NxR apps x releases
 
 Exit status: 0 when every measurement ran (whether or not its target was
@@ -30,6 +32,7 @@ import datetime
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -92,6 +95,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="N",
         help="releases per app at full scale (20)",
     )
+    parser.add_argument(
+        "--plot",
+        type=Path,
+        metavar="FILE",
+        help="write the latency-over-time picture of availability and mix to FILE "
+        "(.svg or .png; needs the bench extra: pip install -e '.[bench]')",
+    )
     # Set by the outer process for the one inside the container.
     parser.add_argument("--inside", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--commit", default="", help=argparse.SUPPRESS)
@@ -134,10 +144,20 @@ def outside(args: argparse.Namespace, argv: list[str]) -> int:
     compileall.compile_dir(REPO / "pyrelctl", quiet=1)
     with tempfile.TemporaryDirectory(prefix="pyrelctl-bench-") as tmp:
         scratch = Path(tmp)
+        if "availability" in args.only:
+            from bench import capistrano
+
+            # The peer's packages come from the host's apt, before the boot.
+            reason = capistrano.prepare(scratch)
+            if reason:
+                log(f"capistrano cannot run: {reason}")
+        # Drawn inside, into the scratch directory (the container's /tmp is its own).
+        picture = scratch / f"picture{args.plot.suffix}" if args.plot else None
+        plot_args = ["--plot", str(picture)] if picture else []
         log(f"booting a container (scratch {scratch})")
         with boot(f"pyrelctl-bench-{os.getpid()}", scratch) as machine:
             command = machine.enter_argv(
-                [str(PYTHON), "-m", "bench", *inner_args, "--inside", str(scratch)],
+                [str(PYTHON), "-m", "bench", *inner_args, *plot_args, "--inside", str(scratch)],
                 env={"PYTHONPATH": str(REPO)},
             )
             # stderr (progress) passes through; stdout is the result.
@@ -150,6 +170,10 @@ def outside(args: argparse.Namespace, argv: list[str]) -> int:
                 check=False,
             )
         log("container stopped")
+        if picture is not None and picture.is_file():
+            args.plot.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(picture, args.plot)
+            log(f"picture written to {args.plot}")
     sys.stdout.write(result.stdout)
     return result.returncode
 
@@ -220,11 +244,15 @@ def _notes(args: argparse.Namespace, grace: float) -> list[str]:
             "pass' is the least any front end in Python pays (even a thin client of a "
             "resident server)."
         )
-    if "availability" in args.only:
+    if {"availability", "mix"} & set(args.only):
         notes.append(
             "availability: 200 requests/s, a new TCP connection each, 5 s timeout each, "
             "latency from when a request was due; windows run from 0.5 s before the command "
-            "to 0.5 s after its exit; pyrelctl's defaults (grace included)."
+            "to 0.5 s after its exit; pyrelctl's defaults (grace included). 'by failing': "
+            "requests answered by the release a failed deploy tried to install; 'serving "
+            "after': what answered right after the command exited. Capistrano: cap deploy / "
+            "deploy:rollback over SSH (bench/capistrano), on a unit pyrelctl generated; after "
+            "its failed deploy the bench runs cap deploy:rollback outside the window."
         )
     if "scale" in args.only:
         notes.append(
@@ -276,11 +304,17 @@ def inside(args: argparse.Namespace) -> int:
         section("upgrade/rollback", run_deploys)
     if "mix" in wanted:
         section("mix", lambda: report.comparisons.extend(mix.measure(host, args.runs)))
+    plotted: dict[tuple[str, str], dict[str, availability.Window]] = {}
+
+    def under_load(found: availability.Measured) -> None:
+        report.availability.extend(found.rows)
+        report.comparisons.extend(found.comparisons)
+        plotted.update(found.plotted)
+
+    if "mix" in wanted:
+        section("mix availability", lambda: under_load(availability.measure_mix(host, args.runs)))
     if "availability" in wanted:
-        section(
-            "availability",
-            lambda: report.availability.extend(availability.measure(host, args.runs)),
-        )
+        section("availability", lambda: under_load(availability.measure(host, args.runs)))
     if "scale" in wanted:
 
         def run_scale() -> None:
@@ -290,6 +324,15 @@ def inside(args: argparse.Namespace) -> int:
             )
 
         section("scale", run_scale)
+    if args.plot is not None and plotted:
+        from bench import plot
+
+        m = report.meta
+        title = (
+            f"pyrelctl {m['commit']}, {m['date']}: requests under {m['load']['rate_per_s']:g}/s "
+            "through a deploy (first run; shaded: the command)"
+        )
+        section("plot", lambda: plot.write(args.plot, plotted, title))
     print(json.dumps(report.to_json(), indent=2) if args.json else report.render())
     return 1 if report.errors else 0
 

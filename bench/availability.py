@@ -1,44 +1,75 @@
-"""Failed requests and latency under steady load, through three kinds of deploy.
+"""Failed requests and latency under steady load, through each kind of deploy,
+for each way of deploying (issues 7 and 19).
 
-Two apps serve the generic test release (behaviour "serve", HTTP health
-check, pyrelctl's defaults otherwise): ``av`` binds its port itself, ``avs``
-gets it from systemd (``[socket] listen = [...]`` in its release.toml, so
-pyrelctl generates ``avs.socket``). In each run, for each app, the load
-generator (bench.load) sends requests through four windows:
+Apps serve the generic test release (behaviour "serve", HTTP health check,
+pyrelctl's defaults otherwise), each on its own port, one per way:
+
+* ``av`` binds its port itself: "no socket" (pyrelctl restarts it);
+* ``avs`` gets it from systemd (``[socket] listen`` in its release.toml) and
+  is deployed with ``--strategy restart``: "restart";
+* ``avo`` likewise, with ``--strategy overlap``: "overlap", the new release
+  starts beside the running one on the same socket and takes over once up;
+* ``avc`` is installed once by pyrelctl (with a socket, restart), so that it
+  runs under a unit pyrelctl generated, and from then on deployed by
+  Capistrano over SSH (bench.capistrano): "capistrano".
+
+:func:`measure_mix` runs the same windows for a real mix release (``mxn``,
+``mxs``, ``mxo``: no socket, restart, overlap). In each run, for each app,
+the load generator (bench.load) sends requests through these windows:
 
 * steady: no deploy (the baseline of the latencies);
-* upgrade: ``pyrelctl install`` of the next version;
-* failed deploy: ``pyrelctl install`` of a release that exits at start,
-  which pyrelctl rolls back by itself (exit 3);
-* manual rollback: ``pyrelctl rollback``.
+* upgrade: an install of the next version;
+* failed deploy, exits at start: an install of a release that exits at
+  start, which pyrelctl rolls back by itself (exit 3); Capistrano leaves it
+  in place, and the bench then restores the previous release with
+  ``cap deploy:rollback`` outside any window;
+* failed deploy, health check fails (generic, pyrelctl only): a release
+  that serves, but whose health check answers 503, refused after ``--timeout
+  4``;
+* manual rollback: ``pyrelctl rollback`` (``cap deploy:rollback``);
+* configuration change (generic, pyrelctl only): ``pyrelctl config set``.
 
 Each deploy window starts the load LEAD seconds before the command and
-keeps it up TAIL seconds after the command exits.
+keeps it up TAIL seconds after the command exits. Every answer names the
+version that gave it, so a failed deploy's window counts the requests its
+failing release answered; right after each command one more request says
+what serves.
 """
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
-from bench.host import Host, log
-from bench.load import LoadGenerator
-from bench.report import Availability, LoadStats, Measure, Target
+from bench.host import Host, Timed, log
+from bench.load import LoadGenerator, Sample
+from bench.probe import http_get
+from bench.report import Availability, Comparison, LoadStats, Measure, Target
 
 LEAD = 0.5
 TAIL = 0.5
 STEADY = 1.5
+#: The failing health check's deploys are refused after this (pyrelctl --timeout).
+SICK_TIMEOUT = 4.0
 #: Issue 7: zero failed requests with socket activation, in every scenario.
 ZERO_FAILED = Target(Measure.FAILURES, 0)
+#: Issue 19, the overlap strategy: p99 through a deploy within 2x the steady
+#: p99 of the same run, and no request answered by a release that failed.
+P99_TWICE_STEADY = Target(Measure.P99_RATIO, 2.0)
+NONE_BY_FAILING = Target(Measure.FAILING_ANSWERS, 0)
+#: Issue 19: every strategy's upgrade and rollback no slower than Capistrano's.
+NO_SLOWER = Target(Measure.RATIO, 1.0)
 
-SCENARIOS = (
-    "upgrade",
-    "failed deploy, auto rollback",
-    "manual rollback",
-    # Issue 18: `pyrelctl config set` restarts and verifies as a deploy does.
-    "configuration change",
-)
+UPGRADE = "upgrade"
+CRASH = "failed deploy, exits at start"
+SICK = "failed deploy, health check fails"
+ROLLBACK = "manual rollback"
+CONFIG = "configuration change"
+SCENARIOS = (UPGRADE, CRASH, SICK, ROLLBACK, CONFIG)
+FAILED_DEPLOYS = (CRASH, SICK)
 
 
 @dataclass(frozen=True)
@@ -46,53 +77,101 @@ class App:
     name: str
     port: int
     socket: bool
+    strategy: str  # "restart" or "overlap" (pyrelctl's), or "capistrano"
+    release: str = "generic"
 
     @property
-    def extra_toml(self) -> str:
-        toml = f'[health]\nhttp = "http://127.0.0.1:{self.port}/"\n'
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def extra_toml(self, health_path: str = "") -> str:
+        toml = f'[health]\nhttp = "{self.url}{health_path}"\n'
         if self.socket:
             toml += f'\n[socket]\nlisten = ["127.0.0.1:{self.port}"]\n'
         return toml
 
+    def targets(self, scenario: str) -> tuple[Target, ...]:
+        if not self.socket or self.strategy == "capistrano":
+            return ()
+        if self.strategy == "overlap" and scenario in (UPGRADE, ROLLBACK):
+            return (ZERO_FAILED, P99_TWICE_STEADY)
+        if self.strategy == "overlap" and scenario in FAILED_DEPLOYS:
+            return (ZERO_FAILED, P99_TWICE_STEADY, NONE_BY_FAILING)
+        return (ZERO_FAILED,)
 
-PLAIN = App("av", 18111, socket=False)
-SOCKET = App("avs", 18112, socket=True)
+
+PLAIN = App("av", 18111, socket=False, strategy="restart")
+SOCKET = App("avs", 18112, socket=True, strategy="restart")
+OVERLAP = App("avo", 18113, socket=True, strategy="overlap")
+CAPISTRANO = App("avc", 18114, socket=True, strategy="capistrano")
 
 
-def _under_load(app: App, action: Callable[[], None] | None) -> LoadStats:
-    """Run ``action`` under load (or, for None, hold the load for STEADY seconds)."""
-    with LoadGenerator(app.port, expect=f"{app.name} ") as load:
-        # Fixed windows of load, not waits for a condition: sleeping is the point.
-        if action is None:
-            time.sleep(STEADY)
-        else:
-            time.sleep(LEAD)
-            action()
-            time.sleep(TAIL)
-    return load.stats()
+@dataclass(frozen=True)
+class Window:
+    """One window's load, with the deploy command's timings in it."""
+
+    stats: LoadStats
+    samples: tuple[Sample, ...]
+    command_started: float = float("nan")  # time.monotonic()
+    command_ended: float = float("nan")
+
+
+def serving(port: int) -> str:
+    """Who answers 127.0.0.1:PORT now: the version, or ``nothing (CAUSE)``."""
+    try:
+        body = http_get(port, timeout=2.0)
+    except TimeoutError:
+        return "nothing (timeout)"
+    except OSError as e:
+        return f"nothing ({type(e).__name__})"
+    return body.split()[-1]
+
+
+def first_answer(samples: Sequence[Sample], version: str, after: float) -> float:
+    """When ``version`` first answered a request sent after ``after``, or NaN."""
+    answers = [
+        s.due + s.latency
+        for s in samples
+        if s.latency is not None and s.outcome == version and s.due >= after
+    ]
+    return min(answers, default=float("nan"))
 
 
 class AppUnderLoad:
-    """The windows of one app, run after run."""
+    """The windows of one app, run after run, deployed by pyrelctl."""
+
+    scenarios: tuple[str, ...] = SCENARIOS
 
     def __init__(self, host: Host, app: App) -> None:
         self.host, self.app = host, app
-        self.windows: dict[str, list[LoadStats]] = {"steady": [], **{s: [] for s in SCENARIOS}}
+        self.windows: dict[str, list[Window]] = {"steady": [], **{s: [] for s in self.scenarios}}
 
-    def artifact(self, version: str, behaviour: str = "serve") -> str:
+    # -- artifacts and the first install ------------------------------------
+
+    def artifact(self, version: str, behaviour: str = "serve", health_path: str = "") -> str:
         return str(
             self.host.release(
                 self.app.name,
                 version,
                 behaviour=behaviour,
                 port=self.app.port,
-                extra_toml=self.app.extra_toml,
+                extra_toml=self.app.extra_toml(health_path),
             )
         )
 
+    def first_install_args(self) -> list[str]:
+        """Remembered at the first install: the strategy, for an app with a socket."""
+        if not self.app.socket:
+            return []
+        return ["--strategy", "restart" if self.app.strategy == "capistrano" else self.app.strategy]
+
     def setup(self) -> str:
         """Install the first release; return why the app cannot be measured, or ''."""
-        result = self.host.pyrelctl("install", self.artifact("1.0.0"), check=False)
+        if self.app.socket and not self.host.has_strategy_option():
+            return "this pyrelctl has no install --strategy"
+        result = self.host.pyrelctl(
+            "install", self.artifact("1.0.0"), *self.first_install_args(), check=False
+        )
         if result.returncode != 0:
             error = result.stderr.strip().splitlines()[:1] or ["(no message)"]
             if self.app.socket:
@@ -106,72 +185,277 @@ class AppUnderLoad:
                 return f"no active {self.app.name}.socket after install ({state.stdout.strip()})"
         return ""
 
+    # -- the deploys ----------------------------------------------------------
+
+    def upgrade(self, i: int) -> Timed:
+        return self.host.timed(self.host.pyrelctl_argv("install", self.artifact(f"1.0.{i}")))
+
+    def crash(self, i: int) -> Timed:
+        return self._refused(
+            self.host.pyrelctl_argv("install", self.artifact(self.crash_version(i), "crash"))
+        )
+
+    def sick(self, i: int) -> Timed:
+        version = self.sick_version(i)
+        argv = self.host.pyrelctl_argv(
+            "install",
+            # devtools' serve release answers 503 on /unhealthy/ITS-VERSION alone.
+            self.artifact(version, "serve", health_path=f"unhealthy/{version}"),
+            "--timeout",
+            f"{SICK_TIMEOUT:g}",
+        )
+        return self._refused(argv)
+
+    def _refused(self, argv: list[str]) -> Timed:
+        timed = self.host.timed(argv, check=False)
+        if timed.result.returncode != 3:
+            raise RuntimeError(
+                f"the failed deploy of {self.app.name} exited {timed.result.returncode}, "
+                f"not 3: {timed.result.stderr.strip()}"
+            )
+        return timed
+
+    def rollback(self, i: int) -> Timed:
+        return self.host.timed(self.host.pyrelctl_argv("rollback", self.app.name))
+
+    def config_change(self, i: int) -> Timed:
+        return self.host.timed(
+            self.host.pyrelctl_argv("config", "set", self.app.name, f"BENCH_RUN={i}")
+        )
+
+    def after_failed_deploy(self) -> None:
+        """What must happen, outside the windows, once a failed deploy's window ended."""
+
+    @staticmethod
+    def crash_version(i: int) -> str:
+        return f"1.0.{i}-broken"
+
+    @staticmethod
+    def sick_version(i: int) -> str:
+        return f"1.0.{i}-sick"
+
+    # -- the windows ------------------------------------------------------------
+
+    def _window(self, command: Callable[[], Timed] | None, failing: str = "") -> Window:
+        """Run ``command`` under load (or, for None, hold the load for STEADY seconds)."""
+        after = ""
+        timed: Timed | None = None
+        with LoadGenerator(self.app.port, expect=f"{self.app.name} ") as load:
+            # Fixed windows of load, not waits for a condition: sleeping is the point.
+            if command is None:
+                time.sleep(STEADY)
+            else:
+                time.sleep(LEAD)
+                timed = command()
+                after = serving(self.app.port)
+                time.sleep(TAIL)
+        samples = tuple(load.samples)
+        stats = load.stats()
+        if timed is None:
+            return Window(stats, samples)
+        answered = first_answer(samples, after, timed.started) - timed.started
+        stats = replace(
+            stats,
+            failing_version=failing,
+            serving_after=after,
+            command_s=timed.seconds,
+            # A failed deploy deploys nothing: no "answered" there.
+            answered_s=float("nan") if failing else answered,
+        )
+        return Window(stats, samples, timed.started, timed.ended)
+
     def run(self, i: int) -> None:
-        """Run ``i`` (from 1): steady, then up to version ``i``, a broken one, and back."""
-        h, name = self.host, self.app.name
-
-        def upgrade() -> None:
-            h.pyrelctl("install", self.artifact(f"1.0.{i}"))
-
-        def failed_deploy() -> None:
-            broken = h.pyrelctl("install", self.artifact(f"1.0.{i}-broken", "crash"), check=False)
-            if broken.returncode != 3:
-                raise RuntimeError(
-                    f"the failed deploy of {name} exited {broken.returncode}, not 3: "
-                    f"{broken.stderr.strip()}"
-                )
-
-        def rollback() -> None:
-            h.pyrelctl("rollback", name)
-
-        def config_change() -> None:
-            h.pyrelctl("config", "set", name, f"BENCH_RUN={i}")
-
-        actions: dict[str, Callable[[], None] | None] = {
-            "steady": None,
-            "upgrade": upgrade,
-            "failed deploy, auto rollback": failed_deploy,
-            "manual rollback": rollback,
-            "configuration change": config_change,
+        """Run ``i`` (from 1): steady, then each scenario of this app."""
+        self.windows["steady"].append(self._window(None))
+        commands: dict[str, Callable[[int], Timed]] = {
+            UPGRADE: self.upgrade,
+            CRASH: self.crash,
+            SICK: self.sick,
+            ROLLBACK: self.rollback,
+            CONFIG: self.config_change,
         }
-        for window, action in actions.items():
-            self.windows[window].append(_under_load(self.app, action))
+        for scenario in self.scenarios:
+            failing = {CRASH: self.crash_version(i), SICK: self.sick_version(i)}.get(scenario, "")
+            command = functools.partial(commands[scenario], i)
+            self.windows[scenario].append(self._window(command, failing=failing))
+            if scenario in FAILED_DEPLOYS:
+                self.after_failed_deploy()
+
+    # -- figures ----------------------------------------------------------------
 
     def figures(self) -> list[Availability]:
+        steady = tuple(w.stats for w in self.windows["steady"])
         return [
             Availability(
                 scenario,
                 self.app.socket,
-                tuple(self.windows[scenario]),
-                tuple(self.windows["steady"]),
-                ZERO_FAILED if self.app.socket else None,
+                tuple(w.stats for w in self.windows[scenario]),
+                steady,
+                self.app.targets(scenario),
+                strategy=self.app.strategy,
+                release=self.app.release,
             )
-            for scenario in SCENARIOS
+            for scenario in self.scenarios
         ]
 
+    def skipped(self, reason: str) -> list[Availability]:
+        return [
+            Availability(
+                s,
+                self.app.socket,
+                (),
+                (),
+                self.app.targets(s),
+                skipped=reason,
+                strategy=self.app.strategy,
+                release=self.app.release,
+            )
+            for s in self.scenarios
+        ]
 
-def measure(host: Host, runs: int) -> list[Availability]:
-    """Availability figures (see the module's docstring)."""
-    apps = [AppUnderLoad(host, PLAIN), AppUnderLoad(host, SOCKET)]
+    @property
+    def label(self) -> str:
+        return self.skipped("")[0].label
+
+    def plotted(self) -> dict[str, Window]:
+        """The first run's upgrade and failed deploy (exits at start), for the picture."""
+        return {s: self.windows[s][0] for s in (UPGRADE, CRASH) if self.windows.get(s)}
+
+
+@dataclass
+class Measured:
+    """What the availability measurements found."""
+
+    rows: list[Availability] = field(default_factory=list)
+    comparisons: list[Comparison] = field(default_factory=list)
+    #: (release, who deployed how) -> scenario -> window: the picture's panels.
+    plotted: dict[tuple[str, str], dict[str, Window]] = field(default_factory=dict)
+
+
+def run_apps(host: Host, apps: Sequence[AppUnderLoad], runs: int, what: str) -> Measured:
+    """Set up ``apps``, run their windows ``runs`` times, in a rotating order."""
     skipped: dict[str, str] = {}
     for app in apps:
-        log(f"availability: installing {app.app.name}")
+        log(f"{what}: installing {app.app.name}")
         reason = app.setup()
         if reason:
-            log(f"availability: {app.app.name} skipped: {reason}")
+            log(f"{what}: {app.app.name} skipped: {reason}")
             skipped[app.app.name] = reason
     measured = [a for a in apps if a.app.name not in skipped]
     for i in range(1, runs + 1):
-        log(f"availability: run {i}/{runs}")
-        for app in measured[i % len(measured) :] + measured[: i % len(measured)]:
-            app.run(i)
-    figures: list[Availability] = []
+        log(f"{what}: run {i}/{runs}")
+        if measured:
+            shift = i % len(measured)
+            for app in measured[shift:] + measured[:shift]:
+                app.run(i)
+    found = Measured()
     for app in apps:
         if app.app.name in skipped:
-            figures += [
-                Availability(s, app.app.socket, (), (), ZERO_FAILED, skipped=skipped[app.app.name])
-                for s in SCENARIOS
-            ]
+            found.rows += app.skipped(skipped[app.app.name])
         else:
-            figures += app.figures()
-    return figures
+            found.rows += app.figures()
+            found.plotted[(app.app.release, app.label)] = app.plotted()
+    return found
+
+
+def peer_comparisons(apps: Sequence[AppUnderLoad], peer: AppUnderLoad) -> list[Comparison]:
+    """Wall times of each strategy's upgrade and rollback against Capistrano's, from
+    the same windows: to the command's exit (the target), and to the first answer
+    of the version it deployed."""
+    found = []
+    for scenario, verb, peer_verb in (
+        (UPGRADE, "install", "cap deploy"),
+        (ROLLBACK, "rollback", "cap deploy:rollback"),
+    ):
+        theirs = peer.windows[scenario]
+        for app in apps:
+            ours = app.windows[scenario]
+            if not ours or not theirs:
+                continue
+            found += [
+                Comparison(
+                    "peer",
+                    f"{verb} -> exit ({app.label})",
+                    f"{peer_verb} -> exit",
+                    tuple(w.stats.command_s for w in ours),
+                    tuple(w.stats.command_s for w in theirs),
+                    NO_SLOWER,
+                ),
+                Comparison(
+                    "peer",
+                    f"{verb} -> its version answers ({app.label})",
+                    f"{peer_verb} -> its version answers",
+                    tuple(w.stats.answered_s for w in ours),
+                    tuple(w.stats.answered_s for w in theirs),
+                ),
+            ]
+    return found
+
+
+def measure(host: Host, runs: int) -> Measured:
+    """Availability figures of the generic release, Capistrano beside pyrelctl."""
+    from bench.capistrano import CapistranoUnderLoad
+
+    ours = [AppUnderLoad(host, app) for app in (PLAIN, SOCKET, OVERLAP)]
+    peer = CapistranoUnderLoad(host, CAPISTRANO)
+    found = run_apps(host, [*ours, peer], runs, "availability")
+    found.comparisons = peer_comparisons(ours, peer)
+    peer.stop()
+    return found
+
+
+# -- the mix release --------------------------------------------------------------
+
+MIX_PLAIN = App("mxn", 18131, socket=False, strategy="restart", release="mix")
+MIX_SOCKET = App("mxs", 18132, socket=True, strategy="restart", release="mix")
+MIX_OVERLAP = App("mxo", 18133, socket=True, strategy="overlap", release="mix")
+
+
+class MixUnderLoad(AppUnderLoad):
+    """The windows of a mix app (devtools.releases.build_mix_app, built in the run):
+    an upgrade, a release that exits at start, a rollback."""
+
+    scenarios = (UPGRADE, CRASH, ROLLBACK)
+
+    def __init__(self, host: Host, app: App, tarballs: dict[str, Path]) -> None:
+        super().__init__(host, app)
+        self.tarballs = tarballs
+
+    def artifact(self, version: str, behaviour: str = "serve", health_path: str = "") -> str:
+        return str(self.tarballs[version])  # built crashing or not: see mix_versions
+
+    def first_install_args(self) -> list[str]:
+        args = ["--app", self.app.name, "--health-http", self.app.url]
+        if self.app.socket:
+            args += ["--listen", f"127.0.0.1:{self.app.port}", *super().first_install_args()]
+        return args
+
+
+def mix_versions(runs: int) -> tuple[list[str], list[str]]:
+    """Every version a mix app needs for ``runs`` runs, and those that crash."""
+    good = [f"1.0.{i}" for i in range(runs + 1)]
+    broken = [MixUnderLoad.crash_version(i) for i in range(1, runs + 1)]
+    return good + broken, broken
+
+
+def measure_mix(host: Host, runs: int) -> Measured:
+    """Availability figures of a real mix release (see the module's docstring)."""
+    from devtools.releases import build_mix_app
+
+    versions, broken = mix_versions(runs)
+    apps: list[AppUnderLoad] = []
+    for app in (MIX_PLAIN, MIX_SOCKET, MIX_OVERLAP):
+        log(f"mix availability: building {app.name}, {len(versions)} versions, with mix release")
+        tarballs = build_mix_app(
+            host.scratch / "mix-availability" / app.name,
+            versions,
+            name=app.name,
+            failing=broken,
+            http_port=app.port,
+        )
+        apps.append(MixUnderLoad(host, app, tarballs))
+    found = run_apps(host, apps, runs, "mix availability")
+    # Three idle BEAMs would still be running through the measurements after this one.
+    for under_load in apps:
+        host.pyrelctl("uninstall", "--purge", under_load.app.name, check=False)
+    return found

@@ -41,7 +41,8 @@ from bench.probe import Poller
 from bench.report import Comparison, Measure, Target
 
 FLOOR_SCRIPT = Path(__file__).resolve().parent / "floor.sh"
-#: Issue 7: upgrade and rollback within 1.3x of their hand-written floors.
+#: Issue 7: upgrade and rollback within 1.3x of their hand-written floors; since
+#: issue 19 for the mix release only (the generic release's rows are information).
 RATIO_TARGET = Target(Measure.RATIO, 1.3)
 #: What a deploy tool in Python cannot do without, imported and not used:
 #: click (the CLI library this project chose), tarfile and tomllib (to read
@@ -232,7 +233,8 @@ class Deploys:
                     "floor.sh -> answers",
                     tuple(s[(op, "default", "answered")]),
                     floor_answered,
-                    RATIO_TARGET,
+                    # Issue 19 retired issue 7's 1.3x here: the gap is Python's
+                    # imports (the rows below), the floor of any Python front end.
                 ),
                 Comparison(
                     op,

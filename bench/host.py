@@ -15,7 +15,7 @@ import multiprocessing
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from subprocess import CompletedProcess
@@ -82,17 +82,36 @@ class Host:
     def pyrelctl_argv(self, *args: StrPath) -> list[str]:
         return [str(PYRELCTL), *(os.fspath(a) for a in args)]
 
-    def run(self, argv: Sequence[StrPath], *, check: bool = True) -> CompletedProcess[str]:
-        """Run a command (output captured); with ``check``, fail on a non-zero status."""
-        return run(argv, check=check, env=child_env(), timeout=300)
+    def run(
+        self,
+        argv: Sequence[StrPath],
+        *,
+        check: bool = True,
+        env: Mapping[str, str] | None = None,
+        cwd: StrPath | None = None,
+    ) -> CompletedProcess[str]:
+        """Run a command (output captured); with ``check``, fail on a non-zero status.
+        ``env`` is added to :func:`child_env`."""
+        return run(argv, check=check, env={**child_env(), **(env or {})}, cwd=cwd, timeout=300)
 
     def pyrelctl(self, *args: StrPath, check: bool = True) -> CompletedProcess[str]:
         return self.run(self.pyrelctl_argv(*args), check=check)
 
-    def timed(self, argv: Sequence[StrPath], *, check: bool = True) -> Timed:
+    def has_strategy_option(self) -> bool:
+        """Whether this pyrelctl's install takes --strategy (issue 19's overlap)."""
+        return "--strategy" in self.pyrelctl("install", "--help").stdout
+
+    def timed(
+        self,
+        argv: Sequence[StrPath],
+        *,
+        check: bool = True,
+        env: Mapping[str, str] | None = None,
+        cwd: StrPath | None = None,
+    ) -> Timed:
         """Run ``argv`` and note when it started and ended (the process's wall time)."""
         started = time.monotonic()
-        result = self.run(argv, check=check)
+        result = self.run(argv, check=check, env=env, cwd=cwd)
         return Timed(started, time.monotonic(), result)
 
     def release(
