@@ -96,4 +96,4 @@ def _panel(ax: object, window: Window) -> None:
         )
     if not math.isnan(start):
         ax.axvspan(0, window.command_ended - start, color="grey", alpha=0.15, linewidth=0)
-    ax.legend(fontsize=6, loc="upper left", markerscale=2, framealpha=0.6)
+    ax.legend(fontsize=6, loc="center right", markerscale=2, framealpha=0.6)
