@@ -251,8 +251,8 @@ def _notes(args: argparse.Namespace, grace: float) -> list[str]:
             "to 0.5 s after its exit; pyrelctl's defaults (grace included). 'by failing': "
             "requests answered by the release a failed deploy tried to install; 'serving "
             "after': what answered right after the command exited. Capistrano: cap deploy / "
-            "deploy:rollback over SSH (bench/capistrano), on a unit pyrelctl generated; after "
-            "its failed deploy the bench runs cap deploy:rollback outside the window."
+            "deploy:rollback over SSH (bench/capistrano), on a unit pyrelctl generated; it "
+            "leaves a failed deploy in place, so its recovery (deploy:rollback) is a row."
         )
     if "scale" in args.only:
         notes.append(

@@ -21,8 +21,8 @@ the load generator (bench.load) sends requests through these windows:
 * upgrade: an install of the next version;
 * failed deploy, exits at start: an install of a release that exits at
   start, which pyrelctl rolls back by itself (exit 3); Capistrano leaves it
-  in place, and the bench then restores the previous release with
-  ``cap deploy:rollback`` outside any window;
+  in place, so its next window is the operator's recovery,
+  ``cap deploy:rollback`` back to the release before;
 * failed deploy, health check fails (generic, pyrelctl only): a release
   that serves, but whose health check answers 503, refused after ``--timeout
   4``;
@@ -66,6 +66,7 @@ NO_SLOWER = Target(Measure.RATIO, 1.0)
 UPGRADE = "upgrade"
 CRASH = "failed deploy, exits at start"
 SICK = "failed deploy, health check fails"
+RECOVERY = "deploy:rollback after it"  # Capistrano's, after its failed deploy
 ROLLBACK = "manual rollback"
 CONFIG = "configuration change"
 SCENARIOS = (UPGRADE, CRASH, SICK, ROLLBACK, CONFIG)
@@ -264,16 +265,20 @@ class AppUnderLoad:
         )
         return Window(stats, samples, timed.started, timed.ended)
 
-    def run(self, i: int) -> None:
-        """Run ``i`` (from 1): steady, then each scenario of this app."""
-        self.windows["steady"].append(self._window(None))
-        commands: dict[str, Callable[[int], Timed]] = {
+    def commands(self) -> dict[str, Callable[[int], Timed]]:
+        """The command of each scenario, for run ``i``."""
+        return {
             UPGRADE: self.upgrade,
             CRASH: self.crash,
             SICK: self.sick,
             ROLLBACK: self.rollback,
             CONFIG: self.config_change,
         }
+
+    def run(self, i: int) -> None:
+        """Run ``i`` (from 1): steady, then each scenario of this app."""
+        self.windows["steady"].append(self._window(None))
+        commands = self.commands()
         for scenario in self.scenarios:
             failing = {CRASH: self.crash_version(i), SICK: self.sick_version(i)}.get(scenario, "")
             command = functools.partial(commands[scenario], i)

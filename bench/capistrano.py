@@ -35,9 +35,18 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
-from bench.availability import CRASH, ROLLBACK, UPGRADE, App, AppUnderLoad, serving
+from bench.availability import (
+    CRASH,
+    RECOVERY,
+    ROLLBACK,
+    UPGRADE,
+    App,
+    AppUnderLoad,
+    serving,
+)
 from bench.host import REPO, Host, Timed
 from devtools.proc import wait_until
 
@@ -151,10 +160,10 @@ class Sshd:
 
 class CapistranoUnderLoad(AppUnderLoad):
     """The windows of the app Capistrano deploys: upgrade, a release that exits at
-    start (left in place by Capistrano, then undone with deploy:rollback outside
-    the window), and a rollback."""
+    start (left in place by Capistrano), the deploy:rollback that undoes it,
+    and a rollback."""
 
-    scenarios = (UPGRADE, CRASH, ROLLBACK)
+    scenarios = (UPGRADE, CRASH, RECOVERY, ROLLBACK)
 
     def __init__(self, host: Host, app: App) -> None:
         super().__init__(host, app)
@@ -194,15 +203,20 @@ class CapistranoUnderLoad(AppUnderLoad):
         # Capistrano checks nothing after the restart: the deploy succeeds.
         return self.cap("deploy", self.artifact(self.crash_version(i), "crash"))
 
-    def after_failed_deploy(self) -> None:
-        """What an operator does next: deploy:rollback to the release before."""
-        self.cap("deploy:rollback")
+    def recover(self, i: int) -> Timed:
+        """What an operator does after the failed deploy: deploy:rollback to the
+        release before, which must then answer again."""
+        timed = self.cap("deploy:rollback")
         good = self.last_good
 
         def back() -> bool | None:
             return True if serving(self.app.port) == good else None
 
         wait_until(back, timeout=30, what=f"{self.app.name} {good} to answer again")
+        return timed
+
+    def commands(self) -> dict[str, Callable[[int], Timed]]:
+        return {**super().commands(), RECOVERY: self.recover}
 
     def rollback(self, i: int) -> Timed:
         return self.cap("deploy:rollback")
