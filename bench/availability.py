@@ -46,6 +46,7 @@ from pathlib import Path
 
 from bench.host import Host, Timed, log
 from bench.load import LoadGenerator, Sample
+from bench.memory import MemorySampler
 from bench.probe import http_get
 from bench.report import Availability, Comparison, LoadStats, Measure, Target
 
@@ -247,7 +248,8 @@ class AppUnderLoad:
                 time.sleep(STEADY)
             else:
                 time.sleep(LEAD)
-                timed = command()
+                with MemorySampler(self.app.name) as memory:
+                    timed = command()
                 after = serving(self.app.port)
                 time.sleep(TAIL)
         samples = tuple(load.samples)
@@ -260,6 +262,8 @@ class AppUnderLoad:
             failing_version=failing,
             serving_after=after,
             command_s=timed.seconds,
+            memory_before_kib=memory.before_kib,
+            memory_peak_kib=memory.peak_kib,
             # A failed deploy deploys nothing: no "answered" there.
             answered_s=float("nan") if failing else answered,
         )

@@ -173,6 +173,8 @@ class LoadStats:
     serving_after: str = ""  # who answered right after the command exited
     command_s: float = math.nan  # the deploy command's wall time
     answered_s: float = math.nan  # from its start to the first answer of what it deploys
+    memory_before_kib: int = 0  # Pss of the app's units when the command started
+    memory_peak_kib: int = 0  # and the most while it ran (bench.memory)
 
     @property
     def failing_answers(self) -> int:
@@ -189,6 +191,8 @@ class LoadStats:
             "serving_after": self.serving_after or None,
             "command_s": self.command_s,
             "answered_s": self.answered_s,
+            "memory_before_kib": self.memory_before_kib or None,
+            "memory_peak_kib": self.memory_peak_kib or None,
             "p50_s": self.p50,
             "p99_s": self.p99,
             "max_s": self.max,
@@ -253,6 +257,14 @@ class Availability:
     def latency(self, which: str) -> float:
         return median([getattr(r, which) for r in self.runs])
 
+    def memory(self) -> str:
+        """The app's memory when the command started / its peak, medians of the runs."""
+        before = median([r.memory_before_kib for r in self.runs if r.memory_peak_kib])
+        peak = median([r.memory_peak_kib for r in self.runs if r.memory_peak_kib])
+        if math.isnan(peak):
+            return "-"
+        return f"{before / 1024:.0f} / {peak / 1024:.0f} MiB"
+
     def steady_latency(self, which: str) -> float:
         return median([getattr(r, which) for r in self.steady])
 
@@ -285,6 +297,7 @@ class Availability:
             "failed": self.failed,
             "failing_answers": self.failing_answers,
             "serving_after": self.serving_after() or None,
+            "memory_before_peak": self.memory(),
             "errors": errors,
             "median_p50_s": self.latency("p50"),
             "median_p99_s": self.latency("p99"),
@@ -406,6 +419,7 @@ class Report:
                     "max",
                     "steady p50/p99",
                     "p99 ratio",
+                    "memory before / peak",
                     "failed by cause",
                     "target",
                     "met?",
@@ -438,7 +452,7 @@ def _availability_row(a: Availability) -> tuple[str, ...]:
     target = ", ".join(t.describe() for t in a.targets) or "-"
     if a.skipped:
         # The reason goes where the causes of failures would.
-        return (a.scenario, a.release, a.label, *("-",) * 9, a.skipped, target, _met(a.met))
+        return (a.scenario, a.release, a.label, *("-",) * 10, a.skipped, target, _met(a.met))
     causes: dict[str, int] = {}
     for run in a.runs:
         for cause, n in run.errors.items():
@@ -458,6 +472,7 @@ def _availability_row(a: Availability) -> tuple[str, ...]:
         _duration(a.latency("max")),
         f"{_duration(a.steady_latency('p50'))} / {_duration(a.steady_latency('p99'))}",
         f"{a.p99_ratio:.1f}x",
+        a.memory(),
         ", ".join(f"{cause} {n}" for cause, n in sorted(causes.items())) or "-",
         target,
         _met(a.met),
