@@ -118,15 +118,26 @@ class Window:
     command_ended: float = float("nan")
 
 
-def serving(port: int) -> str:
+def serving(port: int, timeout: float = 2.0) -> str:
     """Who answers 127.0.0.1:PORT now: the version, or ``nothing (CAUSE)``."""
     try:
-        body = http_get(port, timeout=2.0)
+        body = http_get(port, timeout=timeout)
     except TimeoutError:
         return "nothing (timeout)"
     except OSError as e:
         return f"nothing ({type(e).__name__})"
     return body.split()[-1]
+
+
+def _which(after: str, before: str, failing: str) -> str:
+    """What served after a command, said against what served before it: "the same",
+    "another" (the new release, or the one rolled back to), "the failing one", or
+    "nothing (CAUSE)"."""
+    if after.startswith("nothing"):
+        return after
+    if failing and after == failing:
+        return "the failing one"
+    return "the same" if after == before else "another"
 
 
 def first_answer(samples: Sequence[Sample], version: str, after: float) -> float:
@@ -250,17 +261,23 @@ class AppUnderLoad:
                 time.sleep(LEAD)
                 with MemorySampler(self.app.name) as memory:
                     timed = command()
-                after = serving(self.app.port)
-                time.sleep(TAIL)
+                # Asked within the tail, so that the window is as long for every app.
+                after = serving(self.app.port, timeout=TAIL)
+                time.sleep(max(0.0, TAIL - (time.monotonic() - timed.ended)))
         samples = tuple(load.samples)
         stats = load.stats()
         if timed is None:
             return Window(stats, samples)
         answered = first_answer(samples, after, timed.started) - timed.started
+        before = [  # answered before the command started
+            x.outcome
+            for x in samples
+            if x.latency is not None and x.due + x.latency < timed.started
+        ]
         stats = replace(
             stats,
             failing_version=failing,
-            serving_after=after,
+            serving_after=_which(after, before[-1] if before else "", failing),
             command_s=timed.seconds,
             memory_before_kib=memory.before_kib,
             memory_peak_kib=memory.peak_kib,
@@ -407,9 +424,11 @@ def measure(host: Host, runs: int) -> Measured:
 
     ours = [AppUnderLoad(host, app) for app in (PLAIN, SOCKET, OVERLAP)]
     peer = CapistranoUnderLoad(host, CAPISTRANO)
-    found = run_apps(host, [*ours, peer], runs, "availability")
+    try:
+        found = run_apps(host, [*ours, peer], runs, "availability")
+    finally:
+        peer.stop()
     found.comparisons = peer_comparisons(ours, peer)
-    peer.stop()
     return found
 
 

@@ -222,4 +222,14 @@ class CapistranoUnderLoad(AppUnderLoad):
         return self.cap("deploy:rollback")
 
     def stop(self) -> None:
+        """Stop sshd, and hand the app back to pyrelctl so that it can uninstall it:
+        Capistrano's ``current`` is an absolute link to ``releases/TIMESTAMP``,
+        which pyrelctl refuses to read (and with it, ``status`` of every app)."""
         self.sshd.stop()
+        app = Path("/opt") / self.app.name
+        if (app / "releases" / "1.0.0").is_dir():  # pyrelctl's first install, kept by cap
+            link = app / "current.bench"
+            link.unlink(missing_ok=True)
+            link.symlink_to("releases/1.0.0")
+            link.replace(app / "current")
+        self.host.pyrelctl("uninstall", "--purge", self.app.name, check=False)

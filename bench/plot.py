@@ -58,7 +58,7 @@ def write(path: Path, panels: Mapping[tuple[str, str], Mapping[str, Window]], ti
             if r == len(rows) - 1:
                 ax.set_xlabel("s from the command's start", fontsize=8)
             if window is None:
-                ax.text(0.5, 0.5, "not measured", ha="center", transform=ax.transAxes)
+                ax.text(0.5, 0.5, f"not run ({release})", ha="center", transform=ax.transAxes)
                 continue
             _panel(ax, window)
     fig.suptitle(title, fontsize=10)
