@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -42,7 +43,7 @@ def journalctl_argv(
     return argv
 
 
-def invocation_lines(invocation_id: str, *, limit: int = 60) -> list[str]:
+def invocation_lines(invocation_id: str, *, limit: int = 60, settle: float = 0.0) -> list[str]:
     """The last ``limit`` journal lines of one invocation of a unit.
 
     Selected by invocation id, never by time: lines of an earlier run of the
@@ -50,19 +51,38 @@ def invocation_lines(invocation_id: str, *, limit: int = 60) -> list[str]:
     service's own output carries ``_SYSTEMD_INVOCATION_ID``; systemd's
     messages about the unit ("Main process exited, ...") carry
     ``INVOCATION_ID`` instead, hence the ``+`` (OR) of both matches.
+
+    A process's last words may not be in the journal yet when systemd has
+    already logged its exit: journald reads a service's stdout stream and
+    PID 1's messages from different sockets, and before systemd 256
+    ``journalctl --sync`` does not wait for streams (systemd issue 32539).
+    With ``settle`` > 0 the service's own lines are waited for up to that
+    many seconds, for a failure report that shows why it failed.
     """
     if not invocation_id:
         return []
+    own = f"_SYSTEMD_INVOCATION_ID={invocation_id}"
+    deadline = time.monotonic() + settle
+    while settle > 0 and not _has_lines(own) and time.monotonic() < deadline:
+        time.sleep(0.05)
     proc = run(
         [
             "journalctl",
             "--no-pager",
             "--output=short-precise",
             f"--lines={limit}",
-            f"_SYSTEMD_INVOCATION_ID={invocation_id}",
+            own,
             "+",
             f"INVOCATION_ID={invocation_id}",
         ],
         check=False,
     )
     return [line for line in proc.stdout.splitlines() if not line.startswith("-- ")]
+
+
+def _has_lines(match: str) -> bool:
+    proc = run(
+        ["journalctl", "--no-pager", "--quiet", "--output=cat", "--lines=1", match],
+        check=False,
+    )
+    return bool(proc.stdout.strip())

@@ -68,10 +68,15 @@ class Failure:
         return dataclasses.asdict(self)
 
 
+#: How long a failure report waits for the failed process's own journal lines
+#: (journal.invocation_lines): a release that printed nothing costs this once.
+JOURNAL_SETTLE = 1.0
+
+
 def _journal_lines(invocation: str) -> list[str]:
     from pyrelctl import journal
 
-    return journal.invocation_lines(invocation)
+    return journal.invocation_lines(invocation, settle=JOURNAL_SETTLE)
 
 
 class Watcher:
