@@ -333,7 +333,9 @@ def service_unit(spec: ServiceSpec) -> UnitText:
     )
 
 
-def overlap_unit(spec: ServiceSpec, release_dir: Path, *, runtime_directory: str) -> UnitText:
+def overlap_unit(
+    spec: ServiceSpec, release_dir: Path, *, runtime_directory: str, starting_nice: int
+) -> UnitText:
     """``<app>@overlap.service``: ``spec``'s release started from ``release_dir``
     beside the running ``<app>.service``, on the same sockets (deploy/overlap.py).
 
@@ -342,7 +344,7 @@ def overlap_unit(spec: ServiceSpec, release_dir: Path, *, runtime_directory: str
     runtime directory of its own (``/run/APP`` belongs to the service, and
     systemd removes it when that stops), ``Sockets=`` naming the app's socket
     unit, no automatic restart and no ``[Install]``: pyrelctl starts and stops
-    it, nothing else.
+    it, nothing else; and ``Nice=starting_nice``.
     """
     unit = service_unit(spec)
     start = spec.release.command("start")
@@ -353,6 +355,7 @@ def overlap_unit(spec: ServiceSpec, release_dir: Path, *, runtime_directory: str
             **unit.context,
             "overlap": True,
             "version": spec.release.version,
+            "starting_nice": starting_nice,
             "exec_start": spec.absolute_argv(start, root=release_dir),
             "exec_settings": exec_settings(
                 spec, root=release_dir, runtime_directory=runtime_directory

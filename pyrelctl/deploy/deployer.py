@@ -446,6 +446,7 @@ class Deployer:
             # service (the old one stops while the overlap unit serves), and
             # is verified again, without a second grace period.
             try:
+                overlap.serve_alone()
                 result = self.verify(
                     app, release, dataclasses.replace(readiness, grace=0), alone=True
                 )

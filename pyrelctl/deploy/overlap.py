@@ -29,7 +29,8 @@ read after the operator's.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +50,15 @@ if TYPE_CHECKING:
 
 INSTANCE = "overlap"
 
+#: The niceness the next release boots with beside the running one (Nice= of
+#: the overlap unit): a BEAM's boot keeps every core busy for seconds, and on
+#: a small host the clients of the release that serves would wait for it.
+STARTING_NICE = 10
+#: The niceness of the overlap unit's threads once it serves alone, while
+#: APP.service boots the same release to take over (it is stopped right after,
+#: so nothing has to be put back).
+SERVING_NICE = -5
+
 #: Signs in a failed overlap start's journal that the release cannot run
 #: twice at once, whatever its version: then the deploy restarts instead.
 CANNOT_RUN_TWICE = (
@@ -64,6 +74,26 @@ def node_name(node: str) -> str:
     """The overlap unit's BEAM node for the service's ``node`` (``NAME@HOST``)."""
     name, at, host = node.partition("@")
     return f"{name}_{INSTANCE}{at}{host}"
+
+
+def renice(pids: Iterable[int], nice: int) -> int:
+    """Set every thread of ``pids`` to ``nice`` (on Linux a niceness belongs
+    to a thread, and threads made later inherit their maker's); how many were
+    set. Best effort: a thread may be gone, and without CAP_SYS_NICE a lower
+    niceness is refused (setpriority(2)): clients would only wait longer."""
+    done = 0
+    for pid in pids:
+        try:
+            tids = [int(tid) for tid in os.listdir(f"/proc/{pid}/task")]
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                os.setpriority(os.PRIO_PROCESS, tid, nice)
+            except OSError:
+                continue
+            done += 1
+    return done
 
 
 class Overlap:
@@ -129,6 +159,7 @@ class Overlap:
             spec,
             spec.app_dir / "releases" / release.version,
             runtime_directory=self.runtime_directory,
+            starting_nice=STARTING_NICE,
         )
         changed = write_unit(app, self.path, unit)
         changed |= self._link_dropins()
@@ -209,6 +240,11 @@ class Overlap:
         return None
 
     # -- the end -------------------------------------------------------------
+
+    def serve_alone(self) -> None:
+        """Before APP.service stops to take over: the overlap unit, about to
+        serve alone, gets the CPU before the release booting in APP.service."""
+        renice(self.systemd.unit_pids(self.unit), SERVING_NICE)
 
     def stop(self, *, timeout: float) -> None:
         """Stop the overlap unit gracefully (its requests in flight finish) and

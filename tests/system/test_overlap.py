@@ -179,6 +179,9 @@ def test_what_keeps_working_under_the_overlap_strategy(
     assert other.returncode == 5, other.stdout + other.stderr
     during = json.loads(pyrelctl("--json", "status", app).stdout)
     assert during["current"] == "1.0.0" and during["overlap"]["active_state"] == "active", during
+    # It boots yielding the CPU to the release that serves (Nice= of the overlap unit).
+    stat = machine.run(["cat", f"/proc/{during['overlap']['main_pid']}/stat"]).stdout
+    assert int(stat.rsplit(")", 1)[1].split()[16]) == 10, stat
     assert deploy.result(timeout=60).strip().endswith("rc=0")
     assert "FROM_DROPIN=yes" in seen["Environment"], seen
     assert seen["DropInPaths"].endswith(f"{OVERLAP_UNIT}.d/override.conf"), seen
