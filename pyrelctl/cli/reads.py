@@ -13,7 +13,7 @@ from pyrelctl.appconfig.generations import running_generation
 from pyrelctl.cli.common import Ctx, pass_ctx, size, state_json, table, when
 from pyrelctl.completion import complete_app
 from pyrelctl.deploy.watch import recorded as recorded_watch
-from pyrelctl.errors import BadInput, ExitCode, PyrelctlError
+from pyrelctl.errors import BadInput, ExitCode, HostError, PyrelctlError
 from pyrelctl.layout import Mark
 from pyrelctl.systemd import UnitState
 
@@ -31,9 +31,12 @@ def status(obj: Ctx, app: str | None) -> None:
     MEM is the service's memory (its cgroup's, all processes); RESTARTS counts
     the restarts systemd made by itself (Restart=on-failure) since the last
     start by hand or by a deploy: a release that keeps crashing shows here.
+    An app pyrelctl cannot read (its `current` moved by another tool) is
+    listed with its problem, the others as usual, and the exit status is 1.
     """
     names = [obj.layout.app(app).require().name] if app else obj.layout.apps()
     docs: list[dict[str, Any]] = []
+    problems: list[PyrelctlError] = []
     for name in names:
         paths = obj.layout.app(name)
         state = None if obj.layout.offline else obj.systemd.state(paths.service_name)
@@ -43,7 +46,15 @@ def status(obj: Ctx, app: str | None) -> None:
         overlap = None  # a deploy is starting the next release beside this one
         if paths.overlap_file.exists() and not obj.layout.offline:
             overlap = obj.systemd.state(paths.overlap_name)
-        current = paths.current_version()
+        try:
+            current = paths.current_version()
+        except PyrelctlError as e:
+            if app:
+                raise
+            problems.append(e)
+            docs.append({"app": name, "current": None, "unit": paths.service_name,
+                         "state": state_json(state), "problem": e.message})  # fmt: skip
+            continue
         index = paths.read_index()  # once: mark, widenings and the watch are all in it
         entry = index.get(current, {}) if current else {}
         watching = recorded_watch(paths, index)
@@ -70,6 +81,9 @@ def status(obj: Ctx, app: str | None) -> None:
         rows = []
         for d in docs:
             s = d["state"]
+            if "problem" in d:
+                rows.append((d["app"], "?", *["-"] * (len(STATUS_COLUMNS) - 2)))
+                continue
             rows.append(
                 (
                     d["app"],
@@ -86,6 +100,9 @@ def status(obj: Ctx, app: str | None) -> None:
             )
         table(rows, STATUS_COLUMNS)
         for d in docs:
+            if "problem" in d:
+                click.echo(f"{d['app']}: {d['problem']}")
+                continue
             if d["widened"]:
                 click.echo(f"{d['app']}: sandbox widened ({', '.join(d['widened'])})")
             if d["overlap"]:
@@ -102,6 +119,12 @@ def status(obj: Ctx, app: str | None) -> None:
                 )
 
     obj.emit(docs[0] if app else {"apps": docs}, human)
+    if problems:
+        first = problems[0]
+        raise HostError(
+            f"{len(problems)} of {len(docs)} apps could not be read: {first.message}",
+            hint=first.hint or "see: pyrelctl doctor",
+        )
 
 
 def _socket_json(state: UnitState | None) -> dict[str, Any] | None:

@@ -55,6 +55,27 @@ def test_human_tables(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "hello" in status and "offline" in status
 
 
+def test_status_of_every_app_lists_one_it_cannot_read_with_its_problem(
+    root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    artifact = make_generic_release(tmp_path / "a", name="other", version="1.0")
+    assert run(capsys, "--root", root, "install", artifact).code == 0
+    # Another tool (Capistrano's ln -s) made `current` an absolute link.
+    current = root / "opt/other/current"
+    current.unlink()
+    current.symlink_to(root / "opt/other/releases/1.0")
+    result = run(capsys, "--root", root, "--json", "status")
+    assert result.code == 1, result
+    apps = {a["app"]: a for a in json.loads(result.out)["apps"]}
+    assert apps["hello"]["current"] == "2.0"
+    assert apps["other"]["current"] is None and "not releases/<version>" in apps["other"]["problem"]
+    assert "1 of 2 apps could not be read" in result.err
+    human = run(capsys, "--root", root, "status")
+    assert human.code == 1 and "hello" in human.out and "other: " in human.out
+    single = run(capsys, "--root", root, "status", "other")  # asked for by name: its error
+    assert single.code == 1 and "not releases/<version>" in single.err
+
+
 def test_quiet_and_json_keep_progress_off_stdout(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
