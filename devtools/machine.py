@@ -697,6 +697,18 @@ class Machine:
         """`systemctl ARGS` inside the container."""
         return self.run(["systemctl", *args], check=check, timeout=timeout)
 
+    def unit_property(self, unit: str, prop: str) -> str:
+        """One property of ``unit`` as `systemctl show -p PROP --value` prints it."""
+        return self.systemctl("show", "-p", prop, "--value", unit).stdout.strip()
+
+    def http_get(self, url: str, timeout: float = 10) -> str:
+        """The body of GET ``url``, sent from inside the container, stripped."""
+        code = (
+            "import sys, urllib.request as u; "
+            "print(u.urlopen(sys.argv[1], timeout=float(sys.argv[2])).read().decode().strip())"
+        )
+        return self.run(["python3", "-c", code, url, str(timeout)]).stdout.strip()
+
     def journalctl(
         self, *args: str, check: bool = True, timeout: float | None = 60.0
     ) -> subprocess.CompletedProcess[str]:

@@ -25,25 +25,13 @@ APP = "ovl"
 OVERLAP_UNIT = f"{APP}@overlap.service"
 
 
-def get(machine: Machine, url: str = URL, timeout: float = 10) -> str:
-    code = (
-        "import sys, urllib.request as u; "
-        "print(u.urlopen(sys.argv[1], timeout=float(sys.argv[2])).read().decode().strip())"
-    )
-    return machine.run(["python3", "-c", code, url, str(timeout)]).stdout.strip()
-
-
-def show(machine: Machine, unit: str, prop: str) -> str:
-    return machine.systemctl("show", "-p", prop, "--value", unit).stdout.strip()
-
-
 def assert_one_release_serves(machine: Machine, version: str) -> None:
     """APP.service serves ``version``; the overlap unit is gone, file and all."""
-    assert show(machine, f"{APP}.service", "ActiveState") == "active"
-    assert show(machine, OVERLAP_UNIT, "LoadState") == "not-found"
+    assert machine.unit_property(f"{APP}.service", "ActiveState") == "active"
+    assert machine.unit_property(OVERLAP_UNIT, "LoadState") == "not-found"
     gone = machine.run(["test", "-e", f"/etc/systemd/system/{OVERLAP_UNIT}"], check=False)
     assert gone.returncode != 0
-    assert get(machine) == f"{APP} {version}"
+    assert machine.http_get(URL) == f"{APP} {version}"
 
 
 @pytest.fixture
@@ -84,11 +72,11 @@ def test_no_request_waits_or_reaches_a_failing_release(
         out = install("2.0.0")
         assert f"starting beside the running release: {OVERLAP_UNIT}" in out, out
         assert_one_release_serves(machine, "2.0.0")
-        pid = show(machine, f"{app}.service", "MainPID")
+        pid = machine.unit_property(f"{app}.service", "MainPID")
         out = install("3.0.0", code=3)  # exits at start, beside 2.0.0
         assert "nothing was switched: 2.0.0 kept running" in out, out
         # The old release never stopped: the same process serves.
-        assert show(machine, f"{app}.service", "MainPID") == pid
+        assert machine.unit_property(f"{app}.service", "MainPID") == pid
         assert_one_release_serves(machine, "2.0.0")
         rollback = pyrelctl("rollback", app, "--grace", "0.5")
         assert rollback.returncode == 0, rollback.stderr
@@ -121,7 +109,7 @@ def test_the_health_check_asks_the_new_release_itself(
     proc = pyrelctl("install", sick, "--grace", "0", "--timeout", "4")
     assert proc.returncode == 3, proc.stdout + proc.stderr
     assert f"HTTP 503 from {URL}unhealthy/2.0.0" in proc.stderr, proc.stderr
-    assert get(machine, f"{URL}unhealthy/2.0.0") == f"{app} 1.0.0"
+    assert machine.http_get(f"{URL}unhealthy/2.0.0") == f"{app} 1.0.0"
     assert_one_release_serves(machine, "1.0.0")
 
 
@@ -149,7 +137,7 @@ def test_restart_strategy_and_releases_that_cannot_run_twice(
     proc = pyrelctl("install", serving("6.0.0", HEALTH), "--grace", "0")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "6.0.0 cannot overlap: it binds its port itself" in proc.stderr, proc.stderr
-    assert get(machine) == f"{app} 6.0.0"
+    assert machine.http_get(URL) == f"{app} 6.0.0"
 
 
 def test_what_keeps_working_under_the_overlap_strategy(
@@ -191,18 +179,18 @@ def test_what_keeps_working_under_the_overlap_strategy(
     assert "started" in machine.run(["journalctl", "-u", app, "-o", "cat", "--no-pager"]).stdout
     # The release that serves is the one pyrelctl and systemctl see.
     assert pyrelctl("version", app).stdout.strip() == "2.0.0"
-    pid = show(machine, f"{app}.service", "MainPID")
+    pid = machine.unit_property(f"{app}.service", "MainPID")
     assert pyrelctl("pid", app).stdout.strip() == pid
     assert pyrelctl("eval", app, "hello").stdout.strip() == "hello"
     status = json.loads(pyrelctl("--json", "status", app).stdout)
     assert status["current"] == "2.0.0" and status["state"]["active_state"] == "active", status
     for verb in ("restart", "stop", "start"):
         assert machine.systemctl(verb, app, check=False).returncode == 0
-    assert get(machine) == f"{app} 2.0.0"
-    assert show(machine, f"{app}.service", "UnitFileState") == "enabled"  # boot-time start
+    assert machine.http_get(URL) == f"{app} 2.0.0"
+    assert machine.unit_property(f"{app}.service", "UnitFileState") == "enabled"  # boot-time start
     assert pyrelctl("uninstall", app).returncode == 0
     for unit in (f"{app}.service", f"{app}.socket", OVERLAP_UNIT):
-        assert show(machine, unit, "LoadState") == "not-found", unit
+        assert machine.unit_property(unit, "LoadState") == "not-found", unit
 
 
 # Polls systemd until the overlap unit runs, then prints what it sees of it.
@@ -254,7 +242,7 @@ def test_a_mix_release_overlaps_under_its_own_node_name(
 
     try:
         install("1.0.0", "--listen", f"127.0.0.1:{MIX_PORT}", "--health-http", url)
-        assert get(machine, url) == "shop 1.0.0"
+        assert machine.http_get(url) == "shop 1.0.0"
         load = Load(machine, url, scratch / "stop-mix-overlap-load")
         try:
             watcher = Background(machine, ["python3", "-c", NODE_OF_OVERLAP_UNIT, unit], timeout=90)
@@ -262,10 +250,10 @@ def test_a_mix_release_overlaps_under_its_own_node_name(
             assert f"starting beside the running release: {unit}" in out, out
             # Beside the running node, under a name of its own in the same EPMD.
             assert f"-name {MIX_APP}_overlap@127.0.0.1" in watcher.result(timeout=90)
-            pid = show(machine, f"{MIX_APP}.service", "MainPID")
+            pid = machine.unit_property(f"{MIX_APP}.service", "MainPID")
             out = install("2.0.0", code=3)
             assert "crashing on purpose" in out, out
-            assert show(machine, f"{MIX_APP}.service", "MainPID") == pid  # never stopped
+            assert machine.unit_property(f"{MIX_APP}.service", "MainPID") == pid  # never stopped
             rollback = pyrelctl("rollback", MIX_APP, "--grace", "1")
             assert rollback.returncode == 0, rollback.stderr
             assert f"starting beside the running release: {unit}" in rollback.stderr
@@ -279,7 +267,7 @@ def test_a_mix_release_overlaps_under_its_own_node_name(
         node = pyrelctl("rpc", MIX_APP, "IO.puts(node())")
         assert node.stdout.strip() == f"{MIX_APP}@127.0.0.1", node.stdout + node.stderr
         assert pyrelctl("version", MIX_APP).stdout.strip() == "1.0.0"
-        assert show(machine, unit, "LoadState") == "not-found"
+        assert machine.unit_property(unit, "LoadState") == "not-found"
     finally:
         pyrelctl("uninstall", "--purge", MIX_APP)
 

@@ -21,18 +21,6 @@ SOCKET = f'[socket]\nlisten = ["127.0.0.1:{PORT}"]\n'
 HEALTH = f'[health]\nhttp = "{URL}"\n'
 
 
-def get(machine: Machine, url: str, timeout: float = 10) -> str:
-    code = (
-        "import sys, urllib.request as u; "
-        "print(u.urlopen(sys.argv[1], timeout=float(sys.argv[2])).read().decode().strip())"
-    )
-    return machine.run(["python3", "-c", code, url, str(timeout)]).stdout.strip()
-
-
-def unit_property(machine: Machine, unit: str, prop: str) -> str:
-    return machine.systemctl("show", "-p", prop, "--value", unit).stdout.strip()
-
-
 @pytest.fixture
 def releases(make_release: Callable[..., Path]) -> dict[str, Path]:
     def serving(version: str, extra: str = SOCKET) -> Path:
@@ -70,9 +58,9 @@ def test_no_request_fails_through_upgrade_failed_deploy_and_rollback(
     install("1.0.0")
     assert machine.systemctl("is-active", f"{app}.socket").stdout.strip() == "active"
     # The listener belongs to PID 1, the app only got a copy of it.
-    assert unit_property(machine, f"{app}.socket", "Listen") == f"127.0.0.1:{PORT} (Stream)"
-    assert get(machine, URL) == "sock 1.0.0"
-    listening_since = unit_property(machine, f"{app}.socket", "ActiveEnterTimestampMonotonic")
+    assert machine.unit_property(f"{app}.socket", "Listen") == f"127.0.0.1:{PORT} (Stream)"
+    assert machine.http_get(URL) == "sock 1.0.0"
+    listening_since = machine.unit_property(f"{app}.socket", "ActiveEnterTimestampMonotonic")
 
     load = Load(machine, URL, scratch / "stop-load")
     try:
@@ -91,9 +79,9 @@ def test_no_request_fails_through_upgrade_failed_deploy_and_rollback(
     served = summary["bodies"]
     assert served.get("sock 1.0.0", 0) > 10 and served.get("sock 2.0.0", 0) > 10, served
     assert "sock 3.0.0" not in served
-    assert get(machine, URL) == "sock 1.0.0"
+    assert machine.http_get(URL) == "sock 1.0.0"
     # The same socket unit listened throughout: never restarted by a deploy.
-    after = unit_property(machine, f"{app}.socket", "ActiveEnterTimestampMonotonic")
+    after = machine.unit_property(f"{app}.socket", "ActiveEnterTimestampMonotonic")
     assert after == listening_since
 
 
@@ -112,11 +100,11 @@ def test_socket_comes_and_goes_with_the_release_and_the_app(
 
     # No socket activation yet: the release binds the port itself.
     install("4.0.0")
-    assert get(machine, URL) == "sock 4.0.0"
+    assert machine.http_get(URL) == "sock 4.0.0"
     assert machine.systemctl("cat", f"{app}.socket", check=False).returncode != 0
     # Switching to socket activation: the old process lets go of the port first.
     install("1.0.0")
-    assert get(machine, URL) == "sock 1.0.0"
+    assert machine.http_get(URL) == "sock 1.0.0"
     # Enabled with the service, which the first good install enabled.
     assert machine.systemctl("is-enabled", f"{app}.socket", check=False).stdout.strip() == (
         "enabled"
@@ -126,8 +114,8 @@ def test_socket_comes_and_goes_with_the_release_and_the_app(
     install(
         "2.0.0", "--listen", f"127.0.0.1:{other}", "--health-http", f"http://127.0.0.1:{other}/"
     )
-    assert get(machine, f"http://127.0.0.1:{other}/") == "sock 2.0.0"
-    listen = unit_property(machine, f"{app}.socket", "Listen")
+    assert machine.http_get(f"http://127.0.0.1:{other}/") == "sock 2.0.0"
+    listen = machine.unit_property(f"{app}.socket", "Listen")
     assert listen == f"127.0.0.1:{other} (Stream)"
     # And back to a release without socket activation.
     install("4.0.0", "--listen-reset", "--health-reset")
@@ -135,7 +123,7 @@ def test_socket_comes_and_goes_with_the_release_and_the_app(
         "inactive",
         "",
     )
-    assert get(machine, URL) == "sock 4.0.0"
+    assert machine.http_get(URL) == "sock 4.0.0"
     install("1.0.0")
 
     # stop stops the socket too (a connection would start the service again).
@@ -149,7 +137,7 @@ def test_socket_comes_and_goes_with_the_release_and_the_app(
     assert refused.returncode != 0 and "Connection refused" in refused.stderr
     assert pyrelctl("start", app).returncode == 0
     assert machine.systemctl("is-active", f"{app}.socket").stdout.strip() == "active"
-    assert get(machine, URL) == "sock 1.0.0"
+    assert machine.http_get(URL) == "sock 1.0.0"
     status = json.loads(pyrelctl("--json", "status", app).stdout)["socket"]
     assert status == {
         "unit": f"{app}.socket",
@@ -166,7 +154,7 @@ def test_socket_comes_and_goes_with_the_release_and_the_app(
 
     assert pyrelctl("uninstall", app).returncode == 0
     assert machine.run(["test", "-e", f"/etc/systemd/system/{app}.socket"], check=False).returncode
-    load = unit_property(machine, f"{app}.socket", "LoadState")
+    load = machine.unit_property(f"{app}.socket", "LoadState")
     assert load == "not-found"
 
 
@@ -200,11 +188,11 @@ def test_a_mix_release_gets_the_socket(
         assert names.stdout.strip() == "listen", names.stdout + names.stderr
         served = pyrelctl("rpc", app, SERVE_ON_FD_3)
         assert served.returncode == 0, served.stdout + served.stderr
-        assert get(machine, f"http://127.0.0.1:{port}/") == "elixir on the systemd socket"
+        assert machine.http_get(f"http://127.0.0.1:{port}/") == "elixir on the systemd socket"
         # An upgrade keeps the listener: the new node gets the same socket.
         proc = pyrelctl("install", mix_artifacts["1.1.0"], "--app", app)
         assert proc.returncode == 0, proc.stderr
         assert pyrelctl("rpc", app, SERVE_ON_FD_3).returncode == 0
-        assert get(machine, f"http://127.0.0.1:{port}/") == "elixir on the systemd socket"
+        assert machine.http_get(f"http://127.0.0.1:{port}/") == "elixir on the systemd socket"
     finally:
         pyrelctl("uninstall", "--purge", app)
