@@ -43,7 +43,13 @@ def journalctl_argv(
     return argv
 
 
-def invocation_lines(invocation_id: str, *, limit: int = 60, settle: float = 0.0) -> list[str]:
+def invocation_lines(
+    invocation_id: str,
+    *,
+    limit: int = 60,
+    settle: float = 0.0,
+    process: tuple[str, int] | None = None,
+) -> list[str]:
     """The last ``limit`` journal lines of one invocation of a unit.
 
     Selected by invocation id, never by time: lines of an earlier run of the
@@ -52,18 +58,23 @@ def invocation_lines(invocation_id: str, *, limit: int = 60, settle: float = 0.0
     messages about the unit ("Main process exited, ...") carry
     ``INVOCATION_ID`` instead, hence the ``+`` (OR) of both matches.
 
-    A process's last words may not be in the journal yet when systemd has
-    already logged its exit: journald reads a service's stdout stream and
-    PID 1's messages from different sockets, and before systemd 256
-    ``journalctl --sync`` does not wait for streams (systemd issue 32539).
-    With ``settle`` > 0 the service's own lines are waited for up to that
-    many seconds, for a failure report that shows why it failed.
+    A process's last words may reach the journal late: journald reads a
+    service's stdout stream apart from PID 1's messages, and before systemd
+    256 ``journalctl --sync`` does not wait for streams (systemd issue 32539).
+    When journald gets to a line after its process exited, it takes the
+    invocation id from the unit (systemd 252 reads
+    /run/systemd/units/invocation:UNIT), which by then may be the next start's.
+    So ``process`` (unit, main pid) adds that process's lines whatever
+    invocation they were filed under, and with ``settle`` > 0 the service's
+    own lines are waited for up to that many seconds.
     """
     if not invocation_id:
         return []
-    own = f"_SYSTEMD_INVOCATION_ID={invocation_id}"
+    matches = [f"_SYSTEMD_INVOCATION_ID={invocation_id}"]
+    if process is not None and process[1] > 0:
+        matches += ["+", f"_SYSTEMD_UNIT={process[0]}", f"_PID={process[1]}"]
     deadline = time.monotonic() + settle
-    while settle > 0 and not _has_lines(own) and time.monotonic() < deadline:
+    while settle > 0 and not _has_lines(matches) and time.monotonic() < deadline:
         time.sleep(0.05)
     proc = run(
         [
@@ -71,7 +82,7 @@ def invocation_lines(invocation_id: str, *, limit: int = 60, settle: float = 0.0
             "--no-pager",
             "--output=short-precise",
             f"--lines={limit}",
-            own,
+            *matches,
             "+",
             f"INVOCATION_ID={invocation_id}",
         ],
@@ -80,9 +91,9 @@ def invocation_lines(invocation_id: str, *, limit: int = 60, settle: float = 0.0
     return [line for line in proc.stdout.splitlines() if not line.startswith("-- ")]
 
 
-def _has_lines(match: str) -> bool:
+def _has_lines(matches: Sequence[str]) -> bool:
     proc = run(
-        ["journalctl", "--no-pager", "--quiet", "--output=cat", "--lines=1", match],
+        ["journalctl", "--no-pager", "--quiet", "--output=cat", "--lines=1", *matches],
         check=False,
     )
     return bool(proc.stdout.strip())

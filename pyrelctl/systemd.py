@@ -38,6 +38,7 @@ class UnitState:
     sub_state: str = "dead"
     unit_file_state: str = ""
     main_pid: int = 0
+    exec_main_pid: int = 0  # the last main process's, also once it exited
     invocation_id: str = ""
     result: str = ""
     exec_main_code: int = 0  # CLD_EXITED (1), CLD_KILLED (2), CLD_DUMPED (3)
@@ -178,6 +179,7 @@ class Systemd:
             sub_state=_text(u.get(b"SubState")),
             unit_file_state=_text(u.get(b"UnitFileState")),
             main_pid=int(s.get(b"MainPID", 0)),
+            exec_main_pid=int(s.get(b"ExecMainPID", 0)),
             invocation_id=bytes(invocation).hex() if invocation else "",
             result=_text(s.get(b"Result")),
             exec_main_code=int(s.get(b"ExecMainCode", 0)),

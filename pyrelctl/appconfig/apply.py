@@ -233,31 +233,39 @@ class Configurator:
             f"{app.name} failed to come up with configuration generation {number}: "
             + failure.summary()
         )
-        self.deployer.say(f"generation {number} failed; restoring generation {previous}")
-        gens.switch(previous)
         try:
-            restored = self.deployer.verify(app, release, readiness.restoring(readiness.health))
-        except HostError as e:
-            restored = Failure(version=release.version, reason=e.message)
-        if isinstance(restored, Failure):
-            app.record("config", label(previous), label(number), "failed; restoring failed too")
-            report["restored"] = None
-            raise DeployFailed(
-                message + f"; restoring generation {previous} FAILED too: {restored.reason}",
-                exit_code=ExitCode.ROLLBACK_FAILED,
-                report=report,
-                hint=f"THE APP IS DOWN; see: journalctl -u {app.name}",
+            self.deployer.say(f"generation {number} failed; restoring generation {previous}")
+            gens.switch(previous)
+            try:
+                restored = self.deployer.verify(app, release, readiness.restoring(readiness.health))
+            except HostError as e:
+                restored = Failure(version=release.version, reason=e.message)
+            if isinstance(restored, Failure):
+                app.record("config", label(previous), label(number), "failed; restoring failed too")
+                report["restored"] = None
+                raise DeployFailed(
+                    message + f"; restoring generation {previous} FAILED too: {restored.reason}",
+                    exit_code=ExitCode.ROLLBACK_FAILED,
+                    report=report,
+                    hint=f"THE APP IS DOWN; see: journalctl -u {app.name}",
+                )
+            app.record(
+                "config", label(previous), label(number), f"failed: {summary}: {failure.reason}"
             )
-        app.record("config", label(previous), label(number), f"failed: {summary}: {failure.reason}")
-        app.record("config-rollback", label(number), label(previous), "ok")
-        report["restored"] = {"generation": previous, "main_pid": restored.main_pid}
-        raise DeployFailed(
-            message,
-            exit_code=ExitCode.ROLLED_BACK,
-            report=report,
-            hint=f"generation {previous} was restored and runs (pid {restored.main_pid}); "
-            f"fix the value and set it again: pyrelctl config set {app.name} ...",
-        )
+            app.record("config-rollback", label(number), label(previous), "ok")
+            report["restored"] = {"generation": previous, "main_pid": restored.main_pid}
+            raise DeployFailed(
+                message,
+                exit_code=ExitCode.ROLLED_BACK,
+                report=report,
+                hint=f"generation {previous} was restored and runs (pid {restored.main_pid}); "
+                f"fix the value and set it again: pyrelctl config set {app.name} ...",
+            )
+        finally:
+            # The failed start's last words, read again after the restore:
+            # journald may have filed them late (journal.invocation_lines).
+            failure.reread_journal()
+            report["failed"] = failure.to_json()
 
 
 def set_values(updates: Mapping[str, str]) -> Edit:

@@ -648,61 +648,68 @@ class Deployer:
             "previous": previous,
         }
         message = f"{app.name} {release.version} failed to come up: {failure.summary()}"
-        if previous is None or previous == release.version:
-            # Nothing to go back to: leave it stopped rather than crash-looping.
-            if switched:
-                self.systemd.stop(app.service_name, timeout=readiness.timeout)
+        try:
+            if previous is None or previous == release.version:
+                # Nothing to go back to: leave it stopped rather than crash-looping.
+                if switched:
+                    self.systemd.stop(app.service_name, timeout=readiness.timeout)
+                app.record(action, previous, release.version, f"failed: {failure.reason}")
+                report["restored"] = None
+                raise DeployFailed(
+                    message,
+                    exit_code=ExitCode.FAILED,
+                    report=report,
+                    hint="nothing to roll back to; the service is stopped "
+                    f"(journalctl -u {app.name})",
+                )
+            if not switched:
+                state = self.systemd.state(app.service_name)
+                app.record(action, previous, release.version, f"failed: {failure.reason}")
+                report["restored"] = {"version": previous, "main_pid": state.main_pid}
+                raise DeployFailed(
+                    message,
+                    exit_code=ExitCode.ROLLED_BACK,
+                    report=report,
+                    hint=f"nothing was switched: {previous} kept running",
+                )
+            self.say(f"{release.version} failed; restoring {previous}")
+            try:
+                old = self.release_of(app, previous)
+                self.setup.write_units(app, old)
+                app.switch(previous)
+                # The previous release is verified as it ran before this command:
+                # its own health check, or the app's settings as they were.
+                restored = self.verify(
+                    app, old, readiness.restoring(self.health_for(app.read_settings(), old))
+                )
+            except HostError as e:
+                restored = Failure(version=previous, reason=e.message)
+            if isinstance(restored, Failure):
+                app.record(
+                    action, previous, release.version, f"failed; restoring {previous} failed too"
+                )
+                report["restored"] = None
+                report["restore_failure"] = restored.to_json()
+                raise DeployFailed(
+                    message + f"; restoring {previous} FAILED too: {restored.reason}",
+                    exit_code=ExitCode.ROLLBACK_FAILED,
+                    report=report,
+                    hint=f"THE APP IS DOWN; see: journalctl -u {app.name}",
+                )
             app.record(action, previous, release.version, f"failed: {failure.reason}")
-            report["restored"] = None
-            raise DeployFailed(
-                message,
-                exit_code=ExitCode.FAILED,
-                report=report,
-                hint=f"nothing to roll back to; the service is stopped (journalctl -u {app.name})",
-            )
-        if not switched:
-            state = self.systemd.state(app.service_name)
-            app.record(action, previous, release.version, f"failed: {failure.reason}")
-            report["restored"] = {"version": previous, "main_pid": state.main_pid}
+            app.record("auto-rollback", release.version, previous, "ok")
+            report["restored"] = {"version": previous, "main_pid": restored.main_pid}
             raise DeployFailed(
                 message,
                 exit_code=ExitCode.ROLLED_BACK,
                 report=report,
-                hint=f"nothing was switched: {previous} kept running",
+                hint=f"{previous} was restored and runs (pid {restored.main_pid})",
             )
-        self.say(f"{release.version} failed; restoring {previous}")
-        try:
-            old = self.release_of(app, previous)
-            self.setup.write_units(app, old)
-            app.switch(previous)
-            # The previous release is verified as it ran before this command:
-            # its own health check, or the app's settings as they were.
-            restored = self.verify(
-                app, old, readiness.restoring(self.health_for(app.read_settings(), old))
-            )
-        except HostError as e:
-            restored = Failure(version=previous, reason=e.message)
-        if isinstance(restored, Failure):
-            app.record(
-                action, previous, release.version, f"failed; restoring {previous} failed too"
-            )
-            report["restored"] = None
-            report["restore_failure"] = restored.to_json()
-            raise DeployFailed(
-                message + f"; restoring {previous} FAILED too: {restored.reason}",
-                exit_code=ExitCode.ROLLBACK_FAILED,
-                report=report,
-                hint=f"THE APP IS DOWN; see: journalctl -u {app.name}",
-            )
-        app.record(action, previous, release.version, f"failed: {failure.reason}")
-        app.record("auto-rollback", release.version, previous, "ok")
-        report["restored"] = {"version": previous, "main_pid": restored.main_pid}
-        raise DeployFailed(
-            message,
-            exit_code=ExitCode.ROLLED_BACK,
-            report=report,
-            hint=f"{previous} was restored and runs (pid {restored.main_pid})",
-        )
+        finally:
+            # The failed start's last words, read again after the restore:
+            # journald may have filed them late (journal.invocation_lines).
+            failure.reread_journal()
+            report["failed"] = failure.to_json()
 
     # -- rollback ----------------------------------------------------------
 

@@ -46,6 +46,11 @@ class Readiness:
         return Readiness(timeout=self.timeout, grace=min(self.grace, 1.0), health=health)
 
 
+#: How long a failure report waits for the failed process's own journal lines
+#: (journal.invocation_lines): a release that printed nothing costs this once.
+JOURNAL_SETTLE = 1.0
+
+
 @dataclass
 class Failure:
     """Why a release did not come up (the body of the failure report)."""
@@ -57,6 +62,8 @@ class Failure:
     invocation_id: str = ""
     journal: list[str] = field(default_factory=list)
     hook_output: list[str] = field(default_factory=list)
+    # Whose journal it is (unit, last main pid), to read it again; not reported.
+    process: tuple[str, int] | None = None
 
     def summary(self) -> str:
         """The reason, with how the main process ended when it says more."""
@@ -65,18 +72,25 @@ class Failure:
         return f"{self.reason} (main process {self.exit})"
 
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        report = dataclasses.asdict(self)
+        del report["process"]
+        return report
+
+    def reread_journal(self) -> None:
+        """Read the failed start's journal again: lines journald filed late
+        (journal.invocation_lines) are there once a restore took its time."""
+        if self.invocation_id:
+            lines = _journal_lines(self.invocation_id, self.process, settle=0.0)
+            if len(lines) >= len(self.journal):
+                self.journal = lines
 
 
-#: How long a failure report waits for the failed process's own journal lines
-#: (journal.invocation_lines): a release that printed nothing costs this once.
-JOURNAL_SETTLE = 1.0
-
-
-def _journal_lines(invocation: str) -> list[str]:
+def _journal_lines(
+    invocation: str, process: tuple[str, int] | None, *, settle: float = JOURNAL_SETTLE
+) -> list[str]:
     from pyrelctl import journal
 
-    return journal.invocation_lines(invocation, settle=JOURNAL_SETTLE)
+    return journal.invocation_lines(invocation, settle=settle, process=process)
 
 
 class Watcher:
@@ -230,11 +244,14 @@ class Watcher:
         invocation: str | None = None,
     ) -> Failure:
         invocation = invocation or state.invocation_id
+        # The last main process is this invocation's only if no later start came.
+        process = (state.name, state.exec_main_pid) if invocation == state.invocation_id else None
         return Failure(
             version=version,
             reason=reason,
             job_result=job_result,
             exit=state.exit_description(),
             invocation_id=invocation,
-            journal=_journal_lines(invocation),
+            journal=_journal_lines(invocation, process),
+            process=process,
         )

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from devtools.load import Background
 from devtools.machine import Machine, MachineCommand
 
 PORT = 18080  # the container has a network namespace of its own
@@ -89,6 +90,52 @@ def test_a_release_that_dies_at_start_is_rolled_back(
     assert f"{app} 2.0.0" in "\n".join(report["failed"]["journal"])
     assert_previous_serves(machine, pyrelctl, app, "2.0.0")
     assert main_pid(machine, app) != old_pid  # really restarted
+
+
+# Holds journald (SIGSTOP) from before the deploy until the unit's second new
+# invocation (the failed start, then the restore) has begun, then lets it go.
+HOLD_JOURNALD = """
+set -eu
+app=$1
+journald=$(systemctl show -p MainPID --value systemd-journald)
+kill -STOP "$journald"
+trap 'kill -CONT "$journald"' EXIT
+touch /run/journald-held
+prev=$(systemctl show -p InvocationID --value "$app")
+seen=0
+for _ in $(seq 3000); do
+    cur=$(systemctl show -p InvocationID --value "$app")
+    if [ "$cur" != "$prev" ]; then seen=$((seen + 1)); prev=$cur; fi
+    [ "$seen" -ge 2 ] && break
+    sleep 0.01
+done
+"""
+
+
+def test_last_words_journald_files_late_are_in_the_failure_report(
+    machine: Machine,
+    pyrelctl: MachineCommand,
+    make_release: Callable[..., Path],
+    good: Callable[..., str],
+) -> None:
+    # journald reads the crash line only once the restore has started: it
+    # files it under the unit's invocation id then, the restore's (systemd
+    # 252). The report still has it, found by the failed main process's pid.
+    app = "late-words"
+    good(app)
+    machine.run(["rm", "-f", "/run/journald-held"])
+    hold = Background(machine, ["sh", "-c", HOLD_JOURNALD, "hold", app], timeout=60)
+    machine.run(["sh", "-c", "until [ -e /run/journald-held ]; do sleep 0.01; done"], timeout=10)
+    proc = pyrelctl(
+        "--json", "install", make_release(name=app, version="2.0.0", behaviour="crash"),
+        "--grace", "2",
+    )  # fmt: skip
+    hold.result(timeout=60)
+    assert proc.returncode == 3, proc.stderr
+    journal = "\n".join(json.loads(proc.stdout)["failed"]["journal"])
+    assert f"{app} 2.0.0 crashing on purpose" in journal, journal
+    assert f"{app} 1.0.0 started" not in journal, journal
+    assert_previous_serves(machine, pyrelctl, app, "2.0.0")
 
 
 def test_type_notify_waits_for_ready_and_a_release_never_ready_is_rolled_back(
