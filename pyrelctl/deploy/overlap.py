@@ -54,10 +54,6 @@ INSTANCE = "overlap"
 #: the overlap unit): a BEAM's boot keeps every core busy for seconds, and on
 #: a small host the clients of the release that serves would wait for it.
 STARTING_NICE = 10
-#: The niceness of the overlap unit's threads once it serves alone, while
-#: APP.service boots the same release to take over (it is stopped right after,
-#: so nothing has to be put back).
-SERVING_NICE = -5
 
 #: Signs in a failed overlap start's journal that the release cannot run
 #: twice at once, whatever its version: then the deploy restarts instead.
@@ -243,8 +239,16 @@ class Overlap:
 
     def serve_alone(self) -> None:
         """Before APP.service stops to take over: the overlap unit, about to
-        serve alone, gets the CPU before the release booting in APP.service."""
-        renice(self.systemd.unit_pids(self.unit), SERVING_NICE)
+        serve alone, gets the niceness the running release has (the app's
+        own, Nice= of APP.service or 0). Not more: a BEAM's schedulers spin
+        while they wait for work, and above its clients' niceness they keep
+        the clients waiting (seen in bench/ with niceness -5)."""
+        state = self.systemd.state(self.app.service_name)
+        try:
+            nice = os.getpriority(os.PRIO_PROCESS, state.main_pid) if state.main_pid else 0
+        except OSError:
+            nice = 0
+        renice(self.systemd.unit_pids(self.unit), nice)
 
     def stop(self, *, timeout: float) -> None:
         """Stop the overlap unit gracefully (its requests in flight finish) and
