@@ -132,6 +132,11 @@ defmodule ${module}.Application do
   # socket activation (LISTEN_FDS) on the socket systemd passes instead:
   # fd 3, gen_tcp's `fd` option, as Cowboy and Bandit pass it down.
   defp serve(port, body) do
+    # Trapping exits, it hears the shutdown (SIGTERM: init:stop) between two
+    # requests: the one in flight is answered, the queued ones stay on the
+    # socket for whoever else holds it (systemd, or the overlapping release).
+    Process.flag(:trap_exit, true)
+
     {:ok, listener} =
       case System.get_env("LISTEN_FDS") do
         nil -> :gen_tcp.listen(port, [:binary, ip: {127, 0, 0, 1}, reuseaddr: true, active: false])
@@ -144,8 +149,20 @@ defmodule ${module}.Application do
   end
 
   defp accept(listener, body) do
-    {:ok, conn} = :gen_tcp.accept(listener)
+    receive do
+      {:EXIT, from, reason} when is_pid(from) -> exit(reason)
+      {:EXIT, _port, _reason} -> accept(listener, body)
+    after
+      0 ->
+        with {:ok, conn} <- :gen_tcp.accept(listener, 200) do
+          answer(conn, body)
+        end
 
+        accept(listener, body)
+    end
+  end
+
+  defp answer(conn, body) do
     # A client may close before it asks (a health probe another release
     # was meant to answer): no answer then, and no crash.
     with {:ok, _request} <- :gen_tcp.recv(conn, 0, 1000) do
@@ -153,7 +170,6 @@ defmodule ${module}.Application do
     end
 
     :gen_tcp.close(conn)
-    accept(listener, body)
   end
 end
 """
