@@ -11,7 +11,10 @@ pyrelctl's defaults otherwise), each on its own port, one per way:
   starts beside the running one on the same socket and takes over once up;
 * ``avc`` is installed once by pyrelctl (with a socket, restart), so that it
   runs under a unit pyrelctl generated, and from then on deployed by
-  Capistrano over SSH (bench.capistrano): "capistrano".
+  Capistrano over SSH (bench.capistrano): "capistrano";
+* ``avs0`` and ``avo0`` are ``avs`` and ``avo`` installed with ``--grace 0``
+  (upgrade and rollback only): how long the mechanism itself takes, beside
+  Capistrano, which watches nothing after its restart.
 
 :func:`measure_mix` runs the same windows for a real mix release (``mxn``,
 ``mxs``, ``mxo``: no socket, restart, overlap). In each run, for each app,
@@ -81,6 +84,14 @@ class App:
     socket: bool
     strategy: str  # "restart" or "overlap" (pyrelctl's), or "capistrano"
     release: str = "generic"
+    #: ``install --grace`` at the first install (remembered for the app); None:
+    #: pyrelctl's default.
+    grace: float | None = None
+
+    @property
+    def variant(self) -> str:
+        """What sets the app apart from the strategy's defaults, for the tables."""
+        return "" if self.grace is None else f"--grace {self.grace:g}"
 
     @property
     def url(self) -> str:
@@ -106,6 +117,11 @@ PLAIN = App("av", 18111, socket=False, strategy="restart")
 SOCKET = App("avs", 18112, socket=True, strategy="restart")
 OVERLAP = App("avo", 18113, socket=True, strategy="overlap")
 CAPISTRANO = App("avc", 18114, socket=True, strategy="capistrano")
+#: The same strategies with no grace period, upgrade and rollback only: the
+#: time of the mechanism itself beside Capistrano's, which watches nothing
+#: after its restart. pyrelctl still waits for READY=1 and the health check.
+SOCKET_NO_GRACE = App("avs0", 18115, socket=True, strategy="restart", grace=0.0)
+OVERLAP_NO_GRACE = App("avo0", 18116, socket=True, strategy="overlap", grace=0.0)
 
 
 @dataclass(frozen=True)
@@ -155,8 +171,10 @@ class AppUnderLoad:
 
     scenarios: tuple[str, ...] = SCENARIOS
 
-    def __init__(self, host: Host, app: App) -> None:
+    def __init__(self, host: Host, app: App, scenarios: tuple[str, ...] = ()) -> None:
         self.host, self.app = host, app
+        if scenarios:
+            self.scenarios = scenarios
         self.windows: dict[str, list[Window]] = {"steady": [], **{s: [] for s in self.scenarios}}
 
     # -- artifacts and the first install ------------------------------------
@@ -173,10 +191,12 @@ class AppUnderLoad:
         )
 
     def first_install_args(self) -> list[str]:
-        """Remembered at the first install: the strategy, for an app with a socket."""
+        """Remembered at the first install: the strategy (an app with a socket), the grace."""
+        grace = [] if self.app.grace is None else ["--grace", f"{self.app.grace:g}"]
         if not self.app.socket:
-            return []
-        return ["--strategy", "restart" if self.app.strategy == "capistrano" else self.app.strategy]
+            return grace
+        strategy = "restart" if self.app.strategy == "capistrano" else self.app.strategy
+        return ["--strategy", strategy, *grace]
 
     def setup(self) -> str:
         """Install the first release; return why the app cannot be measured, or ''."""
@@ -320,6 +340,7 @@ class AppUnderLoad:
                 self.app.targets(scenario),
                 strategy=self.app.strategy,
                 release=self.app.release,
+                variant=self.app.variant,
             )
             for scenario in self.scenarios
         ]
@@ -335,6 +356,7 @@ class AppUnderLoad:
                 skipped=reason,
                 strategy=self.app.strategy,
                 release=self.app.release,
+                variant=self.app.variant,
             )
             for s in self.scenarios
         ]
@@ -344,7 +366,10 @@ class AppUnderLoad:
         return self.skipped("")[0].label
 
     def plotted(self) -> dict[str, Window]:
-        """The first run's upgrade and failed deploy (exits at start), for the picture."""
+        """The first run's upgrade and failed deploy (exits at start), for the picture
+        (none for a variant: the picture has one column per strategy)."""
+        if self.app.variant:
+            return {}
         return {s: self.windows[s][0] for s in (UPGRADE, CRASH) if self.windows.get(s)}
 
 
@@ -380,7 +405,8 @@ def run_apps(host: Host, apps: Sequence[AppUnderLoad], runs: int, what: str) -> 
             found.rows += app.skipped(skipped[app.app.name])
         else:
             found.rows += app.figures()
-            found.plotted[(app.app.release, app.label)] = app.plotted()
+            if panels := app.plotted():
+                found.plotted[(app.app.release, app.label)] = panels
     return found
 
 
@@ -423,6 +449,10 @@ def measure(host: Host, runs: int) -> Measured:
     from bench.capistrano import CapistranoUnderLoad
 
     ours = [AppUnderLoad(host, app) for app in (PLAIN, SOCKET, OVERLAP)]
+    ours += [
+        AppUnderLoad(host, app, scenarios=(UPGRADE, ROLLBACK))
+        for app in (SOCKET_NO_GRACE, OVERLAP_NO_GRACE)
+    ]
     peer = CapistranoUnderLoad(host, CAPISTRANO)
     try:
         found = run_apps(host, [*ours, peer], runs, "availability")

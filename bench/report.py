@@ -214,13 +214,14 @@ class Availability:
     #: strategies) or the peer that deployed it ("capistrano").
     strategy: str = "restart"
     release: str = "generic"  # or "mix"
+    variant: str = ""  # how the app differs from the strategy's defaults ("--grace 0")
 
     @property
     def label(self) -> str:
-        """Who deployed how: "no socket", "restart", "overlap", "capistrano"."""
-        if self.strategy == "restart" and not self.socket:
-            return "no socket"
-        return self.strategy
+        """Who deployed how: "no socket", "restart", "overlap", "capistrano", and
+        the variant if any ("overlap --grace 0")."""
+        label = "no socket" if self.strategy == "restart" and not self.socket else self.strategy
+        return f"{label} {self.variant}" if self.variant else label
 
     @property
     def failing_answers(self) -> int | None:
