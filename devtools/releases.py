@@ -405,6 +405,12 @@ if inherited:
     server = Server(("127.0.0.1", 0), Handler, bind_and_activate=False)
     server.socket.close()
     server.socket = socket.socket(fileno=3)
+    # Non-blocking, as every real server's listener is: during an overlap
+    # deploy two releases accept from this socket; both wake up for a
+    # connection, one accepts it, and a blocking accept() would keep the
+    # other waiting for the next client, deaf to shutdown() (its stop then
+    # waits for TimeoutStopSec). socketserver passes over the EAGAIN.
+    server.socket.setblocking(False)
 else:
     server = Server(("127.0.0.1", PORT), Handler)
 
