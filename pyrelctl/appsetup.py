@@ -137,11 +137,13 @@ class AppSetup:
         """
         removed: list[str] = []
         overlap_dropins = app.overlap_file.with_name(f"{app.overlap_name}.d")
-        if app.overlap_file.exists():  # an interrupted overlap deploy's
+        if app.overlap_file.exists():  # stays between overlap deploys, stopped
             if self.online:
                 self.systemd.stop(app.overlap_name)
             app.overlap_file.unlink()
             removed.append(str(app.overlap_file))
+        if app.next_link.is_symlink():  # an interrupted overlap deploy's
+            app.next_link.unlink()
         if overlap_dropins.is_dir() and not overlap_dropins.is_symlink():
             shutil.rmtree(overlap_dropins)  # links to the operator's drop-ins, not theirs
         sockets = self.socket_unit(app)

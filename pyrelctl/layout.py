@@ -342,6 +342,13 @@ class AppPaths:
     def current(self) -> Path:
         return self.base / "current"
 
+    @property
+    def next_link(self) -> Path:
+        """``opt/APP/next``: symlink ``releases/VERSION``, the release an overlap
+        deploy starts beside the running one (deploy/overlap.py). There only
+        while one runs, or after one was interrupted: the next command sees it."""
+        return self.base / "next"
+
     def release(self, version: str) -> Path:
         return self.releases / check_version(version)
 

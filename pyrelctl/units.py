@@ -334,17 +334,18 @@ def service_unit(spec: ServiceSpec) -> UnitText:
 
 
 def overlap_unit(
-    spec: ServiceSpec, release_dir: Path, *, runtime_directory: str, starting_nice: int
+    spec: ServiceSpec, next_link: Path, *, runtime_directory: str, starting_nice: int
 ) -> UnitText:
-    """``<app>@overlap.service``: ``spec``'s release started from ``release_dir``
+    """``<app>@overlap.service``: ``spec``'s release started through ``next_link``
     beside the running ``<app>.service``, on the same sockets (deploy/overlap.py).
 
-    The same definition as the service's, except: the release's own directory
-    instead of ``current`` (which still points to the running release), a
-    runtime directory of its own (``/run/APP`` belongs to the service, and
-    systemd removes it when that stops), ``Sockets=`` naming the app's socket
-    unit, no automatic restart and no ``[Install]``: pyrelctl starts and stops
-    it, nothing else; and ``Nice=starting_nice``.
+    The same definition as the service's, except: the ``next`` link instead of
+    ``current`` (which still points to the running release), a runtime
+    directory of its own (``/run/APP`` belongs to the service, and systemd
+    removes it when that stops), ``Sockets=`` naming the app's socket unit, no
+    automatic restart and no ``[Install]``: pyrelctl starts and stops it,
+    nothing else; and ``Nice=starting_nice``. No version in it: the next
+    deploy finds the same text, and systemd needs no daemon-reload.
     """
     unit = service_unit(spec)
     start = spec.release.command("start")
@@ -354,11 +355,10 @@ def overlap_unit(
         {
             **unit.context,
             "overlap": True,
-            "version": spec.release.version,
             "starting_nice": starting_nice,
-            "exec_start": spec.absolute_argv(start, root=release_dir),
+            "exec_start": spec.absolute_argv(start, root=next_link),
             "exec_settings": exec_settings(
-                spec, root=release_dir, runtime_directory=runtime_directory
+                spec, root=next_link, runtime_directory=runtime_directory
             ),
         },
     )

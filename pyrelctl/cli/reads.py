@@ -44,7 +44,7 @@ def status(obj: Ctx, app: str | None) -> None:
         if paths.socket_file.exists() and not obj.layout.offline:
             socket = obj.systemd.state(paths.socket_name)
         overlap = None  # a deploy is starting the next release beside this one
-        if paths.overlap_file.exists() and not obj.layout.offline:
+        if paths.next_link.is_symlink() and not obj.layout.offline:
             overlap = obj.systemd.state(paths.overlap_name)
         try:
             current = paths.current_version()

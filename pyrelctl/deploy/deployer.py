@@ -161,8 +161,9 @@ class Deployer:
         for path in app.incomplete_dirs():
             shutil.rmtree(path)
             done.append(f"removed incomplete {path.name}")
-        for tmp in app.base.glob(".current.*.tmp"):
-            tmp.unlink()
+        for link in (app.current, app.next_link):  # symlink_atomic's, cut short
+            for tmp in app.base.glob(f".{link.name}.*.tmp"):
+                tmp.unlink()
         current = app.current_version()
         if current is not None and not app.release(current).is_dir():
             good = [v for v in app.versions() if app.mark(v) is not Mark.FAILED]

@@ -61,14 +61,14 @@ class AppChecks(Checks):
                 "rollback or prune removes it)",
                 fix=f"rm -rf -- {self._path(leftover)}",
             )
-        if app.overlap_file.exists():
+        if app.next_link.is_symlink():
             yield Finding(
                 "leftovers",
                 app.name,
                 Severity.WARNING,
-                f"{app.overlap_file} is there: an overlap deploy is running or was interrupted "
-                "(the next install, rollback or prune stops and removes it, leaving "
-                f"{app.service_name} serving)",
+                f"{app.next_link} is there: an overlap deploy is running or was interrupted "
+                f"(the next install, rollback or prune stops {app.overlap_name} and removes "
+                f"it, leaving {app.service_name} serving)",
                 fix=self._cli("prune", app.name),
             )
         for path in (app.base, app.releases):

@@ -215,6 +215,8 @@ def test_sigkill_mid_overlap_leaves_exactly_one_release_serving(
                 "show", "-p", "ActiveState", "--value", overlap_unit
             ).stdout.strip()
             assert state == "inactive", f"run {run}: {overlap_unit} is {state}"
+            gone = machine.run(["test", "-L", f"/opt/{OVERLAP_APP}/next"], check=False)
+            assert gone.returncode != 0, f"run {run}: /opt/{OVERLAP_APP}/next is left"
             assert machine.systemctl("is-active", OVERLAP_APP).stdout.strip() == "active"
             link = machine.run(["readlink", f"/opt/{OVERLAP_APP}/current"]).stdout.strip()
             current = link.removeprefix("releases/")

@@ -34,13 +34,23 @@ def assert_served(summary: dict[str, Any], *, by: tuple[str, ...], never: str) -
     assert never not in served, served
 
 
+def assert_overlap_ended(machine: Machine, app: str) -> None:
+    """APP.service runs; the overlap unit is stopped and ``next`` gone."""
+    assert machine.unit_property(f"{app}.service", "ActiveState") == "active"
+    assert machine.unit_property(f"{app}@overlap.service", "ActiveState") == "inactive"
+    assert machine.run(["test", "-L", f"/opt/{app}/next"], check=False).returncode != 0
+
+
 def assert_one_release_serves(machine: Machine, version: str) -> None:
-    """APP.service serves ``version``; the overlap unit is gone, file and all."""
-    assert machine.unit_property(f"{APP}.service", "ActiveState") == "active"
-    assert machine.unit_property(OVERLAP_UNIT, "LoadState") == "not-found"
-    gone = machine.run(["test", "-e", f"/etc/systemd/system/{OVERLAP_UNIT}"], check=False)
-    assert gone.returncode != 0
+    """APP.service serves ``version``, alone."""
+    assert_overlap_ended(machine, APP)
     assert machine.http_get(URL) == f"{APP} {version}"
+
+
+def reloads(machine: Machine) -> int:
+    """How many times systemd re-read its units (daemon-reload) since it booted."""
+    lines = machine.run(["journalctl", "_PID=1", "-o", "cat", "--no-pager"]).stdout
+    return lines.splitlines().count("Reloading.")
 
 
 @pytest.fixture
@@ -82,6 +92,9 @@ def test_no_request_waits_or_reaches_a_failing_release(
         assert f"starting beside the running release: {OVERLAP_UNIT}" in out, out
         assert_one_release_serves(machine, "2.0.0")
         pid = machine.unit_property(f"{app}.service", "MainPID")
+        # The overlap unit's file, written by the first overlap deploy, stays:
+        # the next deploys make systemd re-read nothing.
+        before = reloads(machine)
         out = install("3.0.0", code=3)  # exits at start, beside 2.0.0
         assert "nothing was switched: 2.0.0 kept running" in out, out
         # The old release never stopped: the same process serves.
@@ -90,6 +103,7 @@ def test_no_request_waits_or_reaches_a_failing_release(
         rollback = pyrelctl("rollback", app, "--grace", "0.5")
         assert rollback.returncode == 0, rollback.stderr
         assert f"starting beside the running release: {OVERLAP_UNIT}" in rollback.stderr
+        assert reloads(machine) == before
     finally:
         summary = load.stop()
     assert_served(summary, by=(f"{app} 1.0.0", f"{app} 2.0.0"), never=f"{app} 3.0.0")
@@ -270,7 +284,7 @@ def test_a_mix_release_overlaps_under_its_own_node_name(
         node = pyrelctl("rpc", MIX_APP, "IO.puts(node())")
         assert node.stdout.strip() == f"{MIX_APP}@127.0.0.1", node.stdout + node.stderr
         assert pyrelctl("version", MIX_APP).stdout.strip() == "1.0.0"
-        assert machine.unit_property(unit, "LoadState") == "not-found"
+        assert_overlap_ended(machine, MIX_APP)
     finally:
         pyrelctl("uninstall", "--purge", MIX_APP)
 
