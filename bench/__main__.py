@@ -248,8 +248,9 @@ def _notes(args: argparse.Namespace, grace: float) -> list[str]:
         notes.append(
             "availability: 200 requests/s, a new TCP connection each, 5 s timeout each, "
             "latency from when a request was due; windows run from 0.5 s before the command "
-            "to 0.5 s after its exit; pyrelctl's defaults (grace included). 'by failing': "
-            "requests answered by the release a failed deploy tried to install; 'serving "
+            "to 0.5 s after its exit; pyrelctl's defaults (grace included) unless the "
+            "strategy says '--grace 0'. 'by failing': requests answered by the release a "
+            "failed deploy tried to install; 'serving "
             "after': what answered right after the command exited. Capistrano: cap deploy / "
             "deploy:rollback over SSH (bench/capistrano), on a unit pyrelctl generated; it "
             "leaves a failed deploy in place, so its recovery (deploy:rollback) is a row."
