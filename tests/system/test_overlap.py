@@ -95,6 +95,7 @@ def test_no_request_waits_or_reaches_a_failing_release(
         # The overlap unit's file, written by the first overlap deploy, stays:
         # the next deploys make systemd re-read nothing.
         before = reloads(machine)
+        assert before > 0  # the first installs wrote units: the count sees reloads
         out = install("3.0.0", code=3)  # exits at start, beside 2.0.0
         assert "nothing was switched: 2.0.0 kept running" in out, out
         # The old release never stopped: the same process serves.
