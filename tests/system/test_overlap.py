@@ -208,6 +208,12 @@ def test_what_keeps_working_under_the_overlap_strategy(
     for verb in ("restart", "stop", "start"):
         assert machine.systemctl(verb, app, check=False).returncode == 0
     assert machine.http_get(URL) == f"{app} 2.0.0"
+    # Stopped, it is started by the socket at the next connection: the overlap
+    # unit, loaded between deploys and naming the socket, is not.
+    assert machine.systemctl("stop", app, check=False).returncode == 0
+    assert machine.http_get(URL) == f"{app} 2.0.0"
+    assert machine.unit_property(f"{app}.service", "ActiveState") == "active"
+    assert machine.unit_property(OVERLAP_UNIT, "ActiveState") == "inactive"
     assert machine.unit_property(f"{app}.service", "UnitFileState") == "enabled"  # boot-time start
     assert pyrelctl("uninstall", app).returncode == 0
     for unit in (f"{app}.service", f"{app}.socket", OVERLAP_UNIT):
