@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from pyrelctl.errors import HostError, Locked, NotInstalled
-from pyrelctl.names import check_app_name, check_version
+from pyrelctl.names import VERSION_RE, check_app_name, check_version
 
 #: Prefix of a release directory that is still being unpacked or prepared.
 INCOMPLETE_PREFIX = ".incomplete-"
@@ -452,6 +452,29 @@ class AppPaths:
         if head != "releases" or not version or "/" in version:
             raise HostError(f"{self.current} points to {target!r}, not releases/<version>")
         return version
+
+    def process_version(self, pid: int) -> tuple[str | None, str]:
+        """The release process ``pid`` runs, from ``/proc/PID/cwd``, or None and why not.
+
+        The units' ``WorkingDirectory=`` goes through ``current`` (or ``next``),
+        so a process's working directory is the physical ``releases/VERSION``
+        it started from, whatever the links say now.
+        """
+        try:
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+        except OSError as e:
+            return None, f"cannot read /proc/{pid}/cwd ({e.strerror})"
+        # The kernel appends " (deleted)" once the directory is gone (pruned).
+        path = Path(cwd.removesuffix(" (deleted)"))
+        # Resolved as the kernel reports the cwd: /opt may be a symlink.
+        releases = self.releases.resolve()
+        if not path.is_relative_to(releases) or path == releases:
+            return None, f"its working directory {cwd} is not a release of {self.name}"
+        version = path.relative_to(releases).parts[0]
+        if not VERSION_RE.fullmatch(version):
+            # e.g. ".removing-1.0.0.XXXX": the release was pruned under it.
+            return None, f"its release directory {cwd} is no longer installed"
+        return version, ""
 
     def versions(self) -> list[str]:
         """Complete releases on disk, oldest install first."""

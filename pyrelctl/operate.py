@@ -33,13 +33,11 @@ import secrets
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from pyrelctl.deploy.deployer import Deployer
 from pyrelctl.errors import BadInput, NotInstalled, NotRoot, NotRunning, SystemdError
 from pyrelctl.layout import AppPaths, Layout
-from pyrelctl.names import VERSION_RE
 from pyrelctl.run import run_attached
 from pyrelctl.systemd import Systemd, UnitState
 from pyrelctl.transient import (
@@ -253,7 +251,7 @@ class Operator:
         current = app.current_version()
         state = self._state(app)
         if state.main_pid:
-            version, detail = self._process_version(app, state.main_pid)
+            version, detail = app.process_version(state.main_pid)
             if version is not None:
                 return RunningVersion(app.name, version, "process", current, state.main_pid)
         else:
@@ -261,21 +259,3 @@ class Operator:
         if current is None:
             raise NotInstalled(f"{app.name} has no current release")
         return RunningVersion(app.name, current, "current", current, state.main_pid, detail)
-
-    def _process_version(self, app: AppPaths, pid: int) -> tuple[str | None, str]:
-        """The version in ``/proc/PID/cwd``, or None and why not."""
-        try:
-            cwd = os.readlink(f"/proc/{pid}/cwd")
-        except OSError as e:
-            return None, f"cannot read /proc/{pid}/cwd ({e.strerror})"
-        # The kernel appends " (deleted)" once the directory is gone (pruned).
-        path = Path(cwd.removesuffix(" (deleted)"))
-        # Resolved as the kernel reports the cwd: /opt may be a symlink.
-        releases = app.releases.resolve()
-        if not path.is_relative_to(releases) or path == releases:
-            return None, f"its working directory {cwd} is not a release of {app.name}"
-        version = path.relative_to(releases).parts[0]
-        if not VERSION_RE.fullmatch(version):
-            # e.g. ".removing-1.0.0.XXXX": the release was pruned under it.
-            return None, f"its release directory {cwd} is no longer installed"
-        return version, ""
