@@ -279,13 +279,27 @@ class Overlap:
 
         The service is started first if it does not run (a deploy killed
         while it restarted), so that stopping the overlap unit never leaves
-        nothing serving.
+        nothing serving. A deploy killed after it moved ``current`` but before
+        ``APP.service`` restarted leaves the old release serving there: then
+        ``current`` goes back to the release the service runs, which the
+        interrupted deploy never replaced.
         """
         if not self.exists() and not self.systemd.state(self.unit).running:
             return None
         service = self.app.service_name
-        if not self.systemd.state(service).running:
+        state = self.systemd.state(service)
+        if not state.running:
             self.systemd.reset_failed(service)
             self.systemd.start(service)
+            state = self.systemd.state(service)
         self.stop(timeout=90.0)
-        return f"stopped {self.unit}, left by an interrupted overlap deploy"
+        done = f"stopped {self.unit}, left by an interrupted overlap deploy"
+        running, _why = self.app.process_version(state.main_pid) if state.main_pid else (None, "")
+        if (
+            running is not None
+            and running != self.app.current_version()
+            and self.app.release(running).is_dir()
+        ):
+            symlink_atomic(f"releases/{running}", self.app.current)
+            done += f"; current -> releases/{running}, the release {service} runs"
+        return done

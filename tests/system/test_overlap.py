@@ -220,6 +220,28 @@ def test_what_keeps_working_under_the_overlap_strategy(
         assert machine.unit_property(unit, "LoadState") == "not-found", unit
 
 
+def test_a_deploy_killed_after_current_moved_keeps_the_release_that_serves(
+    machine: Machine, pyrelctl: MachineCommand, serving: Callable[..., Path], app: str
+) -> None:
+    # The state a SIGKILL leaves between `current -> releases/NEW` and the
+    # restart of APP.service: the old release serves there, the new one runs
+    # beside it in the overlap unit, `next` and `current` point to the new.
+    assert pyrelctl("install", serving("1.0.0"), "--grace", "0").returncode == 0
+    assert pyrelctl("install", serving("2.0.0"), "--grace", "0").returncode == 0
+    assert pyrelctl("rollback", app, "--grace", "0").returncode == 0
+    pid = machine.unit_property(f"{app}.service", "MainPID")
+    for link in ("next", "current"):
+        machine.run(["ln", "-sfn", "releases/2.0.0", f"/opt/{app}/{link}"])
+    machine.systemctl("start", OVERLAP_UNIT)
+    proc = pyrelctl("prune", app)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"current -> releases/1.0.0, the release {app}.service runs" in proc.stderr
+    # The release that served never stopped, and `current` says so again.
+    assert machine.unit_property(f"{app}.service", "MainPID") == pid
+    assert machine.run(["readlink", f"/opt/{app}/current"]).stdout.strip() == "releases/1.0.0"
+    assert_one_release_serves(machine, "1.0.0")
+
+
 # Polls systemd until the overlap unit runs, then prints what it sees of it.
 WATCH_OVERLAP_UNIT = """
 import json, subprocess, sys, time
