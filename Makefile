@@ -45,6 +45,9 @@ lint: $(STAMP_VENV)
 	$(VENV)/bin/ruff format --check pyrelctl devtools demo tests runtime examples bench packaging/ansible
 	$(VENV)/bin/mypy
 
+# The suite runs on the interpreter an up-to-date host has: packaging/apt-current
+# upgrades Debian's python3.X packages to the archive's point or security
+# release when the machine's are behind (a security update changed tarfile).
 # What the install-path tests (tests/system/test_install_paths.py) take from
 # Debian, as a new user would: pipx. Checked at every run (dpkg-query only),
 # installed with apt when missing, so an existing checkout gets it too.
@@ -53,6 +56,7 @@ TEST_APT_PACKAGES := pipx python3-venv python3-pip
 .PHONY: test-deps
 test-deps: $(STAMP_APT)
 	@packaging/apt-ensure $(TEST_APT_PACKAGES)
+	@packaging/apt-current $$($(PYTHON) -c 'import sys; print("python3.%d" % sys.version_info[1])')
 
 test: $(STAMP_VENV) test-deps
 	$(VENV)/bin/pytest
