@@ -355,10 +355,13 @@ def uninstall(obj: Ctx, app: str, purge: bool, no_wait: bool) -> None:
 @click.option("--version", "version", required=True)
 @click.option("--until", type=float, required=True)
 @click.option("--max-restarts", type=int, required=True)
+@click.option("--previous", default=None)
 @pass_ctx
-def watch_command(obj: Ctx, app: str, version: str, until: float, max_restarts: int) -> None:
+def watch_command(
+    obj: Ctx, app: str, version: str, until: float, max_restarts: int, previous: str | None
+) -> None:
     """The watch window's own process, run by its transient unit (see install --watch)."""
     from pyrelctl.deploy.watch import WatchWindow
 
-    result = WatchWindow(obj.deployer()).run(app, version, until, max_restarts)
+    result = WatchWindow(obj.deployer()).run(app, version, until, max_restarts, previous)
     click.echo(f"{app} {version}: watch {result}")

@@ -473,7 +473,7 @@ class Deployer:
             last_good_at=time.time(),
             widened=admission.widened(release, settings),
         )
-        self._after_good(app, release, settings, action)
+        self._after_good(app, release, previous, settings, action)
         self._remember(app, settings)
         self.setup.enable(app)
         app.record(action, previous, release.version, "ok")
@@ -592,13 +592,18 @@ class Deployer:
         return self._switch(app, release, current, opts, action, time.monotonic(), changed=True)
 
     def _after_good(
-        self, app: AppPaths, release: Release, settings: dict[str, Any], action: str
+        self,
+        app: AppPaths,
+        release: Release,
+        previous: str | None,
+        settings: dict[str, Any],
+        action: str,
     ) -> None:
         """The release is up: its configuration generation is good, its watch begins."""
         from pyrelctl.appconfig.generations import mark_current_good
 
         mark_current_good(app)
-        WatchWindow(self).start(app, release, settings, action)
+        WatchWindow(self).start(app, release, previous, settings, action)
 
     @staticmethod
     def _remember(app: AppPaths, settings: dict[str, Any]) -> None:

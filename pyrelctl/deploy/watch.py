@@ -9,8 +9,10 @@ a *transient* unit behind, ``pyrelctl-watch-APP.service`` (systemd-run; no
 resident daemon of pyrelctl's), that reads the service's state every
 :data:`POLL` seconds until the window ends. When systemd has restarted the
 release more than ``--watch-restarts`` times (``NRestarts``, default 2) or
-the unit ended up failed, it rolls back to the previous good release by
-itself, through the same path as ``pyrelctl rollback``, under the app's
+the unit ended up failed, it rolls back by itself to the release that ran
+before the deploy (what ``install`` replaced, which after a ``rollback`` is not
+the newest older release; the newest older good one if that is gone or was
+marked failed meanwhile), through the same path as ``pyrelctl rollback``, under the app's
 lock: the release is marked failed, ``auto-rollback (watch)`` goes into the
 history, the host's notification hooks and the metrics hear of it.
 
@@ -56,10 +58,12 @@ class WatchState:
     until: float
     max_restarts: int
     unit: str
+    previous: str | None = None  # what ran before the deploy: what the watch restores
 
     def to_json(self) -> dict[str, Any]:
         return {
             "version": self.version,
+            "previous": self.previous,
             "until": self.until,
             "max_restarts": self.max_restarts,
             "unit": self.unit,
@@ -77,11 +81,15 @@ def recorded(app: AppPaths, index: Mapping[str, Any] | None = None) -> WatchStat
         until=float(data["until"]),
         max_restarts=int(data.get("max_restarts", DEFAULT_RESTARTS)),
         unit=str(data.get("unit", unit_name(app.name))),
+        previous=None if data.get("previous") is None else str(data["previous"]),
     )
 
 
-def start_argv(app: str, version: str, seconds: float, max_restarts: int) -> list[str]:
-    """``systemd-run`` for the watch of ``app``'s ``version`` for ``seconds``."""
+def start_argv(
+    app: str, version: str, seconds: float, max_restarts: int, previous: str | None = None
+) -> list[str]:
+    """``systemd-run`` for the watch of ``app``'s ``version`` for ``seconds``; a failure
+    restores ``previous``, the release the deploy replaced."""
     until = time.time() + seconds
     return [
         "systemd-run",
@@ -106,6 +114,7 @@ def start_argv(app: str, version: str, seconds: float, max_restarts: int) -> lis
         f"{until:.3f}",
         "--max-restarts",
         str(max_restarts),
+        *(["--previous", previous] if previous else []),
     ]
 
 
@@ -145,6 +154,21 @@ def loop(
     return "ok"
 
 
+def restore_target(app: AppPaths, current: str, previous: str | None) -> str:
+    """The release the watch restores when ``current`` fails: ``previous``, the one
+    the deploy replaced, while it is installed and good; else what ``rollback``
+    would choose (the newest older good release)."""
+    from pyrelctl.deploy.retention import rollback_target
+    from pyrelctl.errors import BadInput, NotInstalled
+
+    if previous is not None and previous != current:
+        try:
+            return rollback_target(app, current, previous)
+        except (BadInput, NotInstalled):
+            pass  # pruned or marked failed since: fall back to rollback's choice
+    return rollback_target(app, current, None)
+
+
 def running_in_watch() -> bool:
     """Whether this process is a watch unit (which must not stop itself)."""
     return os.environ.get("PYRELCTL_IN_WATCH") == "1"
@@ -156,21 +180,29 @@ class WatchWindow:
     def __init__(self, deployer: Deployer) -> None:
         self.deployer = deployer
 
-    def start(self, app: AppPaths, release: Release, settings: dict[str, Any], action: str) -> None:
-        """Leave a transient unit watching the release, if the app asks for a window."""
+    def start(
+        self,
+        app: AppPaths,
+        release: Release,
+        previous: str | None,
+        settings: dict[str, Any],
+        action: str,
+    ) -> None:
+        """Leave a transient unit watching the release, if the app asks for a window;
+        ``previous`` (the release it replaced) is what a failure restores."""
         seconds = float(settings.get(SETTING, release.watch) or 0)
         if seconds <= 0 or action not in ("install", "rollback") or running_in_watch():
             return
         restarts = int(settings.get(RESTARTS_SETTING, DEFAULT_RESTARTS))
         from pyrelctl.run import run
 
-        argv = start_argv(app.name, release.version, seconds, restarts)
+        argv = start_argv(app.name, release.version, seconds, restarts, previous)
         proc = run(argv, check=False)
         if proc.returncode != 0:
             self.deployer.say(f"warning: the watch did not start: {proc.stderr.strip()}")
             return
         until = float(argv[argv.index("--until") + 1])
-        state = WatchState(release.version, until, restarts, unit_name(app.name))
+        state = WatchState(release.version, until, restarts, unit_name(app.name), previous)
         app.update_index(INDEX_KEY, watch=state.to_json())
         self.deployer.say(
             f"watching {app.name} {release.version} for {seconds:g} s: more than {restarts} "
@@ -188,7 +220,9 @@ class WatchWindow:
             self.deployer.say(f"the watch of {app.name} ends (a new deploy)")
         app.update_index(INDEX_KEY, watch=None)
 
-    def run(self, name: str, version: str, until: float, max_restarts: int) -> str:
+    def run(
+        self, name: str, version: str, until: float, max_restarts: int, previous: str | None
+    ) -> str:
         """The watch unit's work (``pyrelctl _watch``)."""
         deployer = self.deployer
         app = deployer.layout.app(name).require()
@@ -198,7 +232,7 @@ class WatchWindow:
             until,
             max_restarts,
             state=lambda: deployer.systemd.state(app.service_name),
-            rollback=lambda reason: self._rollback(app, version, reason),
+            rollback=lambda reason: self._rollback(app, version, previous, reason),
             say=deployer.say,
         )
         if result == "ok":
@@ -207,9 +241,9 @@ class WatchWindow:
             app.update_index(INDEX_KEY, watch=None)
         return result
 
-    def _rollback(self, app: AppPaths, version: str, reason: str) -> None:
-        """Roll ``app`` back from ``version``, which the watch saw failing."""
-        from pyrelctl.deploy.retention import rollback_target
+    def _rollback(self, app: AppPaths, version: str, previous: str | None, reason: str) -> None:
+        """Roll ``app`` back from ``version``, which the watch saw failing, to
+        ``previous`` (see :func:`restore_target`)."""
         from pyrelctl.errors import BadInput, DeployFailed, NotInstalled
         from pyrelctl.layout import Mark, app_lock
         from pyrelctl.notify import Event
@@ -222,7 +256,7 @@ class WatchWindow:
             app.update_index(version, mark=Mark.FAILED, failed_at=time.time())
             app.record("watch", version, None, f"failed: {reason}")
             try:
-                target = rollback_target(app, current, None)
+                target = restore_target(app, current, previous)
             except (BadInput, NotInstalled) as e:
                 deployer.say(f"nothing to roll back to: {e.message}")
                 return

@@ -137,3 +137,36 @@ def test_a_release_that_stays_up_ends_its_watch_good_and_a_deploy_ends_a_watch(
         "unknown",
     )
     assert json.loads(pyrelctl("--json", "status", app).stdout)["watch"] is None
+
+
+def test_the_watch_restores_the_release_that_ran_before_the_deploy(
+    machine: Machine,
+    pyrelctl: MachineCommand,
+    scratch: Path,
+    cleanup: Callable[[str], None],
+) -> None:
+    """After ``rollback`` 2 -> 1, the deploy of 3 replaced 1: a failing 3 goes back
+    to 1, not to 2, the newest release older than it (issue 27)."""
+    app = "rewatched"
+    cleanup(app)
+    for version in ("1", "2"):
+        proc = pyrelctl("install", release(scratch, app, version, "infinity"), "--grace", "0.5")
+        assert proc.returncode == 0, proc.stderr
+    back = pyrelctl("rollback", app)
+    assert back.returncode == 0, back.stderr
+    assert pyrelctl("version", app).stdout.strip() == "1"
+    late = pyrelctl("install", release(scratch, app, "3", "2"), "--grace", "1", "--watch", "60s")
+    assert late.returncode == 0, late.stderr
+    assert json.loads(pyrelctl("--json", "status", app).stdout)["watch"]["previous"] == "1"
+
+    def history() -> list[tuple[str, str | None, str | None, str]]:
+        history = json.loads(pyrelctl("--json", "history", app).stdout)["history"]
+        return [(r["action"], r["from"], r["to"], r["result"]) for r in history]
+
+    wait_for(
+        lambda: any(h[0] == "auto-rollback (watch)" and h[3] == "ok" for h in history()),
+        60,
+        "the watch's rollback",
+    )
+    assert ("auto-rollback (watch)", "3", "1", "ok") in history(), history()
+    assert pyrelctl("version", app).stdout.strip() == "1"
