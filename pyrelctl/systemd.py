@@ -25,6 +25,7 @@ MANAGER = b"org.freedesktop.systemd1.Manager"
 UNIT = b"org.freedesktop.systemd1.Unit"
 SERVICE = b"org.freedesktop.systemd1.Service"
 SOCKET = b"org.freedesktop.systemd1.Socket"
+JOB = b"org.freedesktop.systemd1.Job"
 PROPERTIES = b"org.freedesktop.DBus.Properties"
 
 
@@ -76,10 +77,19 @@ class JobResult:
 
     unit: str
     result: str
+    #: For a job that timed out while still queued: the jobs it waited for, as
+    #: "UNIT (TYPE, STATE)" (``systemctl list-jobs --after``). Empty otherwise.
+    waiting_for: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
         return self.result == "done"
+
+    def describe_wait(self) -> str:
+        """What held a job that never began, in words; "" if nothing did."""
+        if not self.waiting_for:
+            return ""
+        return "its start job never began: it waits for " + ", ".join(self.waiting_for)
 
 
 class Systemd:
@@ -234,8 +244,36 @@ class Systemd:
                 return JobResult(unit, self._jobs.pop(job))
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return JobResult(unit, "timeout")
+                return JobResult(unit, "timeout", self._waiting_for(job, unit))
             self._bus.wait(int(remaining * 1_000_000))
+
+    def _waiting_for(self, job: bytes, unit: str) -> tuple[str, ...]:
+        """The queued jobs ``job`` (of ``unit``) waits for, if it has not begun.
+
+        A unit ordered after another (``After=network-online.target``, a
+        drop-in's dependency) starts no process until that unit's job is done:
+        its own journal is empty, and only the job queue says why: the jobs of
+        the units in its ``After=`` (org.freedesktop.systemd1(5); Job.GetAfter()
+        answered nothing for a waiting restart job in systemd 252).
+        """
+        try:
+            state = _text(self._call(b"Get", b"ss", JOB, b"State", path=job, interface=PROPERTIES))
+            if state != "waiting":
+                return ()
+            after = {
+                _text(u)
+                for u in self._call(
+                    b"Get", b"ss", UNIT, b"After", path=self._unit_path(unit), interface=PROPERTIES
+                )
+            }
+            jobs = self._call(b"ListJobs", b"")
+        except SystemdError:
+            return ()  # the job ended meanwhile
+        return tuple(
+            f"{_text(u)} ({_text(t)}, {_text(st)})"
+            for _i, u, t, st, _j, _p in jobs
+            if _text(u) in after
+        )
 
     def start(self, unit: str, *, timeout: float = 90.0) -> JobResult:
         """Start ``unit`` and wait for the job (for Type=notify: until READY=1)."""

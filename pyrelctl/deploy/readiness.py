@@ -140,6 +140,8 @@ class Watcher:
                 if job.result == "timeout"
                 else f"start job {job.result}"
             )
+            if job.describe_wait():
+                reason += f": {job.describe_wait()}"
             return self._failure(version, state, job.result, reason)
         if not state.running:
             return self._failure(version, state, job.result, "exited right after it started")

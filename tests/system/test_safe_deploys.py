@@ -157,6 +157,38 @@ def test_type_notify_waits_for_ready_and_a_release_never_ready_is_rolled_back(
     assert_previous_serves(machine, pyrelctl, app, "2.0.0")
 
 
+def test_a_start_held_by_a_dependency_says_what_it_waits_for(
+    machine: Machine,
+    pyrelctl: MachineCommand,
+    make_release: Callable[..., Path],
+    good: Callable[..., str],
+) -> None:
+    """A start job that never began (ordered after a job that does not finish) has
+    no journal lines: the report names the job it waited for (issue 27)."""
+    app = "held"
+    good(app)
+    holder = "held-dependency.service"
+    machine.run(["sh", "-c", f"""
+mkdir -p /etc/systemd/system/{app}.service.d
+printf '[Service]\\nType=oneshot\\nExecStart=/bin/sleep 30\\n' > /etc/systemd/system/{holder}
+printf '[Unit]\\nWants={holder}\\nAfter={holder}\\n' > /etc/systemd/system/{app}.service.d/hold.conf
+systemctl daemon-reload
+"""])  # fmt: skip
+    try:
+        proc = pyrelctl(
+            "install", make_release(name=app, version="2.0.0"), "--timeout", "3", "--grace", "0.5"
+        )
+        assert proc.returncode in (3, 4), proc.stderr
+        assert "not ready within 3 s: its start job never began: it waits for " in proc.stderr, (
+            proc.stderr
+        )
+        assert f"{holder} (start, running)" in proc.stderr, proc.stderr
+    finally:
+        machine.run(["sh", "-c", f"rm -f /etc/systemd/system/{app}.service.d/hold.conf "
+                     f"/etc/systemd/system/{holder}; systemctl stop {holder}; "
+                     "systemctl daemon-reload"])  # fmt: skip
+
+
 def test_health_check_gates_the_deploy(
     machine: Machine,
     pyrelctl: MachineCommand,
