@@ -92,3 +92,63 @@ def test_doctor_with_systemd(
     assert restored.returncode == 0, restored.stderr
     code, document = report(pyrelctl, APP)
     assert (code, problems(document)) == (0, [])
+
+
+def test_doctor_finds_a_wide_or_broken_epmd_socket_and_gives_the_real_fix(
+    machine: Machine,
+    pyrelctl: MachineCommand,
+    mix_artifacts: dict[str, Path],
+    cleanup: Callable[[str], None],
+) -> None:
+    """Debian's epmd.socket on every interface, and its epmd.service failing behind
+    it (this container has no `epmd` user: 217/USER), seen by doctor (issue 27).
+
+    On port 14369, through the app's ERL_EPMD_PORT: the other mix releases of
+    the session's container keep their EPMD on 127.0.0.1:4369 meanwhile.
+    """
+    app, port = "epmdcheck", "14369"
+    cleanup(app)
+    dropins = "/etc/systemd/system/epmd.socket.d"
+    installed = pyrelctl("install", "--app", app, mix_artifacts["1.0.0"], "--grace", "1",
+                         "--env", f"ERL_EPMD_PORT={port}")  # fmt: skip
+    assert installed.returncode == 0, installed.stderr
+    # Stopping it stops the EPMD its VM started (in its cgroup).
+    assert pyrelctl("stop", app).returncode == 0
+    machine.run(["sh", "-c", f"mkdir -p {dropins} && printf '[Socket]\\nListenStream=\\n"
+                 f"ListenStream={port}\\n' > {dropins}/00-test-port.conf && "
+                 "systemctl daemon-reload && systemctl start epmd.socket"])  # fmt: skip
+    try:
+        code, document = report(pyrelctl, app)
+        epmd = [f for f in document["findings"] if f["check"] == "epmd"]
+        assert [f["severity"] for f in epmd] == ["problem"], epmd
+        assert f"listens on [::]:{port}" in epmd[0]["message"]
+        assert f"ListenStream=127.0.0.1:{port}" in epmd[0]["fix"]
+
+        # The release dies at start: epmd.service fails behind the socket
+        # (`start` may return before the VM gives up: wait until it did).
+        pyrelctl("start", app)
+        machine.run(["sh", "-c", f"for _ in $(seq 200); do journalctl -u {app} | "
+                     "grep -q epmd_close && exit 0; sleep 0.1; done; exit 1"])  # fmt: skip
+        assert pyrelctl("stop", app).returncode == 0
+        code, document = report(pyrelctl, app)
+        assert code == 1
+        broken = [f for f in document["findings"] if f["check"] == "epmd" and
+                  "epmd_close" in f["message"]]  # fmt: skip
+        assert len(broken) == 1, document["findings"]
+        state = [f for f in document["findings"] if f["check"] == "unit-state"]
+        assert state[0]["fix"] == broken[0]["fix"]  # not "pyrelctl start", which fails again
+        assert broken[0]["fix"].startswith("systemctl disable --now epmd.socket epmd.service")
+
+        # Both fixes, as doctor gives them, work.
+        machine.run(["sh", "-c", epmd[0]["fix"]])
+        listen = machine.systemctl("show", "-p", "Listen", "--value", "epmd.socket").stdout
+        assert listen.strip() == f"127.0.0.1:{port} (Stream)"
+        machine.run(["sh", "-c", broken[0]["fix"]])
+        assert pyrelctl("start", app).returncode == 0
+        code, document = report(pyrelctl, app)
+        assert [f for f in document["findings"] if f["check"] == "epmd"] == []
+        assert (code, problems(document)) == (0, [])
+    finally:
+        machine.run(["sh", "-c", f"rm -rf {dropins}; systemctl daemon-reload; "
+                     "systemctl stop epmd.socket epmd.service; "
+                     "systemctl reset-failed epmd.service epmd.socket"], check=False)  # fmt: skip

@@ -202,3 +202,21 @@ def test_a_socket_in_the_runtime_directory_and_the_fix_that_moves_it(host: Onlin
         InstallOptions(app="hello", listen=("/run/hello.http.sock", "127.0.0.1:80")),
     )
     assert not [f for f in check(host, FakeSystemd()) if "empties" in f.message]
+
+
+@pytest.mark.parametrize(
+    ("address", "loopback"),
+    [
+        ("[::]:4369", False),  # Debian's ListenStream=4369 with BindIPv6Only=both
+        ("0.0.0.0:4369", False),
+        ("4369", False),
+        ("10.0.0.5:4369", False),
+        ("/run/epmd.sock", False),
+        ("127.0.0.1:4369", True),
+        ("[::1]:4369", True),
+    ],
+)
+def test_epmd_socket_addresses_on_loopback_only(address: str, loopback: bool) -> None:
+    from pyrelctl.doctor.epmd import loopback_only
+
+    assert loopback_only(address) is loopback
