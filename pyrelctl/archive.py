@@ -40,10 +40,19 @@ from pyrelctl.errors import BadInput
 MAX_MEMBERS = 200_000
 #: Largest PAX or GNU long-name header. CPython's TarInfo reads such a header
 #: whole, in one read of the size it declares (TarInfo._proc_pax and
-#: _proc_gnulong), before we see the member it describes. A path is at most
-#: PATH_MAX (4096) bytes and an extended attribute value at most 64 KiB
+#: _proc_gnulong), before we see the member it describes: pyrelctl.tarheaders
+#: refuses a larger one before tarfile reads it. A path is at most PATH_MAX
+#: (4096) bytes and an extended attribute value at most 64 KiB
 #: (XATTR_SIZE_MAX, xattr(7)): this leaves room for both.
 MAX_HEADER = 128 * 1024
+#: Longest member path and symlink target (PATH_MAX less its NUL, and the
+#: longest name of one path component (NAME_MAX), limits.h / path_resolution(7):
+#: longer ones would fail at extraction, with a raw OSError, not be refused.
+MAX_PATH = 4095
+MAX_NAME = 255
+#: Characters of an artifact's text (a member name, a link) quoted in a
+#: message: a name may be up to MAX_HEADER bytes, an error is one short line.
+SHOWN = 100
 #: Largest manifest-like file read into memory before extraction.
 MAX_SMALL_FILE = 1024 * 1024
 #: A .tar.gz whose tar is at most this large is decompressed once, into
@@ -98,19 +107,36 @@ class RawMember:
     mtime: float = 0.0
 
 
+def shown(text: str) -> str:
+    """``text`` quoted for a one-line message (repr: no control characters),
+    cut after SHOWN characters and followed by its length in bytes."""
+    if len(text) <= SHOWN:
+        return repr(text)
+    size = len(text.encode("utf-8", "surrogateescape"))
+    return f"{text[:SHOWN]!r}…({size} bytes)"
+
+
 def normalise_member_name(name: str) -> str | None:
     """The release-relative path of a member name, or ``None`` for the root itself.
 
     Raises :class:`BadInput` for absolute names and names with ``..`` parts.
     """
     if "\x00" in name:
-        raise BadInput(f"archive member {name!r} has a NUL byte in its name")
+        raise BadInput(f"archive member {shown(name)} has a NUL byte in its name")
     if name.startswith("/"):
-        raise BadInput(f"archive member {name!r} is an absolute path")
+        raise BadInput(f"archive member {shown(name)} is an absolute path")
     parts = [p for p in name.split("/") if p not in ("", ".")]
     if ".." in parts:
-        raise BadInput(f"archive member {name!r} escapes the release root ('..')")
-    return "/".join(parts) if parts else None
+        raise BadInput(f"archive member {shown(name)} escapes the release root ('..')")
+    path = "/".join(parts)
+    if len(path.encode("utf-8", "surrogateescape")) > MAX_PATH or any(
+        len(p.encode("utf-8", "surrogateescape")) > MAX_NAME for p in parts
+    ):
+        raise BadInput(
+            f"archive member {shown(name)} has a name too long for a file system "
+            f"(more than {MAX_PATH} bytes, or {MAX_NAME} in one component)"
+        )
+    return path or None
 
 
 #: Symlinks followed while resolving one link target, as in the kernel (MAXSYMLINKS).
@@ -157,7 +183,7 @@ def _hardlink_target(raw: RawMember, types: Mapping[str, MemberType]) -> str:
         linked = None
     if linked is None or types.get(linked) is not MemberType.FILE:
         raise BadInput(
-            f"archive member {raw.name!r} is a hard link to {raw.target!r}, "
+            f"archive member {shown(raw.name)} is a hard link to {shown(raw.target)}, "
             "which is not a file earlier in the release"
         )
     return linked
@@ -186,15 +212,15 @@ def validate(
             kind = MemberType(raw.type)
         except ValueError:
             raise BadInput(
-                f"archive member {raw.name!r} is a {raw.type}; only files, "
+                f"archive member {shown(raw.name)} is a {raw.type}; only files, "
                 "directories and links are allowed"
             ) from None
         if raw.mode & (stat.S_ISUID | stat.S_ISGID):
-            raise BadInput(f"archive member {raw.name!r} has a setuid or setgid bit")
+            raise BadInput(f"archive member {shown(raw.name)} has a setuid or setgid bit")
         previous = types.get(path)
         if previous is not None and not (previous is kind is MemberType.DIR):
             raise BadInput(
-                f"archive member {raw.name!r} appears more than once"
+                f"archive member {shown(raw.name)} appears more than once"
                 + (
                     " (an earlier member needs it to be a directory)"
                     if previous is MemberType.DIR
@@ -207,10 +233,16 @@ def validate(
         while parent:
             ptype = types.setdefault(parent, MemberType.DIR)
             if ptype is not MemberType.DIR:
-                raise BadInput(f"archive member {raw.name!r} lies below a {ptype}, {parent!r}")
+                raise BadInput(
+                    f"archive member {shown(raw.name)} lies below a {ptype}, {shown(parent)}"
+                )
             parent = posixpath.dirname(parent)
         target = raw.target
         if kind is MemberType.SYMLINK:
+            if len(target.encode("utf-8", "surrogateescape")) > MAX_PATH:
+                raise BadInput(
+                    f"archive member {shown(raw.name)} is a symlink longer than {MAX_PATH} bytes"
+                )
             if resolve_link(posixpath.dirname(path), target, {}) is None:
                 raise _outside(raw)
             links[path] = target
@@ -241,7 +273,8 @@ def validate(
 
 def _outside(raw: RawMember) -> BadInput:
     return BadInput(
-        f"archive member {raw.name!r} is a symlink pointing outside the release ({raw.target!r})",
+        f"archive member {shown(raw.name)} is a symlink pointing outside the release "
+        f"({shown(raw.target)})",
         hint="links inside a release must be relative and stay inside it",
     )
 
