@@ -105,6 +105,12 @@ class RawMember:
     size: int = 0
     target: str = ""
     mtime: float = 0.0
+    ref: int = -1  # which entry of its artifact this is, for the artifact's own use
+
+
+#: Checks that the regular files listed twice, as (first, later) pairs, have
+#: the same content; raises BadInput for a pair that differs.
+SameContent = Callable[[list[tuple[RawMember, RawMember]]], None]
 
 
 def shown(text: str) -> str:
@@ -190,16 +196,24 @@ def _hardlink_target(raw: RawMember, types: Mapping[str, MemberType]) -> str:
 
 
 def validate(
-    raw_members: Iterable[RawMember], *, max_bytes: int = DEFAULT_MAX_BYTES
+    raw_members: Iterable[RawMember],
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    same_content: SameContent | None = None,
 ) -> list[Member]:
     """Check every member of an artifact; return them normalised, in order.
 
     Refuses (with :class:`BadInput`) anything that could write outside the
     release root or create something other than plain files, directories and
-    links inside it.
+    links inside it. A member listed again is the same member (kept once)
+    or refused: same type, mode, size and link target, and for a regular
+    file the same content, which ``same_content`` checks (without it, a
+    regular file listed twice is refused).
     """
     members: list[Member] = []
     types: dict[str, MemberType] = {}  # explicit members and implied parent directories
+    firsts: dict[str, RawMember] = {}  # each path's member, but directories
+    copies: list[tuple[RawMember, RawMember]] = []  # regular files listed again
     links: dict[str, str] = {}
     total = 0
     for raw in raw_members:
@@ -219,14 +233,15 @@ def validate(
             raise BadInput(f"archive member {shown(raw.name)} has a setuid or setgid bit")
         previous = types.get(path)
         if previous is not None and not (previous is kind is MemberType.DIR):
-            raise BadInput(
-                f"archive member {shown(raw.name)} appears more than once"
-                + (
-                    " (an earlier member needs it to be a directory)"
-                    if previous is MemberType.DIR
-                    else ""
-                )
-            )
+            # Mix's tar step lists files of rel/overlays/bin/ up to three
+            # times (issue 27, finding 2): the same file again is extracted
+            # once; a different one is refused.
+            first = _same_again(raw, kind, previous, firsts.get(path))
+            if kind is MemberType.FILE:
+                copies.append((first, raw))
+            continue
+        if kind is not MemberType.DIR:
+            firsts[path] = raw
         # No member may live below a symlink (writing through it could land
         # anywhere) or below a file. Parents not listed are implied directories.
         parent = posixpath.dirname(path)
@@ -268,7 +283,39 @@ def validate(
             and resolve_link(posixpath.dirname(member.path), member.target, links) is None
         ):
             raise _outside(RawMember(member.path, member.type, 0, target=member.target))
+    if copies:
+        if same_content is None:
+            raise BadInput(f"archive member {shown(copies[0][1].name)} appears more than once")
+        same_content(copies)
     return members
+
+
+def _same_again(
+    raw: RawMember, kind: MemberType, previous: MemberType, first: RawMember | None
+) -> RawMember:
+    """The earlier member at ``raw``'s path, if ``raw`` is the same member
+    again: same type, mode, size and link target (a file's content is
+    compared later, by the artifact). Otherwise refuses ``raw``."""
+    name = shown(raw.name)
+    if first is None or previous is MemberType.DIR:
+        raise BadInput(
+            f"archive member {name} appears more than once "
+            "(an earlier member needs it to be a directory)"
+        )
+    if previous is not kind:
+        raise BadInput(
+            f"archive member {name} appears more than once, as a {previous} and as a {kind}"
+        )
+    if raw.mode != first.mode:
+        raise BadInput(
+            f"archive member {name} appears more than once, with modes "
+            f"{first.mode:o} and {raw.mode:o}"
+        )
+    if raw.size != first.size:
+        raise BadInput(f"archive member {name} appears more than once, with different content")
+    if raw.target != first.target:
+        raise BadInput(f"archive member {name} appears more than once, with different targets")
+    return first
 
 
 def _outside(raw: RawMember) -> BadInput:

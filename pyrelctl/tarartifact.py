@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import hashlib
 import io
 import lzma
 import os
@@ -289,7 +290,9 @@ def _open_tar(path: Path, source: IO[bytes], max_bytes: int) -> Artifact:
         raise BadInput(f"{path}: not a readable tar archive") from e
     infos: dict[str, tarfile.TarInfo] = {}
     try:
-        members = validate(_listing(tar, infos, offsets), max_bytes=max_bytes)
+        members = validate(
+            _listing(tar, infos, offsets), max_bytes=max_bytes, same_content=_same_content(tar)
+        )
     except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
         tar.close()
         files.close()
@@ -318,7 +321,7 @@ def _listing(
         count += 1
         name = normalise_member_name(info.name)
         if name is not None and info.isreg():
-            infos[name] = info
+            infos.setdefault(name, info)
         yield RawMember(
             info.name,
             _tar_type(info),
@@ -326,7 +329,36 @@ def _listing(
             info.size,
             info.linkname,
             float(info.mtime),
+            ref=count - 1,  # its index in tar.getmembers()
         )
     _check_archive_end(tar)
     if count != len(offsets):
         raise BadInput("archive ends early in tarfile's reading; the archive reads two ways")
+
+
+def _same_content(tar: tarfile.TarFile) -> archive.SameContent:
+    """Compares the content of files listed twice (see archive.validate) by a
+    digest of each copy, read in archive order: one pass at most, however
+    many copies (a larger archive is decompressed again for it)."""
+
+    def check(copies: list[tuple[RawMember, RawMember]]) -> None:
+        infos = tar.getmembers()  # all of them, read: the listing is complete
+        refs = sorted({m.ref for pair in copies for m in pair}, key=lambda i: infos[i].offset_data)
+        digests = {ref: _digest(tar, infos[ref]) for ref in refs}
+        for first, later in copies:
+            if digests[first.ref] != digests[later.ref]:
+                raise BadInput(
+                    f"archive member {shown(later.name)} appears more than once, "
+                    "with different content"
+                )
+
+    return check
+
+
+def _digest(tar: tarfile.TarFile, info: tarfile.TarInfo) -> bytes:
+    f = tar.extractfile(info)
+    assert f is not None  # a regular file
+    digest = hashlib.sha256()
+    while chunk := f.read(1024 * 1024):
+        digest.update(chunk)
+    return digest.digest()

@@ -352,6 +352,24 @@ HOSTILE: list[Hostile] = [
     # duplicates
     tar_case("duplicate-file", [T("conf"), T("conf", data=b"other")], "more than once"),
     tar_case("duplicate-dotslash", [T("conf"), T("./conf", data=b"other")], "more than once"),
+    tar_case("duplicate-same-size", [T("conf"), T("conf", data=b"DATA\n")], "different content"),
+    tar_case("duplicate-mode", [T("conf"), T("conf", mode=0o755)], "with modes 644 and 755"),
+    tar_case(
+        "duplicate-as-symlink",
+        [T("conf"), T("conf", kind="symlink", target="bin/app")],
+        "as a file and as a symlink",
+    ),
+    tar_case(
+        "duplicate-symlink-target",
+        [T("s", kind="symlink", target="bin/app"), T("s", kind="symlink", target="bin")],
+        "different targets",
+    ),
+    tar_case(
+        "duplicate-hardlink-target",
+        [T("c"), T("h", kind="hardlink", target="c"), T("h", kind="hardlink", target="bin/app")],
+        "different targets",
+    ),
+    tar_case("duplicate-of-first", [T("bin//app")], "more than once"),
     tar_case("file-then-dir", [T("conf"), T("conf", kind="dir")], "more than once"),
     tar_case(
         "dir-then-symlink", [T("d", kind="dir"), T("d", kind="symlink", target="bin")], "once"
@@ -1245,6 +1263,67 @@ def test_random_members_never_escape(members: list[T]) -> None:
 @example(_IMPLICIT_DIR)
 def test_random_members_never_escape_strict(members: list[T]) -> None:
     check_members_stay_inside(members, tolerate_known_bugs=False)
+
+
+# -- the same member listed again (issue 27, finding 2) ------------------------------
+
+SERVER = b"#!/bin/sh\nexec bin/app start\n"
+#: What mix's tar step writes for a file in rel/overlays/bin/: bin/ as a
+#: directory, again as an overlay directory, and the file once more.
+LISTED_AGAIN = [
+    T("bin", kind="dir"),
+    T("bin/app", data=b"#!/bin/sh\n", mode=0o755),
+    T("bin/server", data=SERVER, mode=0o755),
+    T("bin", kind="dir"),
+    T("bin/server", data=SERVER, mode=0o755),
+    T("bin/server", data=SERVER, mode=0o755, mtime=1_700_000_001),
+    T("lib/s", kind="symlink", target="../bin/server"),
+    T("lib/s", kind="symlink", target="../bin/server"),
+    T("h", kind="hardlink", target="bin/server"),
+    T("h", kind="hardlink", target="bin/server"),
+]
+
+
+@pytest.mark.parametrize("in_memory", [True, False], ids=["spooled", "streamed"])
+@pytest.mark.parametrize("suffix", [".tar", ".tar.gz"])
+def test_the_same_member_listed_again_is_extracted_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suffix: str, in_memory: bool
+) -> None:
+    if not in_memory:
+        monkeypatch.setattr(archive, "SPOOL_LIMIT", 0)
+    path = make_tar(tmp_path / f"again{suffix}", LISTED_AGAIN)
+    with open_artifact(path) as artifact:
+        paths = [m.path for m in artifact.members]
+        assert paths == ["bin", "bin/app", "bin/server", "bin", "lib/s", "h"]
+        artifact.extract(tmp_path / "dest")
+    assert tree(tmp_path / "dest")["bin/server"] == ("file", 0o755, SERVER)
+    assert os.readlink(tmp_path / "dest/lib/s") == "../bin/server"
+    assert os.path.samefile(tmp_path / "dest/h", tmp_path / "dest/bin/server")
+
+
+@pytest.mark.parametrize("in_memory", [True, False], ids=["spooled", "streamed"])
+def test_a_copy_with_other_content_is_refused_wherever_it_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, in_memory: bool
+) -> None:
+    # Same name, type, mode and size: only the content tells them apart.
+    if not in_memory:
+        monkeypatch.setattr(archive, "SPOOL_LIMIT", 0)
+    other = SERVER.replace(b"app", b"evl")
+    for position in (3, 5, len(LISTED_AGAIN)):
+        members = [*LISTED_AGAIN]
+        members.insert(position, T("bin/server", data=other, mode=0o755))
+        path = make_tar(tmp_path / f"other{position}.tar.gz", members)
+        with pytest.raises(BadInput) as info:
+            open_artifact(path)
+        assert info.value.message == (
+            "archive member 'bin/server' appears more than once, with different content"
+        )
+
+
+def test_a_directory_artifact_has_no_copies_to_compare() -> None:
+    # validate() without same_content (directories cannot list a name twice)
+    with pytest.raises(BadInput, match="appears more than once"):
+        validate([RawMember("a", "file", 0o644, 1), RawMember("a", "file", 0o644, 1)])
 
 
 def test_names_in_messages_are_cut_short() -> None:
