@@ -118,8 +118,21 @@ def shown(text: str) -> str:
     cut after SHOWN characters and followed by its length in bytes."""
     if len(text) <= SHOWN:
         return repr(text)
-    size = len(text.encode("utf-8", "surrogateescape"))
-    return f"{text[:SHOWN]!r}…({size} bytes)"
+    return f"{text[:SHOWN]!r}…({_size(text)} bytes)"
+
+
+def _too_long(text: str, limit: int) -> bool:
+    """Whether ``text`` is more than ``limit`` bytes in the file system's
+    encoding (UTF-8, undecodable bytes as surrogate escapes)."""
+    # A character is at most 4 bytes: most names need no encoding.
+    return len(text) * 4 > limit and _size(text) > limit
+
+
+def _size(text: str) -> int:
+    try:
+        return len(text.encode("utf-8", "surrogateescape"))
+    except UnicodeEncodeError:  # a lone surrogate (not an escaped byte): 3 bytes
+        return len(text.encode("utf-8", "surrogatepass"))
 
 
 def normalise_member_name(name: str) -> str | None:
@@ -135,9 +148,7 @@ def normalise_member_name(name: str) -> str | None:
     if ".." in parts:
         raise BadInput(f"archive member {shown(name)} escapes the release root ('..')")
     path = "/".join(parts)
-    if len(path.encode("utf-8", "surrogateescape")) > MAX_PATH or any(
-        len(p.encode("utf-8", "surrogateescape")) > MAX_NAME for p in parts
-    ):
+    if _too_long(path, MAX_PATH) or any(_too_long(p, MAX_NAME) for p in parts):
         raise BadInput(
             f"archive member {shown(name)} has a name too long for a file system "
             f"(more than {MAX_PATH} bytes, or {MAX_NAME} in one component)"
@@ -254,7 +265,7 @@ def validate(
             parent = posixpath.dirname(parent)
         target = raw.target
         if kind is MemberType.SYMLINK:
-            if len(target.encode("utf-8", "surrogateescape")) > MAX_PATH:
+            if _too_long(target, MAX_PATH):
                 raise BadInput(
                     f"archive member {shown(raw.name)} is a symlink longer than {MAX_PATH} bytes"
                 )

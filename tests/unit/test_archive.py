@@ -1332,6 +1332,9 @@ def test_names_in_messages_are_cut_short() -> None:
         validate([RawMember(name, "file", 0o644)])
     assert len(info.value.message) < 250, len(info.value.message)
     assert "(120004 bytes)" in info.value.message
+    # a name no file system holds (a lone surrogate) is measured, not a crash
+    with pytest.raises(BadInput, match="name too long"):
+        validate([RawMember("\ud800" * 2000, "file", 0o644)])
 
 
 # -- crafted headers: the walk and tarfile read every archive the same way -------------
