@@ -202,6 +202,7 @@ def build_mix_app(
     name: str = "shop",
     failing: Sequence[str] = (),
     http_port: int | None = None,
+    overlays: Mapping[str, bytes] | None = None,
 ) -> dict[str, Path]:
     """Build an Elixir app with `mix release`, once per version; return version -> tarball.
 
@@ -213,7 +214,10 @@ def build_mix_app(
     over gen_tcp: no deps to fetch). Tarballs
     are copied to `workdir/artifacts/NAME-VERSION.tar.gz`. Each is checked:
     it holds `bin/NAME` and `releases/start_erl.data`, and an extracted copy
-    runs `bin/NAME eval 'IO.puts(:ok)'` on this host.
+    runs `bin/NAME eval 'IO.puts(:ok)'` on this host. `overlays` (path ->
+    content) are written below the project's `rel/overlays/`, which mix
+    copies into the release (files under `bin/` executable, like the
+    `bin/server` and `bin/migrate` of `mix phx.gen.release`).
     """
     if not _MIX_NAME_RE.fullmatch(name):
         raise ValueError(f"invalid mix app name {name!r}")
@@ -235,6 +239,11 @@ def build_mix_app(
     run(["mix", "new", name, "--sup"], cwd=workdir, env=env)
     values = {"app": name, "module": module}
     (project / "lib" / name / "application.ex").write_text(_APPLICATION_EX.substitute(values))
+    for rel, content in (overlays or {}).items():
+        path = project / "rel" / "overlays" / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+        path.chmod(0o755 if rel.startswith("bin/") else 0o644)
 
     artifacts = workdir / "artifacts"
     artifacts.mkdir(exist_ok=True)

@@ -40,10 +40,19 @@ from pyrelctl.errors import BadInput
 MAX_MEMBERS = 200_000
 #: Largest PAX or GNU long-name header. CPython's TarInfo reads such a header
 #: whole, in one read of the size it declares (TarInfo._proc_pax and
-#: _proc_gnulong), before we see the member it describes. A path is at most
-#: PATH_MAX (4096) bytes and an extended attribute value at most 64 KiB
+#: _proc_gnulong), before we see the member it describes: pyrelctl.tarheaders
+#: refuses a larger one before tarfile reads it. A path is at most PATH_MAX
+#: (4096) bytes and an extended attribute value at most 64 KiB
 #: (XATTR_SIZE_MAX, xattr(7)): this leaves room for both.
 MAX_HEADER = 128 * 1024
+#: Longest member path and symlink target (PATH_MAX less its NUL, and the
+#: longest name of one path component (NAME_MAX), limits.h / path_resolution(7):
+#: longer ones would fail at extraction, with a raw OSError, not be refused.
+MAX_PATH = 4095
+MAX_NAME = 255
+#: Characters of an artifact's text (a member name, a link) quoted in a
+#: message: a name may be up to MAX_HEADER bytes, an error is one short line.
+SHOWN = 100
 #: Largest manifest-like file read into memory before extraction.
 MAX_SMALL_FILE = 1024 * 1024
 #: A .tar.gz whose tar is at most this large is decompressed once, into
@@ -96,6 +105,34 @@ class RawMember:
     size: int = 0
     target: str = ""
     mtime: float = 0.0
+    ref: int = -1  # which entry of its artifact this is, for the artifact's own use
+
+
+#: Checks that the regular files listed twice, as (first, later) pairs, have
+#: the same content; raises BadInput for a pair that differs.
+SameContent = Callable[[list[tuple[RawMember, RawMember]]], None]
+
+
+def shown(text: str) -> str:
+    """``text`` quoted for a one-line message (repr: no control characters),
+    cut after SHOWN characters and followed by its length in bytes."""
+    if len(text) <= SHOWN:
+        return repr(text)
+    return f"{text[:SHOWN]!r}…({_size(text)} bytes)"
+
+
+def _too_long(text: str, limit: int) -> bool:
+    """Whether ``text`` is more than ``limit`` bytes in the file system's
+    encoding (UTF-8, undecodable bytes as surrogate escapes)."""
+    # A character is at most 4 bytes: most names need no encoding.
+    return len(text) * 4 > limit and _size(text) > limit
+
+
+def _size(text: str) -> int:
+    try:
+        return len(text.encode("utf-8", "surrogateescape"))
+    except UnicodeEncodeError:  # a lone surrogate (not an escaped byte): 3 bytes
+        return len(text.encode("utf-8", "surrogatepass"))
 
 
 def normalise_member_name(name: str) -> str | None:
@@ -104,13 +141,19 @@ def normalise_member_name(name: str) -> str | None:
     Raises :class:`BadInput` for absolute names and names with ``..`` parts.
     """
     if "\x00" in name:
-        raise BadInput(f"archive member {name!r} has a NUL byte in its name")
+        raise BadInput(f"archive member {shown(name)} has a NUL byte in its name")
     if name.startswith("/"):
-        raise BadInput(f"archive member {name!r} is an absolute path")
+        raise BadInput(f"archive member {shown(name)} is an absolute path")
     parts = [p for p in name.split("/") if p not in ("", ".")]
     if ".." in parts:
-        raise BadInput(f"archive member {name!r} escapes the release root ('..')")
-    return "/".join(parts) if parts else None
+        raise BadInput(f"archive member {shown(name)} escapes the release root ('..')")
+    path = "/".join(parts)
+    if _too_long(path, MAX_PATH) or any(_too_long(p, MAX_NAME) for p in parts):
+        raise BadInput(
+            f"archive member {shown(name)} has a name too long for a file system "
+            f"(more than {MAX_PATH} bytes, or {MAX_NAME} in one component)"
+        )
+    return path or None
 
 
 #: Symlinks followed while resolving one link target, as in the kernel (MAXSYMLINKS).
@@ -157,23 +200,31 @@ def _hardlink_target(raw: RawMember, types: Mapping[str, MemberType]) -> str:
         linked = None
     if linked is None or types.get(linked) is not MemberType.FILE:
         raise BadInput(
-            f"archive member {raw.name!r} is a hard link to {raw.target!r}, "
+            f"archive member {shown(raw.name)} is a hard link to {shown(raw.target)}, "
             "which is not a file earlier in the release"
         )
     return linked
 
 
 def validate(
-    raw_members: Iterable[RawMember], *, max_bytes: int = DEFAULT_MAX_BYTES
+    raw_members: Iterable[RawMember],
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    same_content: SameContent | None = None,
 ) -> list[Member]:
     """Check every member of an artifact; return them normalised, in order.
 
     Refuses (with :class:`BadInput`) anything that could write outside the
     release root or create something other than plain files, directories and
-    links inside it.
+    links inside it. A member listed again is the same member (kept once)
+    or refused: same type, mode, size and link target, and for a regular
+    file the same content, which ``same_content`` checks (without it, a
+    regular file listed twice is refused).
     """
     members: list[Member] = []
     types: dict[str, MemberType] = {}  # explicit members and implied parent directories
+    firsts: dict[str, RawMember] = {}  # each path's member, but directories
+    copies: list[tuple[RawMember, RawMember]] = []  # regular files listed again
     links: dict[str, str] = {}
     total = 0
     for raw in raw_members:
@@ -186,31 +237,38 @@ def validate(
             kind = MemberType(raw.type)
         except ValueError:
             raise BadInput(
-                f"archive member {raw.name!r} is a {raw.type}; only files, "
+                f"archive member {shown(raw.name)} is a {raw.type}; only files, "
                 "directories and links are allowed"
             ) from None
         if raw.mode & (stat.S_ISUID | stat.S_ISGID):
-            raise BadInput(f"archive member {raw.name!r} has a setuid or setgid bit")
+            raise BadInput(f"archive member {shown(raw.name)} has a setuid or setgid bit")
         previous = types.get(path)
         if previous is not None and not (previous is kind is MemberType.DIR):
-            raise BadInput(
-                f"archive member {raw.name!r} appears more than once"
-                + (
-                    " (an earlier member needs it to be a directory)"
-                    if previous is MemberType.DIR
-                    else ""
-                )
-            )
+            # Mix's tar step lists files of rel/overlays/bin/ up to three
+            # times (issue 27, finding 2): the same file again is extracted
+            # once; a different one is refused.
+            first = _same_again(raw, kind, previous, firsts.get(path))
+            if kind is MemberType.FILE:
+                copies.append((first, raw))
+            continue
+        if kind is not MemberType.DIR:
+            firsts[path] = raw
         # No member may live below a symlink (writing through it could land
         # anywhere) or below a file. Parents not listed are implied directories.
         parent = posixpath.dirname(path)
         while parent:
             ptype = types.setdefault(parent, MemberType.DIR)
             if ptype is not MemberType.DIR:
-                raise BadInput(f"archive member {raw.name!r} lies below a {ptype}, {parent!r}")
+                raise BadInput(
+                    f"archive member {shown(raw.name)} lies below a {ptype}, {shown(parent)}"
+                )
             parent = posixpath.dirname(parent)
         target = raw.target
         if kind is MemberType.SYMLINK:
+            if _too_long(target, MAX_PATH):
+                raise BadInput(
+                    f"archive member {shown(raw.name)} is a symlink longer than {MAX_PATH} bytes"
+                )
             if resolve_link(posixpath.dirname(path), target, {}) is None:
                 raise _outside(raw)
             links[path] = target
@@ -236,12 +294,45 @@ def validate(
             and resolve_link(posixpath.dirname(member.path), member.target, links) is None
         ):
             raise _outside(RawMember(member.path, member.type, 0, target=member.target))
+    if copies:
+        if same_content is None:
+            raise BadInput(f"archive member {shown(copies[0][1].name)} appears more than once")
+        same_content(copies)
     return members
+
+
+def _same_again(
+    raw: RawMember, kind: MemberType, previous: MemberType, first: RawMember | None
+) -> RawMember:
+    """The earlier member at ``raw``'s path, if ``raw`` is the same member
+    again: same type, mode, size and link target (a file's content is
+    compared later, by the artifact). Otherwise refuses ``raw``."""
+    name = shown(raw.name)
+    if first is None or previous is MemberType.DIR:
+        raise BadInput(
+            f"archive member {name} appears more than once "
+            "(an earlier member needs it to be a directory)"
+        )
+    if previous is not kind:
+        raise BadInput(
+            f"archive member {name} appears more than once, as a {previous} and as a {kind}"
+        )
+    if raw.mode != first.mode:
+        raise BadInput(
+            f"archive member {name} appears more than once, with modes "
+            f"{first.mode:o} and {raw.mode:o}"
+        )
+    if raw.size != first.size:
+        raise BadInput(f"archive member {name} appears more than once, with different content")
+    if raw.target != first.target:
+        raise BadInput(f"archive member {name} appears more than once, with different targets")
+    return first
 
 
 def _outside(raw: RawMember) -> BadInput:
     return BadInput(
-        f"archive member {raw.name!r} is a symlink pointing outside the release ({raw.target!r})",
+        f"archive member {shown(raw.name)} is a symlink pointing outside the release "
+        f"({shown(raw.target)})",
         hint="links inside a release must be relative and stay inside it",
     )
 

@@ -4,30 +4,36 @@ The checks are :mod:`pyrelctl.archive`'s; this module reads the archive.
 The file is read once, into memory or an unnamed temporary file, and
 everything after (the signature check, listing, reading manifests,
 extraction) reads that copy: a file swapped at the path meanwhile changes
-nothing (issue 15, finding 6). Limits apply while the archive is read, not
-after: the member count as headers are read, the size of an extended header
-before tarfile reads it (finding 8).
+nothing (issue 15, finding 6). Limits apply before tarfile reads a header:
+:mod:`pyrelctl.tarheaders` walks every header of the decompressed tar first
+(issue 15, finding 8; issue 26, finding 1), and tarfile must then find each
+member where the walk did.
 """
 
 from __future__ import annotations
 
+import bz2
 import gzip
+import hashlib
 import io
+import lzma
 import os
 import tarfile
 import tempfile
 import zlib
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
-from typing import IO, Self
+from typing import IO, cast
 
-from pyrelctl import archive
+from pyrelctl import archive, tarheaders
 from pyrelctl.archive import (
     Artifact,
     Member,
     MemberType,
     RawMember,
     normalise_member_name,
+    shown,
     validate,
 )
 from pyrelctl.errors import BadInput
@@ -40,16 +46,16 @@ class _TarArtifact(Artifact):
         tar: tarfile.TarFile,
         infos: dict[str, tarfile.TarInfo],
         members: list[Member],
-        copy: IO[bytes],
+        files: ExitStack,
     ) -> None:
         super().__init__(source, members)
         self._tar = tar
         self._infos = infos
-        self._copy = copy  # what tar reads: the one read of the artifact file
+        self._files = files  # what tar reads: the one read of the artifact file
 
     def close(self) -> None:
         self._tar.close()  # leaves a fileobj it was given open
-        self._copy.close()
+        self._files.close()
 
     def _open(self, member: Member) -> IO[bytes]:
         f = self._tar.extractfile(self._infos[member.path])
@@ -103,29 +109,75 @@ def _check_archive_end(tar: tarfile.TarFile) -> None:
         pass
 
 
-def _decompressed(raw: IO[bytes], path: Path) -> io.BytesIO | None:
-    """The tar inside ``raw``, if it is gzip and the tar within SPOOL_LIMIT.
+#: What tarfile's "r:*" reads besides a plain tar, by magic number: gzip (RFC
+#: 1952), bzip2, xz. Opened here through the public modules, so that the
+#: header walk and tarfile read one and the same stream.
+_MAGIC = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz"}
 
-    None also when gzip cannot even begin (a damaged header): tarfile then
-    says why. Read to the end, so gzip checks its CRC32 and length trailer;
-    a stream damaged past its start raises BadInput.
+
+def _decompressing(kind: str, raw: IO[bytes]) -> io.BufferedIOBase:
+    """A reader of the ``kind``-compressed ``raw``; closing it leaves ``raw`` open."""
+    if kind == "gzip":
+        return gzip.GzipFile(fileobj=raw, mode="rb")
+    if kind == "bzip2":
+        return bz2.BZ2File(raw)
+    return lzma.LZMAFile(raw, format=lzma.FORMAT_XZ)
+
+
+#: What a damaged compressed stream raises: gzip.BadGzipFile and bz2's
+#: "Invalid data stream" are OSErrors, EOFError a stream that ends early.
+_DECOMPRESSION_ERRORS = (EOFError, OSError, zlib.error, lzma.LZMAError)
+
+
+def _corrupt(path: Path, e: BaseException) -> BadInput:
+    return BadInput(f"{path}: corrupt or truncated archive ({_first_line(e)})")
+
+
+def _tar_stream(raw: IO[bytes], path: Path) -> IO[bytes]:
+    """The tar inside ``raw`` (at offset 0): seekable, at offset 0.
+
+    A compressed tar of at most SPOOL_LIMIT bytes is decompressed once, into
+    memory, to the end, so that the decompressor checks its trailer (gzip's
+    CRC32 and length); a larger one is read through a decompressing reader
+    over ``raw`` (a backward seek decompresses again from the start). A
+    plain tar is ``raw`` itself.
     """
-    if raw.read(2) != b"\x1f\x8b":  # gzip's magic number (RFC 1952)
-        return None
+    head = raw.read(6)
     raw.seek(0)
-    tar = io.BytesIO()
+    kind = next((kind for magic, kind in _MAGIC.items() if head.startswith(magic)), None)
+    if kind is None:
+        return raw
+    spool = io.BytesIO()
+    too_big = False
     try:
-        with gzip.GzipFile(fileobj=raw, mode="rb") as stream:  # leaves raw open
-            while chunk := stream.read(1024 * 1024):
-                if tar.tell() + len(chunk) > archive.SPOOL_LIMIT:
-                    return None
-                tar.write(chunk)
-    except (EOFError, zlib.error, gzip.BadGzipFile) as e:
-        if tar.tell() == 0:
-            return None
-        raise BadInput(f"{path}: corrupt or truncated archive ({_first_line(e)})") from e
-    tar.seek(0)
-    return tar
+        with _decompressing(kind, raw) as stream:  # leaves raw open
+            # read1: what one read of the compressed bytes gives, so that a
+            # stream damaged later still yields its start (a tar, but corrupt).
+            while not too_big and (chunk := stream.read1(1024 * 1024)):
+                too_big = spool.tell() + len(chunk) > archive.SPOOL_LIMIT
+                if not too_big:
+                    spool.write(chunk)
+    except _DECOMPRESSION_ERRORS as e:
+        if spool.tell() == 0:
+            raise BadInput(f"{path}: not a readable tar archive") from e
+        raise _corrupt(path, e) from e
+    if too_big:
+        raw.seek(0)
+        return cast(IO[bytes], _decompressing(kind, raw))  # typeshed: not an IO[bytes]
+    spool.seek(0)
+    return spool
+
+
+def _walk(stream: IO[bytes], path: Path) -> list[int]:
+    """:func:`pyrelctl.tarheaders.walk`, its damage said as the other errors are."""
+    try:
+        return tarheaders.walk(stream)
+    except tarheaders.Damaged as e:
+        if e.offset == 0:
+            raise BadInput(f"{path}: not a readable tar archive") from e
+        raise _corrupt(path, e) from e
+    except _DECOMPRESSION_ERRORS as e:  # a larger archive decompresses as it is walked
+        raise _corrupt(path, e) from e
 
 
 def _largest_file(max_bytes: int) -> int:
@@ -218,73 +270,95 @@ def open_tarball(
 
 def _open_tar(path: Path, source: IO[bytes], max_bytes: int) -> Artifact:
     """List and validate the tar in ``source``; the artifact owns ``source``."""
+    files = ExitStack()
+    files.callback(source.close)
     try:
-        spooled = _decompressed(source, path)
-        source.seek(0)
-        if spooled is not None:
-            source.close()  # the compressed bytes are not needed again
-            source = spooled
-        # Closed by the Artifact it is handed to. "r:*" tries every
-        # compression tarfile knows, on the stream we give it.
-        tar = tarfile.open(  # noqa: SIM115
-            fileobj=source, mode="r:*" if spooled is None else "r:", tarinfo=_ListedTarInfo
-        )
-    except (tarfile.TarError, EOFError, zlib.error, OSError, RecursionError) as e:
-        # tarfile's message lists every compression it tried, one per line.
+        stream = _tar_stream(source, path)
+        if stream is not source and isinstance(stream, io.BytesIO):
+            files.close()  # decompressed: the compressed bytes are not needed again
+        files.callback(stream.close)  # closed first: a reader over source, or the spool
+        # Every header is checked before tarfile reads one (see tarheaders).
+        offsets = _walk(stream, path)
+        stream.seek(0)
+        # Closed by the Artifact it is handed to. "r:": the stream is the tar.
+        tar = tarfile.open(fileobj=stream, mode="r:")  # noqa: SIM115
+    except BadInput:
+        files.close()
+        raise
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
+        files.close()
         raise BadInput(f"{path}: not a readable tar archive") from e
     infos: dict[str, tarfile.TarInfo] = {}
     try:
-        members = validate(_listing(tar, infos), max_bytes=max_bytes)
+        members = validate(
+            _listing(tar, infos, offsets), max_bytes=max_bytes, same_content=_same_content(tar)
+        )
     except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
         tar.close()
-        raise BadInput(f"{path}: corrupt or truncated archive ({_first_line(e)})") from e
-    except RecursionError as e:
-        # CPython's TarInfo reads each PAX or GNU long-name header by calling
-        # itself for the header that follows: a long chain of them ends here.
-        tar.close()
-        raise BadInput(f"{path}: corrupt archive (too many extended headers in a row)") from e
+        files.close()
+        raise _corrupt(path, e) from e
     except BaseException:
         tar.close()
+        files.close()
         raise
-    return _TarArtifact(path, tar, infos, members, source)
+    return _TarArtifact(path, tar, infos, members, files)
 
 
-def _listing(tar: tarfile.TarFile, infos: dict[str, tarfile.TarInfo]) -> Iterator[RawMember]:
-    """The entries of ``tar`` as read, refusing the one past MAX_MEMBERS before
-    reading further; ``infos`` gets the regular files' headers (to extract)."""
+def _listing(
+    tar: tarfile.TarFile, infos: dict[str, tarfile.TarInfo], offsets: list[int]
+) -> Iterator[RawMember]:
+    """The entries of ``tar`` as read; ``infos`` gets the regular files'
+    headers (to extract). Each must be the member the header walk found."""
     count = 0
     while (info := tar.next()) is not None:
+        if count >= len(offsets) or info.offset_data != offsets[count]:
+            # The walk checked other headers than tarfile reads: a case
+            # tarheaders does not know. Refused, whatever it holds.
+            raise BadInput(
+                f"archive member {shown(info.name)} is not where the tar headers "
+                "say; the archive reads two ways"
+            )
         count += 1
-        if count > archive.MAX_MEMBERS:
-            raise BadInput(f"archive has more than {archive.MAX_MEMBERS} members")
         name = normalise_member_name(info.name)
         if name is not None and info.isreg():
-            infos[name] = info
+            infos.setdefault(name, info)
         yield RawMember(
-            info.name, _tar_type(info), info.mode, info.size, info.linkname, float(info.mtime)
+            info.name,
+            _tar_type(info),
+            info.mode,
+            info.size,
+            info.linkname,
+            float(info.mtime),
+            ref=count - 1,  # its index in tar.getmembers()
         )
     _check_archive_end(tar)
+    if count != len(offsets):
+        raise BadInput("archive ends early in tarfile's reading; the archive reads two ways")
 
 
-_EXTENDED_HEADERS = (
-    tarfile.XHDTYPE,
-    tarfile.XGLTYPE,
-    tarfile.SOLARIS_XHDTYPE,
-    tarfile.GNUTYPE_LONGNAME,
-    tarfile.GNUTYPE_LONGLINK,
-)
+def _same_content(tar: tarfile.TarFile) -> archive.SameContent:
+    """Compares the content of files listed twice (see archive.validate) by a
+    digest of each copy, read in archive order: one pass at most, however
+    many copies (a larger archive is decompressed again for it)."""
+
+    def check(copies: list[tuple[RawMember, RawMember]]) -> None:
+        infos = tar.getmembers()  # all of them, read: the listing is complete
+        refs = sorted({m.ref for pair in copies for m in pair}, key=lambda i: infos[i].offset_data)
+        digests = {ref: _digest(tar, infos[ref]) for ref in refs}
+        for first, later in copies:
+            if digests[first.ref] != digests[later.ref]:
+                raise BadInput(
+                    f"archive member {shown(later.name)} appears more than once, "
+                    "with different content"
+                )
+
+    return check
 
 
-class _ListedTarInfo(tarfile.TarInfo):
-    """A TarInfo that refuses an extended header larger than MAX_HEADER before
-    tarfile reads it (whole, into memory: see archive.MAX_HEADER)."""
-
-    @classmethod
-    def frombuf(cls, buf: bytes | bytearray, encoding: str, errors: str) -> Self:
-        info = super().frombuf(buf, encoding, errors)
-        if info.type in _EXTENDED_HEADERS and info.size > archive.MAX_HEADER:
-            raise BadInput(
-                f"archive has an extended header of {info.size} bytes "
-                f"(more than {archive.MAX_HEADER})"
-            )
-        return info
+def _digest(tar: tarfile.TarFile, info: tarfile.TarInfo) -> bytes:
+    f = tar.extractfile(info)
+    assert f is not None  # a regular file
+    digest = hashlib.sha256()
+    while chunk := f.read(1024 * 1024):
+        digest.update(chunk)
+    return digest.digest()

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import tarcraft
 from tests.cli.conftest import Result, run
 
 # -- snapshots of the root tree --------------------------------------------------------
@@ -161,6 +162,14 @@ def _huge_long_name() -> bytes:
     return gzip.compress(tar_bytes([*release_members(), M("a" * (4 << 20))]), mtime=0)
 
 
+def _release_then(*parts: bytes) -> Callable[[], bytes]:
+    """A good release's .tar.gz with ``parts`` (tests.tarcraft blocks) after it."""
+    release = tar_bytes(release_members())
+    while release.endswith(bytes(tarcraft.BLOCK)):  # the end marker and record padding
+        release = release[: -tarcraft.BLOCK]
+    return lambda: gzip.compress(release + b"".join(parts) + tarcraft.END, mtime=0)
+
+
 def _release_dir_with_fifo(tmp: Path) -> Path:
     root = tmp / "fifo-release"
     (root / "bin").mkdir(parents=True)
@@ -198,6 +207,22 @@ BAD: list[Bad] = [
     raw_file("truncated", "cut.tar.gz", _truncated, "truncated"),
     raw_file("pax-chain", "chain.tar.gz", _pax_chain, "extended headers"),
     raw_file("huge-long-name", "long.tar.gz", _huge_long_name, "extended header"),
+    # Issue 26, finding 1: 32 MiB headers of each kind, crafted block by block.
+    *(
+        raw_file(f"huge-{name}", f"{name}.tar.gz", _release_then(huge), "extended header")
+        for name, huge in [
+            ("gnu-long-name", tarcraft.huge_extended(b"L", 32 << 20)),
+            ("gnu-long-link", tarcraft.huge_extended(b"K", 32 << 20)),
+            ("pax-header", tarcraft.huge_extended(b"x", 32 << 20)),
+            ("pax-global-header", tarcraft.huge_extended(b"g", 32 << 20)),
+        ]
+    ),
+    raw_file(
+        "long-name",
+        "name.tar.gz",
+        _release_then(tarcraft.extended(b"L", b"a" * 100_000 + b"\0"), tarcraft.member(b"x")),
+        "name too long",
+    ),
     raw_file("empty", "empty.tar.gz", lambda: gzip.compress(tar_bytes([M("./", "dir")])), "empty"),
     raw_file("zip", "app.zip", lambda: b"PK\x03\x04" + bytes(64), "not a release"),
     raw_file("not-a-release", "x.tar.gz", lambda: gzip.compress(tar_bytes([M("a")])), "not a"),
@@ -301,6 +326,8 @@ def assert_one_error_line(result: Result, word: str) -> None:
     errors = [line for line in result.err_lines if line.startswith("error: ")]
     assert len(errors) == 1, result.err
     assert word in errors[0], errors[0]
+    # whatever the artifact holds (a 32 MiB name...), a line a terminal shows
+    assert all(len(line) < 400 for line in result.err_lines), [len(x) for x in result.err_lines]
     # the error line, then at most hints: no traceback, no progress chatter
     assert all(line.startswith(("error: ", "hint: ")) for line in result.err_lines), result.err
     assert "Traceback" not in result.err
