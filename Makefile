@@ -72,8 +72,10 @@ ansible-sanity: $(STAMP_VENV)
 # -- packages (docs/packaging.md) ----------------------------------------------
 # Debian's own tooling builds the .deb; rpmbuild (Debian's rpm package) proves
 # the RPM spec. Build dependencies are installed with apt first, never assumed.
-DEB_BUILD_DEPS := dpkg-dev debhelper dh-python pybuild-plugin-pyproject python3-all \
-  python3-hatchling python3-click python3-jinja2 lintian
+# build-essential: dpkg-checkbuilddeps counts it as an implicit build dependency
+# (dpkg-checkbuilddeps(1), -I), and apt-ensure installs no recommends.
+DEB_BUILD_DEPS := build-essential dpkg-dev debhelper dh-python pybuild-plugin-pyproject \
+  python3-all python3-hatchling python3-click python3-jinja2 lintian
 RPM_BUILD_DEPS := rpm python3-build python3-installer python3-hatchling python3-click \
   python3-jinja2
 # Where the packages land, and a scratch directory to build in (the checkout
