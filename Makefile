@@ -47,8 +47,12 @@ lint: $(STAMP_VENV)
 
 # What the install-path tests (tests/system/test_install_paths.py) take from
 # Debian, as a new user would: pipx. Checked at every run (dpkg-query only),
-# installed with apt when missing, so an existing checkout gets it too.
-TEST_APT_PACKAGES := pipx python3-venv python3-pip
+# installed with apt when missing, so an existing checkout gets it too. Also
+# the programs the suite runs that a fresh Debian lacks (not Priority
+# required/important; tests/unit/test_packaging.py checks): ssh-keygen (signed
+# releases), curl (inside the test containers, which run the host's /usr),
+# dpkg-checkbuilddeps (make deb's build dependencies).
+TEST_APT_PACKAGES := pipx python3-venv python3-pip openssh-client curl dpkg-dev
 
 .PHONY: test-deps
 test-deps: $(STAMP_APT)
