@@ -50,8 +50,12 @@ lint: $(STAMP_VENV)
 # release when the machine's are behind (a security update changed tarfile).
 # What the install-path tests (tests/system/test_install_paths.py) take from
 # Debian, as a new user would: pipx. Checked at every run (dpkg-query only),
-# installed with apt when missing, so an existing checkout gets it too.
-TEST_APT_PACKAGES := pipx python3-venv python3-pip
+# installed with apt when missing, so an existing checkout gets it too. Also
+# the programs the suite runs that a fresh Debian lacks (not Priority
+# required/important; tests/unit/test_packaging.py checks): ssh-keygen (signed
+# releases), curl (inside the test containers, which run the host's /usr),
+# dpkg-checkbuilddeps (make deb's build dependencies).
+TEST_APT_PACKAGES := pipx python3-venv python3-pip openssh-client curl dpkg-dev
 
 .PHONY: test-deps
 test-deps: $(STAMP_APT)
@@ -76,8 +80,10 @@ ansible-sanity: $(STAMP_VENV)
 # -- packages (docs/packaging.md) ----------------------------------------------
 # Debian's own tooling builds the .deb; rpmbuild (Debian's rpm package) proves
 # the RPM spec. Build dependencies are installed with apt first, never assumed.
-DEB_BUILD_DEPS := dpkg-dev debhelper dh-python pybuild-plugin-pyproject python3-all \
-  python3-hatchling python3-click python3-jinja2 lintian
+# build-essential: dpkg-checkbuilddeps counts it as an implicit build dependency
+# (dpkg-checkbuilddeps(1), -I), and apt-ensure installs no recommends.
+DEB_BUILD_DEPS := build-essential dpkg-dev debhelper dh-python pybuild-plugin-pyproject \
+  python3-all python3-hatchling python3-click python3-jinja2 lintian
 RPM_BUILD_DEPS := rpm python3-build python3-installer python3-hatchling python3-click \
   python3-jinja2
 # Where the packages land, and a scratch directory to build in (the checkout

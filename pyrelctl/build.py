@@ -510,7 +510,14 @@ def build(
     epoch = source_date_epoch() if epoch is None else epoch
     output = (output or project / "dist").resolve()
     output.mkdir(parents=True, exist_ok=True)
-    pip_env = {**os.environ, "SOURCE_DATE_EPOCH": str(max(epoch, ZIP_EPOCH))}
+    pip_env = {
+        **os.environ,
+        "SOURCE_DATE_EPOCH": str(max(epoch, ZIP_EPOCH)),
+        # pip gives the build backend one pipe for stdout and stderr: unbuffered,
+        # a Python backend's lines reach it in the order they were written, and
+        # a compiler's error line stays among the last ones (wheels.pip_build_failure).
+        "PYTHONUNBUFFERED": "1",
+    }
     py_version = _python_version(python)
     pip_version = _pip_version(python)  # first: a missing pip is said as such
 

@@ -163,6 +163,10 @@ _COLLECTING_RE = re.compile(
 )
 _SDIST_RE = re.compile(r"(?P<name>[A-Za-z0-9][\w.]*?)-(?P<version>\d[\w.+!-]*?)\.(?:tar\.gz|zip)$")
 _OUTPUT_START_RE = re.compile(r"\[\d+ lines? of output\]")
+#: A line of a backend's output that says why it failed: a compiler's
+#: "fatal error: X.h: No such file or directory", setuptools' "error: command
+#: 'gcc' failed", rustc's "error[E0425]".
+_ERROR_LINE_RE = re.compile(r"\b(?:fatal|error)\b", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -210,5 +214,20 @@ def pip_build_failure(stdout: str, stderr: str) -> BuildFailure | None:
     return BuildFailure(
         package=package or "a package",
         step=step,
-        last_lines=tuple(_backend_output(stderr)[-FAILURE_LINES:]),
+        last_lines=_last_lines(_backend_output(stderr)),
     )
+
+
+def _last_lines(output: list[str]) -> tuple[str, ...]:
+    """The backend's last lines, and its last error line if they hold none.
+
+    pip passes on the backend's stdout and stderr through one pipe, so a
+    Python backend whose stdout is block-buffered (no PYTHONUNBUFFERED) puts
+    the compiler's error line, written to stderr, before all its own progress
+    lines; the last lines alone would then not say why it failed.
+    """
+    last = output[-FAILURE_LINES:]
+    if any(_ERROR_LINE_RE.search(line) for line in last):
+        return tuple(last)
+    earlier = [line for line in output[:-FAILURE_LINES] if _ERROR_LINE_RE.search(line)]
+    return tuple(earlier[-1:] + last)

@@ -4,6 +4,7 @@ prune, uninstall."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -22,6 +23,9 @@ from pyrelctl.completion import complete_app, complete_rollback_target
 from pyrelctl.defaults import DEFAULT_KEEP, DEFAULT_MAX_BYTES
 from pyrelctl.errors import BadInput
 
+if TYPE_CHECKING:
+    from pyrelctl.deploy.deployer import InstallOptions
+
 
 @click.command()
 @click.argument("artifact", type=click.Path(path_type=Path))
@@ -35,6 +39,13 @@ from pyrelctl.errors import BadInput
     "--no-start",
     is_flag=True,
     help="Unpack, render units and switch `current`, but do not restart.",
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Check ARTIFACT and render its units as an install would, and change nothing: "
+    "no unpacking, no venv built, none of the release's code run, no lock taken "
+    "(--json prints the units).",
 )
 @timeout_option
 @grace_option
@@ -139,6 +150,7 @@ def install(
     artifact: Path,
     app_name: str | None,
     no_start: bool,
+    dry_run: bool,
     timeout: float,
     grace: float | None,
     health_http: str | None,
@@ -205,6 +217,9 @@ def install(
         watch_restarts=watch_restarts,
         strategy=strategy,
     )
+    if dry_run:
+        _dry_run(obj, artifact, opts)
+        return
     outcome = obj.deployer().install(artifact, opts)
 
     def human() -> None:
@@ -219,6 +234,28 @@ def install(
             click.echo(f"{outcome.app} {outcome.version} is already current; nothing changed")
 
     obj.emit(outcome.to_json(), human)
+
+
+def _dry_run(obj: Ctx, artifact: Path, opts: InstallOptions) -> None:
+    """install --dry-run: say what an install would do (deploy/preview.py)."""
+    from pyrelctl.deploy.preview import preview
+
+    seen = preview(obj.deployer(), artifact, opts)
+
+    def human() -> None:
+        if seen.previous == seen.version:
+            click.echo(f"{seen.app} {seen.version} is already current")
+        else:
+            click.echo(
+                f"would install {seen.app} {seen.version} (current: {seen.previous or 'none'})"
+            )
+        for path in seen.units:
+            how = "would change" if path in seen.unit_changes else "unchanged"
+            click.echo(f"  {path}: {how}")
+        for path in sorted(set(seen.unit_changes) - set(seen.units)):
+            click.echo(f"  {path}: would be removed")
+
+    obj.emit(seen.to_json(), human)
 
 
 @click.command()

@@ -344,7 +344,7 @@ class Deployer:
             signer = verification.confirm(app, own_name)
             if signer is not None:
                 self.say(f"signature good: signed by {signer}")
-            admission.check_host(self, app, release, self._settings(app, opts))
+            admission.check_host(self, app, release, self.settings_for(app, opts))
             with app_lock(app, "install", wait=opts.wait_lock, on_wait=self.say):
                 self.recover(app)
                 previous = app.current_version()
@@ -373,7 +373,7 @@ class Deployer:
         """Installing the current version again: converge, do not redeploy."""
         self.say(f"{app.name} {release.version} is already current")
         self.setup.configure(app, release)
-        settings = self._settings(app, opts)
+        settings = self.settings_for(app, opts)
         changed = self.setup.write_units(app, release, settings)
         state = self.systemd.state(app.service_name) if self.online else None
         if opts.start and self.online and (changed or state is None or not state.running):
@@ -406,7 +406,7 @@ class Deployer:
     ) -> Outcome:
         """Run hooks, render units, move ``current``, restart, verify; restore on failure."""
         self.setup.configure(app, release)
-        settings = self._settings(app, opts)
+        settings = self.settings_for(app, opts)
         readiness = self.readiness_for(settings, release, opts.timeout)
         online_start = opts.start and self.online
         hooks = release.hooks if opts.run_hooks and online_start else {}
@@ -542,7 +542,7 @@ class Deployer:
         self._fail(app, release, previous, result, readiness, action, switched=False)
 
     @staticmethod
-    def _settings(app: AppPaths, opts: InstallOptions) -> dict[str, Any]:
+    def settings_for(app: AppPaths, opts: InstallOptions) -> dict[str, Any]:
         """The app's remembered settings, updated with what this command sets.
 
         They are written (by :meth:`_remember`) only once the deploy worked: a

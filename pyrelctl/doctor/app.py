@@ -9,6 +9,7 @@ import shlex
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pyrelctl import allowances, checksums
 from pyrelctl.doctor.checks import Checks, file_mode
@@ -20,6 +21,9 @@ from pyrelctl.sockets import in_runtime_directory, out_of_runtime_directory
 from pyrelctl.socketunit import SETTING as SOCKET_SETTING
 from pyrelctl.socketunit import effective_socket
 from pyrelctl.units import render_socket
+
+if TYPE_CHECKING:
+    from pyrelctl.appconfig.generations import Generations
 
 
 class AppChecks(Checks):
@@ -385,15 +389,8 @@ class AppChecks(Checks):
         except PyrelctlError as e:
             yield Finding("config", app.name, Severity.PROBLEM, e.message, fix=e.hint)
             return
-        numbers = gens.numbers()
-        if current is None and numbers:
-            yield Finding(
-                "config",
-                app.name,
-                Severity.PROBLEM,
-                f"{gens.dir / CURRENT} is missing: the service runs without its configuration",
-                fix=self._cli("config", "rollback", app.name, "--to", str(numbers[-1])),
-            )
+        if current is None:
+            yield from self._no_config(app, gens)
             return
         try:
             unit = app.service_file.read_text()
@@ -421,6 +418,36 @@ class AppChecks(Checks):
                 Severity.WARNING if mark.value == "failed" else Severity.OK,
                 f"configuration generation {current} ({mark})",
             )
+
+    def _no_config(self, app: AppPaths, gens: Generations) -> Iterator[Finding]:
+        """No generation is current: fine when none was ever applied, or when every
+        one was refused (a first `config set` whose value kept the service from
+        starting is undone to no configuration at all, appconfig/apply.py);
+        never propose going back to a refused generation."""
+        from pyrelctl.appconfig.generations import CURRENT, GenMark
+
+        numbers = gens.numbers()
+        if not numbers:
+            return
+        refused = [n for n in numbers if gens.info(n).mark is GenMark.FAILED]
+        usable = [n for n in numbers if n not in refused]
+        if not usable:
+            listed = ", ".join(str(n) for n in refused)
+            which = f"generations {listed} were" if len(refused) > 1 else f"generation {listed} was"
+            yield Finding(
+                "config",
+                app.name,
+                Severity.OK,
+                f"no configuration is applied ({which} refused and undone)",
+            )
+            return
+        yield Finding(
+            "config",
+            app.name,
+            Severity.PROBLEM,
+            f"{gens.dir / CURRENT} is missing: the service runs without its configuration",
+            fix=self._cli("config", "rollback", app.name, "--to", str(usable[-1])),
+        )
 
     def _unit_state(self, app: AppPaths) -> Iterator[Finding]:
         assert self._systemd is not None

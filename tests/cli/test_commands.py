@@ -137,3 +137,44 @@ def test_bad_byte_size_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFi
     result = run(capsys, "install", tmp_path, "--max-size", "lots")
     assert result.code == 2
     assert result.err_lines[0].startswith("error: Invalid value for '--max-size'")
+
+
+def _tree(root: Path) -> dict[str, bytes | str]:
+    return {
+        str(p.relative_to(root)): (
+            p.read_bytes() if p.is_file() and not p.is_symlink() else str(p.readlink())
+        )
+        for p in sorted(root.rglob("*"))
+        if not p.is_dir() or p.is_symlink()
+    }
+
+
+def test_install_dry_run_renders_with_the_apps_settings_and_changes_nothing(
+    root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """install --dry-run: the units as the install would write them (the app's
+    remembered settings and this command's options), and not one file changed."""
+    artifact = make_generic_release(tmp_path / "b", name="hello", version="3.0")
+    assert run(capsys, "--root", root, "install", artifact, "--listen", "8123").code == 0
+    before = _tree(root)
+    newer = make_generic_release(tmp_path / "c", name="hello", version="4.0")
+    result = run(capsys, "--root", root, "--json", "install", newer, "--dry-run")
+    assert result.code == 0, result.err
+    seen = json.loads(result.out)
+    assert (seen["version"], seen["previous"], seen["changed"]) == ("4.0", "3.0", True)
+    assert seen["unit_changes"] == []  # the socket remembered, the unit follows `current`
+    assert (
+        seen["units"]["/etc/systemd/system/hello.socket"]
+        == (root / "etc/systemd/system/hello.socket").read_text()
+    )
+    result = run(capsys, "--root", root, "install", newer, "--dry-run", "--listen", "9000")
+    assert result.code == 0, result.err
+    assert result.out.splitlines() == [
+        "would install hello 4.0 (current: 3.0)",
+        "  /etc/systemd/system/hello.service: unchanged",
+        "  /etc/systemd/system/hello.socket: would change",
+    ]
+    result = run(capsys, "--root", root, "install", newer, "--dry-run", "--app", "systemd-x")
+    assert result.code == 2
+    assert "reserved" in result.err
+    assert _tree(root) == before

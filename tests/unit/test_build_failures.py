@@ -113,7 +113,12 @@ def stand_in_wheel(dest: Path, name: str, version: str) -> Path:
 
 
 def offline_env(links: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    # Nor the caller's PYTHONUNBUFFERED: it decides in what order pip sees the
+    # backend's stdout and stderr lines (wheels._last_lines), which pyrelctl must
+    # get right whatever the user's environment.
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("PIP_") and k != "PYTHONUNBUFFERED"
+    }
     env.update(
         PIP_CONFIG_FILE=os.devnull,  # the host's pip.conf (extra indexes) is not the user's
         PIP_NO_INDEX="1",
@@ -298,6 +303,25 @@ def test_only_the_last_lines_of_the_backend_output_are_kept() -> None:
     failure = pip_build_failure("", stderr)
     assert failure == BuildFailure(
         "x", "Building wheel for x (pyproject.toml)", tuple(f"line {i}" for i in range(35, 40))
+    )
+
+
+def test_an_error_line_before_the_last_lines_is_kept() -> None:
+    """A backend whose stdout was block-buffered: its stderr line came first (pip
+    23.0.1, 25.1 and 26.3 alike: they pass both through one pipe)."""
+    body = "      fatal error: frobnicator.h: No such file or directory\n" + "".join(
+        f"      compiling part {i}\n" for i in range(20)
+    )
+    stderr = (
+        "  \u00d7 Building wheel for x (pyproject.toml) did not run successfully.\n"
+        f"  \u2570\u2500> [21 lines of output]\n{body}      [end of output]\n"
+        "  ERROR: Failed building wheel for x\n"
+    )
+    failure = pip_build_failure("", stderr)
+    assert failure is not None
+    assert failure.last_lines == (
+        "fatal error: frobnicator.h: No such file or directory",
+        *(f"compiling part {i}" for i in range(15, 20)),
     )
 
 

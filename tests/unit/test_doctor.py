@@ -220,3 +220,46 @@ def test_epmd_socket_addresses_on_loopback_only(address: str, loopback: bool) ->
     from pyrelctl.doctor.epmd import loopback_only
 
     assert loopback_only(address) is loopback
+
+
+def _refused_config(host: OnlineLayout, variables: dict[str, str]) -> None:
+    """What a configuration change the service did not come up with leaves: the
+    generation made current, then undone and marked failed, by the functions that
+    do it (an install --env that failed; `config set` undoes the same way)."""
+    from pyrelctl.appconfig.apply import stage_with_deploy
+
+    app = host.app("hello")
+    deployer = Deployer(host, OfflineSystemd())
+    undo = stage_with_deploy(app, variables, lambda _: None, deployer)
+    assert undo is not None
+    undo()
+
+
+def config_findings(found: list[Finding]) -> list[tuple[Severity, str, str | None]]:
+    return [(f.severity, f.message, f.fix) for f in found if f.check == "config"]
+
+
+def test_a_refused_first_configuration_is_not_proposed_again(host: OnlineLayout) -> None:
+    """Issue 28: after a refused first `config set` (exit 3, undone to no configuration)
+    doctor proposed `config rollback --to 1`, applying what was just refused."""
+    _refused_config(host, {"GREETING": "crash"})
+    found = check(host, FakeSystemd(states={"hello.service": RUNNING}))
+    assert problems(found) == []
+    assert config_findings(found) == [
+        (Severity.OK, "no configuration is applied (generation 1 was refused and undone)", None)
+    ]
+
+
+def test_a_missing_current_configuration_goes_back_to_one_not_refused(host: OnlineLayout) -> None:
+    from pyrelctl.appconfig.generations import Generations
+
+    gens = Generations(host.app("hello"))
+    good = gens.create({"GREETING": "hi"})
+    gens.switch(good)
+    _refused_config(host, {"GREETING": "crash"})
+    gens.switch(None)  # current.env lost (by hand): the service runs without it
+    ((severity, message, fix),) = config_findings(
+        check(host, FakeSystemd(states={"hello.service": RUNNING}))
+    )
+    assert severity is Severity.PROBLEM and "current.env is missing" in message
+    assert fix == f"pyrelctl config rollback hello --to {good}"

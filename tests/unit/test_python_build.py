@@ -448,3 +448,104 @@ def test_offline_build_as_root_runs_the_release_code_as_nobody(
     marker = markers / pyreleases.marker_name("pip")
     assert int(marker.read_text()) != 0
     assert list((other / "opt/pyshop/releases").iterdir()) == []
+
+
+# -- install --dry-run (issue 26 item 7) ----------------------------------------
+
+MODULE = (
+    REPO
+    / "packaging/ansible/ansible_collections/pyrelctl/deploy/plugins/modules/pyrelctl_release.py"
+)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="as root, an install would run the release's code")
+def test_dry_run_renders_the_units_of_an_install_and_runs_no_code_of_the_release(
+    example: Path, tmp_path: Path, markers: Path
+) -> None:
+    """install --dry-run checks a python release and renders its units, yet neither its
+    pip nor its wheels' .pth files run (a real install runs both, as nobody)."""
+    pth = pyreleases.add_pth_wheel(example, tmp_path / "pth" / example.name, [str(markers)])
+    pip = pyreleases.replace_pip(pth, tmp_path / "pip" / example.name, [str(markers)])
+    root = tmp_path / "root"
+    root.mkdir()
+    proc = pyrelctl("--root", root, "--json", "install", pip, "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert list(markers.iterdir()) == []
+    assert list(root.iterdir()) == []  # nothing written, not even a lock
+    seen = json.loads(proc.stdout)
+    assert seen["dry_run"] is True
+    assert (seen["app"], seen["version"], seen["previous"]) == ("pyshop", "1.0.0", None)
+    assert seen["changed"] is True
+    units = ["/etc/systemd/system/pyshop.service", "/etc/systemd/system/pyshop.socket"]
+    assert seen["unit_changes"] == units
+    # The units are the ones a real install writes (which runs the .pth, as nobody).
+    installed = tmp_path / "installed"
+    installed.mkdir()
+    proc = pyrelctl("--root", installed, "install", pth, "--no-start")
+    assert proc.returncode == 0, proc.stderr
+    assert seen["units"] == {path: (installed / path[1:]).read_text() for path in units}
+    assert [p.name for p in markers.iterdir()] == [pyreleases.marker_name("pth")]
+    # Against the installed tree: nothing would change.
+    proc = pyrelctl("--root", installed, "--json", "install", pth, "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    again = json.loads(proc.stdout)
+    assert (again["previous"], again["changed"], again["unit_changes"]) == ("1.0.0", False, [])
+
+
+def test_dry_run_refuses_what_an_install_refuses(example: Path, tmp_path: Path) -> None:
+    bad = pyreleases.add_member(example, tmp_path / "pyshop-1.0.0.tar.gz", "venv/pyvenv.cfg")
+    root = tmp_path / "root"
+    root.mkdir()
+    proc = pyrelctl("--root", root, "install", bad, "--dry-run")
+    assert proc.returncode == 2, proc.stderr
+    assert "contains venv/pyvenv.cfg" in proc.stderr
+    assert list(root.iterdir()) == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="as root, an install would run the release's code")
+def test_ansible_check_mode_runs_no_code_of_the_release(
+    example: Path, tmp_path: Path, markers: Path
+) -> None:
+    """Issue 26 item 7: the pyrelctl_release module's check mode (and its probe with
+    --diff or config) learns the release's app, version and unit without running its
+    pip or its .pth files. The module runs as Ansible runs it on the host (its
+    arguments in a file); pyrelctl under a --root of the test's own."""
+    pth = pyreleases.add_pth_wheel(example, tmp_path / "pth" / example.name, [str(markers)])
+    root = tmp_path / "root"
+    root.mkdir()
+    wrapper = tmp_path / "pyrelctl"
+    wrapper.write_text(f'#!/bin/sh\nexec {PYRELCTL} --root {root} "$@"\n')
+    wrapper.chmod(0o755)
+    args = tmp_path / "args.json"
+    module_tmp = tmp_path / "module-tmp"
+    module_tmp.mkdir()
+    args.write_text(
+        json.dumps(
+            {
+                "ANSIBLE_MODULE_ARGS": {
+                    "artifact": str(pth),
+                    "executable": str(wrapper),
+                    "_ansible_check_mode": True,
+                    "_ansible_diff": True,
+                    "_ansible_tmpdir": str(module_tmp),
+                    "_ansible_remote_tmp": str(module_tmp),
+                }
+            }
+        )
+    )
+    proc = subprocess.run(
+        [sys.executable, MODULE, args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO / "packaging/ansible")},
+        timeout=600,
+        check=False,
+    )
+    result = json.loads(proc.stdout)
+    assert not result.get("failed"), result
+    assert list(markers.iterdir()) == []
+    assert (result["app"], result["version"], result["changed"]) == ("pyshop", "1.0.0", True)
+    (version, unit) = result["diff"]
+    assert (version["before"], version["after"]) == ("", "releases/1.0.0\n")
+    assert "ExecStart=" in unit["after"]
+    assert list(root.iterdir()) == []

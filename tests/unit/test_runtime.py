@@ -127,9 +127,11 @@ def test_rpc_refuses_other_users(
     _proc, notify, sock = service
     notify.recv(4096)  # ready
     os.chmod(sock, 0o666)  # even with the file open to all, SO_PEERCRED decides
+    # Imported before the uid is dropped: nobody may not reach the checkout
+    # (under /root, 0700); all the client then needs is the socket.
     client = (
-        "import os, sys; os.setgid(65534); os.setuid(65534); "
-        "from pyrelctl_runtime.__main__ import request; "
+        "import os, sys; from pyrelctl_runtime.__main__ import request; "
+        "os.setgroups([]); os.setgid(65534); os.setuid(65534); "
         "print(request(sys.argv[1], 'rpc', '1 + 1'))"
     )
     denied = subprocess.run(

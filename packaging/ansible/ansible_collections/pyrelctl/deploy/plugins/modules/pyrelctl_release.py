@@ -20,10 +20,13 @@ description:
   - O(src) is a release tarball on the controller, copied to a temporary directory on the
     host for the install and removed afterwards; O(artifact) is a release (tarball or
     directory) already on the host.
-  - In check mode the release is unpacked into a throw-away C(--root) directory on the host
-    (C(pyrelctl --root DIR install --no-start), which touches nothing else) to learn its app
-    name and version and render its unit; that is compared with the host's current release,
-    service state and unit.
+  - In check mode (and to learn the app before a run with O(config) or in diff mode) the
+    release is checked with C(pyrelctl install --dry-run), which validates it as an install
+    does (signature, archive, manifest, checksums, what the host allows) and renders its unit
+    from the app's settings and the task's options, but unpacks nothing, builds no virtualenv
+    and runs none of the release's code (a python release's pip and C(.pth) files run only
+    when it is really installed). That is compared with the host's current release, service
+    state and unit.
 version_added: "0.1.0"
 author:
   # No one GitHub account stands for the project (validate-modules wants one or !UNKNOWN).
@@ -156,8 +159,11 @@ attributes:
   check_mode:
     support: full
     details:
-      - Unpacks the release into a temporary C(--root) directory to read its name and version
-        and render its unit; the host's releases, units and services are not touched.
+      - Checks the release and renders its unit with C(pyrelctl install --dry-run), which
+        writes nothing and runs none of the release's code; the host's releases, units and
+        services are not touched.
+      - It cannot tell whether a python release's virtualenv builds or whether the release
+        comes up.
   diff_mode:
     support: full
     details:
@@ -183,9 +189,7 @@ notes:
     unit and starts the service if it is not running.
   - A first install that fails has nothing to roll back to; pyrelctl stops the service and
     exits 1, and the task fails with RV(rolled_back=false).
-  - In check mode with diff, the predicted unit is rendered without the host's state. pyrelctl's
-    unit depends only on the app name and the release today; should it come to depend on host
-    settings, check mode could predict a unit change that a real run would not make.
+  - The collection needs a pyrelctl on the host that has C(install --dry-run).
 seealso:
   - module: pyrelctl.deploy.pyrelctl_rollback
   - module: pyrelctl.deploy.pyrelctl_facts
@@ -323,7 +327,6 @@ hint:
 """
 
 import os
-import shutil
 import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
@@ -344,13 +347,13 @@ def install_args(params, artifact, probe=False):
         args += ["--app", params["app"]]
     if params["max_size"]:
         args += ["--max-size", params["max_size"]]
-    # The probe too: its throw-away tree remembers no allowance of the host's.
     for allowance in params["allow"] or ():
         args += ["--allow", allowance]
     if probe:
-        # Offline, into a throw-away tree: no start, nothing worth keeping.
-        return [*args, "--no-start", "--keep", "1"]
-    if not params["start"]:
+        # Every option that shapes the unit or can refuse the release: the
+        # dry run renders the unit with them, as the install will.
+        args.append("--dry-run")
+    elif not params["start"]:
         args.append("--no-start")
     for name in ("timeout", "grace", "keep"):
         if params[name] is not None:
@@ -376,24 +379,21 @@ def install_args(params, artifact, probe=False):
 
 
 def probe(module, cli, artifact):
-    """Install the release offline into a temporary root: its app, version and unit.
+    """What an install would do: the release's app, version and service unit.
 
-    `pyrelctl --root DIR` writes only below DIR and makes no call to systemd
-    (DESIGN.md, "Host layout"), so this validates the artifact and renders
-    its unit exactly as an install would, without changing the host.
+    ``pyrelctl install --dry-run`` runs every check of an install that can
+    refuse the artifact and renders its units from the app's settings and
+    the task's options, as the install would write them; it unpacks nothing,
+    builds no venv, runs none of the release's code (its pip, its ``.pth``
+    files), takes no lock and writes nothing.
     """
-    root = tempfile.mkdtemp(prefix="pyrelctl-probe-", dir=module.tmpdir)
     try:
-        try:
-            outcome = cli.run(*install_args(module.params, artifact, probe=True), root=root)
-        except PyrelctlError as e:
-            cli.fail(e)
-        unit_path = os.path.join(root, "etc/systemd/system", f"{outcome['app']}.service")
-        with open(unit_path) as f:
-            unit = f.read()
-        return outcome["app"], outcome["version"], unit
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+        outcome = cli.run(*install_args(module.params, artifact, probe=True))
+    except PyrelctlError as e:
+        cli.fail(e)
+    app = outcome["app"]
+    unit = outcome["units"].get(f"/etc/systemd/system/{app}.service")
+    return app, outcome["version"], unit
 
 
 def check(module, cli, artifact):
