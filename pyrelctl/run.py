@@ -62,6 +62,9 @@ def _run(
             stdin=stdin,
             capture_output=True,
             text=True,
+            # A hook or health command of a release may write any bytes (a
+            # raw 0x9b); pyrelctl reports them, never dies of them.
+            errors="replace",
             env=None if env is None else dict(env),
             cwd=cwd,
             timeout=timeout,

@@ -110,11 +110,12 @@ class Configurator:
         app = self.app(name, create=create)
         gens = Generations(app)
         # Checked before the lock and again under it: a refusal writes nothing.
-        envfile.check(edit(gens.values()))
+        current = gens.values()
+        envfile.check(edit(dict(current)), unchanged=current)
         with app_lock(app, "config", wait=wait_lock, on_wait=self.deployer.say):
             previous = gens.current()
             old = gens.read(previous)
-            new = envfile.check(edit(dict(old)))
+            new = envfile.check(edit(dict(old)), unchanged=old)
             change = envfile.diff(old, new)
             if not any(change.values()):
                 return ConfigOutcome(app.name, previous, previous, change)

@@ -10,7 +10,14 @@ tests read the values back from the running process.
 Refused, before anything is written: names that are not variable names,
 names that systemd, pyrelctl or a mix release set themselves (a value there
 would break readiness, sockets, credentials or ``rpc``), and values no
-environment file can carry (a newline, a NUL, other control characters).
+environment file can carry (a newline, a NUL, other control characters),
+nor any other character Python's :meth:`str.splitlines` ends a line at
+(U+2028 LINE SEPARATOR: such a value was once stored, and pyrelctl could
+not read its own file back, issue 26).
+
+Lines are split where systemd splits them, at ``\n`` and ``\r`` (NEWLINE in
+env-file.c), never by ``splitlines``: a file pyrelctl wrote reads back
+whatever its values hold.
 """
 
 from __future__ import annotations
@@ -75,20 +82,41 @@ def check_name(name: str) -> str:
     return name
 
 
+#: Where str.splitlines() ends a line (the Python docs' table of line
+#: boundaries): none of them may be in a value.
+LINE_BREAKS = frozenset("\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029")
+
+
+def _refused(c: str) -> bool:
+    n = ord(c)
+    # C0 controls but tab, DEL, the C1 controls (0x85 among them), and the
+    # line and paragraph separators.
+    return (n < 0x20 and c != "\t") or 0x7F <= n <= 0x9F or c in LINE_BREAKS
+
+
 def check_value(name: str, value: str) -> str:
     """A value an environment file can carry: one line, no control characters but tab."""
-    bad = next((c for c in value if (ord(c) < 0x20 and c != "\t") or ord(c) == 0x7F), None)
+    bad = next((c for c in value if _refused(c)), None)
     if bad is not None:
+        what = "line break" if bad in "\u2028\u2029" else "control character"
         raise BadInput(
-            f"the value of {name} contains the control character {bad!r}, which an "
+            f"the value of {name} contains the {what} {bad!r} (U+{ord(bad):04X}), which an "
             "environment file cannot carry",
             hint="put multi-line values (keys, certificates) in a secret: pyrelctl secret set",
         )
     return value
 
 
-def check(variables: Mapping[str, str]) -> dict[str, str]:
-    return {check_name(k): check_value(k, v) for k, v in variables.items()}
+def check(
+    variables: Mapping[str, str], *, unchanged: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """``variables``, every name and value checked; a value the same as in
+    ``unchanged`` (the current generation) is kept as it was stored."""
+    kept = unchanged or {}
+    return {
+        check_name(k): v if k in kept and kept[k] == v else check_value(k, v)
+        for k, v in variables.items()
+    }
 
 
 _ESCAPED = re.compile(r'(["\\$`])')
@@ -103,27 +131,37 @@ def render(variables: Mapping[str, str], header: str = "") -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-def parse(text: str, *, source: str) -> dict[str, str]:
+#: systemd's line ends in an environment file (NEWLINE, src/basic/env-file.c).
+_LINE_END = re.compile(r"\r\n|[\n\r]")
+#: What surrounds a line's NAME=VALUE: blanks, not str.strip()'s whitespace
+#: (which holds U+2028 and U+0085: a value ending so would lose them unseen).
+_BLANKS = " \t"
+
+
+def parse(text: str, *, source: str, stored: bool = False) -> dict[str, str]:
     """Variables of a dotenv file (``pyrelctl config import``) or of a file we wrote.
 
     Accepts what dotenv files hold and systemd reads alike: blank lines, ``#``
     comments, an optional ``export``, ``KEY=value``, ``KEY="value"`` (with the
     escapes above) and ``KEY='value'`` (literal). Multi-line values and
-    variable references are refused, not guessed at.
+    variable references are refused, not guessed at. ``stored``: a file
+    pyrelctl wrote (a generation), whose values are read as systemd reads
+    them, even one an older pyrelctl let through and :func:`check_value`
+    refuses now.
     """
     variables: dict[str, str] = {}
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
+    for number, raw in enumerate(_LINE_END.split(text), 1):
+        line = raw.strip(_BLANKS)
         if not line or line.startswith("#"):
             continue
         where = f"{source}, line {number}"
         if line.startswith("export "):
-            line = line.removeprefix("export ").lstrip()
+            line = line.removeprefix("export ").lstrip(_BLANKS)
         name, sep, value = line.partition("=")
-        name = name.strip()
+        name = name.strip(_BLANKS)
         if not sep:
             raise BadInput(f"{where}: not NAME=VALUE")
-        value = value.strip()
+        value = value.strip(_BLANKS)
         if value[:1] == '"':
             value = _double_quoted(value, where)
         elif value[:1] == "'":
@@ -131,13 +169,13 @@ def parse(text: str, *, source: str) -> dict[str, str]:
                 raise BadInput(f"{where}: unterminated single-quoted value")
             value = value[1:-1]
         else:
-            value = value.split(" #", 1)[0].rstrip()
+            value = value.split(" #", 1)[0].rstrip(_BLANKS)
             if any(c in value for c in "\"'\\$`"):
                 raise BadInput(
                     f"{where}: quote a value with quotes, backslashes, $ or backquotes",
                     hint='e.g. NAME="a \\"b\\" c" (nothing is expanded)',
                 )
-        variables[check_name(name)] = check_value(name, value)
+        variables[check_name(name)] = value if stored else check_value(name, value)
     return variables
 
 
@@ -152,7 +190,7 @@ def _double_quoted(value: str, where: str) -> str:
             i += 2
             continue
         if c == '"':
-            if value[i + 1 :].strip():
+            if value[i + 1 :].strip(_BLANKS):
                 raise BadInput(f"{where}: text after the closing quote")
             return "".join(out)
         out.append(c)

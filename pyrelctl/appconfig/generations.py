@@ -123,7 +123,7 @@ class Generations:
         if number is None:
             return {}
         path = self._file(number)
-        return envfile.parse(path.read_text(), source=str(path))
+        return envfile.parse(path.read_text(), source=str(path), stored=True)
 
     def values(self) -> dict[str, str]:
         return self.read(self.current())
@@ -152,8 +152,8 @@ class Generations:
 
     def create(self, variables: dict[str, str]) -> int:
         """Write a new generation holding ``variables``; return its number (not current yet)."""
-        variables = envfile.check(variables)
         previous = self.values()
+        variables = envfile.check(variables, unchanged=previous)
         number = max(self.numbers(), default=0) + 1
         ensure_dir(self.app.etc.parent, 0o700)
         ensure_dir(self.app.etc, 0o700)

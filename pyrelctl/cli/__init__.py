@@ -2,7 +2,9 @@
 
 Human output goes to stdout, progress and diagnostics to stderr; ``--json``
 prints exactly one JSON document on stdout. Errors are one ``error:`` line
-(plus a ``hint:``) and the exit code of DESIGN.md; tracebacks only with -v.
+(plus a ``hint:``), at most a few hundred characters, and the exit code of
+DESIGN.md; tracebacks only with -v. Whatever a release or an artifact wrote
+is shown, not obeyed, by the terminal (cli.common.echo, pyrelctl.terminal).
 
 Each command lives in a module of this package, imported only when it runs
 (:class:`LazyGroup`, after click's "Lazily Loading Subcommands" pattern): a
@@ -12,7 +14,6 @@ command loads what it uses and no other command's code (bench/, issue 7).
 from __future__ import annotations
 
 import importlib
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,9 +22,10 @@ from typing import Any, NoReturn
 import click
 
 from pyrelctl import __version__
-from pyrelctl.cli.common import Ctx
+from pyrelctl.cli.common import Ctx, echo, echo_exact, json_text
 from pyrelctl.errors import DeployFailed, ExitCode, PyrelctlError
 from pyrelctl.layout import Layout
+from pyrelctl.terminal import ERROR_LINE_LIMIT, LINE_LIMIT, visible
 
 #: Every command, in the order `pyrelctl --help` lists them, and where it is.
 COMMANDS = {
@@ -99,7 +101,14 @@ def _debug_logging() -> None:
     # configuration warnings still reach stderr (logging.lastResort).
     import logging
 
-    logging.basicConfig(level=logging.DEBUG, format="%(message)s", stream=sys.stderr)
+    class Visible(logging.Formatter):
+        # `+ argv` lines name artifacts and release paths: shown, not obeyed.
+        def format(self, record: logging.LogRecord) -> str:
+            return visible(super().format(record), newlines=True)
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(Visible("%(message)s"))
+    logging.basicConfig(level=logging.DEBUG, handlers=[handler])
 
 
 def _take_global_options(command: click.Command) -> None:
@@ -178,35 +187,36 @@ def cli(ctx: click.Context, root: Path, as_json: bool, verbose: int, quiet: bool
 def _fail(e: PyrelctlError, obj: Ctx) -> NoReturn:
     if isinstance(e, DeployFailed):
         if obj.as_json:
-            click.echo(
-                json.dumps({"error": e.message, **e.report}, indent=2, sort_keys=True, default=str)
-            )
+            echo_exact(json_text({"error": e.message, **e.report}))
         _print_report(e.report)
     _error_lines(e.message, e.hint)
     sys.exit(int(e.exit_code))
 
 
 def _error_lines(message: str, hint: str | None) -> None:
-    """The one ``error:`` line (and ``hint:`` line) a failure prints on stderr."""
-    click.echo("error: " + " ".join(message.split()), err=True)
+    """The one ``error:`` line (and ``hint:`` line) a failure prints on stderr.
+
+    Each is one line of at most ERROR_LINE_LIMIT characters (and a note of
+    the length), whatever an artifact put in it: a member's 32 MiB name, a
+    hook's escape sequences (shown, pyrelctl.terminal).
+    """
+    echo("error: " + " ".join(message.split()), err=True, limit=ERROR_LINE_LIMIT)
     if hint:
-        click.echo("hint: " + " ".join(hint.split()), err=True)
+        echo("hint: " + " ".join(hint.split()), err=True, limit=ERROR_LINE_LIMIT)
 
 
 def _print_report(report: dict[str, Any]) -> None:
     failed = report.get("failed") or {}
     hook_lines = failed.get("hook_output") or []
     if hook_lines:
-        click.echo("output of the failed hook:", err=True)
+        echo("output of the failed hook:", err=True)
         for line in hook_lines:
-            click.echo(f"  {line}", err=True)
+            echo(f"  {line}", err=True, limit=LINE_LIMIT)
     lines = failed.get("journal") or []
     if lines:
-        click.echo(
-            f"journal of the failed start (invocation {failed.get('invocation_id')}):", err=True
-        )
+        echo(f"journal of the failed start (invocation {failed.get('invocation_id')}):", err=True)
         for line in lines:
-            click.echo(f"  {line}", err=True)
+            echo(f"  {line}", err=True, limit=LINE_LIMIT)
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
@@ -222,9 +232,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         sys.exit(status if isinstance(status, int) else 0)
     except PyrelctlError as e:
         if obj.verbosity >= 1:
-            import traceback
-
-            traceback.print_exc()
+            _traceback()
         _fail(e, obj)
     except click.UsageError as e:
         command = e.ctx.command_path if e.ctx is not None else "pyrelctl"
@@ -234,17 +242,23 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         _error_lines(e.format_message(), None)
         sys.exit(e.exit_code)
     except click.Abort:
-        click.echo("aborted", err=True)
+        echo("aborted", err=True)
         sys.exit(130)
     except KeyboardInterrupt:
         sys.exit(130)
     except OSError as e:
         if obj.verbosity >= 1:
-            raise
-        click.echo(
-            f"error: {e.strerror or e}" + (f": {e.filename}" if e.filename else ""), err=True
-        )
+            _traceback()
+        # The file name may be an artifact's member's.
+        _error_lines(f"{e.strerror or e}" + (f": {e.filename}" if e.filename else ""), None)
         sys.exit(ExitCode.FAILED)
+
+
+def _traceback() -> None:
+    """-v's traceback, its messages shown as text (they may quote a release's)."""
+    import traceback
+
+    echo(traceback.format_exc().rstrip("\n"), err=True, lines=True)
 
 
 def run() -> NoReturn:

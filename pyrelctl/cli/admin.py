@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from pyrelctl.cli.common import Ctx, no_wait_option, pass_ctx, table, when
+from pyrelctl.cli.common import Ctx, echo, no_wait_option, pass_ctx, table, when
 from pyrelctl.completion import complete_app
 
 
@@ -49,7 +49,7 @@ def build_command(obj: Ctx, project_dir: Path, output: Path | None, python: str)
     result = build_release(project_dir, output, python=python, say=say)
     obj.emit(
         result.to_json(),
-        lambda: click.echo(
+        lambda: echo(
             f"{result.artifact}\n  {result.name} {result.version}, "
             f"{len(result.packages)} packages, sha256 {result.sha256}"
         ),
@@ -101,7 +101,7 @@ def secret_set(obj: Ctx, app: str, name: str, source: Any, restart: bool, no_wai
         needs_restart = False
     obj.emit(
         {"app": app, "secret": name, "size": len(value), "restart_needed": needs_restart},
-        lambda: click.echo(
+        lambda: echo(
             f"stored secret {name} of {app} ({len(value)} bytes)"
             + (f"; restart to apply: pyrelctl restart {app}" if needs_restart else "")
         ),
@@ -137,5 +137,5 @@ def secret_rm(obj: Ctx, app: str, name: str, no_wait: bool) -> None:
     needs_restart = credentials.remove_secret(obj.deployer(), app, name, wait_lock=not no_wait)
     obj.emit(
         {"app": app, "secret": name, "removed": True, "restart_needed": needs_restart},
-        lambda: click.echo(f"removed secret {name} of {app}"),
+        lambda: echo(f"removed secret {name} of {app}"),
     )

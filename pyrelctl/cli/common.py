@@ -3,7 +3,10 @@
 Commands get a :class:`Ctx` (``pass_ctx``): the host layout, the output
 settings and the systemd client, built once per invocation. Human output
 goes to stdout, progress and diagnostics to stderr; ``--json`` prints
-exactly one JSON document on stdout (:meth:`Ctx.emit`).
+exactly one JSON document on stdout (:meth:`Ctx.emit`). Every line for
+people is printed by :func:`echo`, which shows what a release or an
+artifact wrote instead of letting the terminal obey it (pyrelctl.terminal);
+only :func:`echo_exact` prints text as it is (JSON, pyrelctl's own colours).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from pyrelctl.defaults import DEFAULT_GRACE, DEFAULT_TIMEOUT
 from pyrelctl.errors import BadInput
 from pyrelctl.layout import Layout
 from pyrelctl.systemd import OfflineSystemd, Systemd, UnitState
+from pyrelctl.terminal import LINE_LIMIT, bounded, visible
 
 # The deploy stack (archive, release detection, units, jinja2, health checks)
 # is imported by the commands that use it, not here: `pyrelctl status` and
@@ -57,7 +61,7 @@ class Ctx:
     def say(self, line: str) -> None:
         """Progress for the operator: stderr, silenced by -q and --json."""
         if self.verbosity >= 0 and not self.as_json:
-            click.echo(line, err=True)
+            echo(line, err=True, limit=LINE_LIMIT)
 
     @property
     def interactive(self) -> bool:
@@ -65,7 +69,8 @@ class Ctx:
         return sys.stderr.isatty() and self.verbosity >= 0 and not self.as_json
 
     def progress(self, done: int, total: int) -> None:
-        click.echo(f"\r  {done}/{total} files", err=True, nl=done == total)
+        # The carriage return is pyrelctl's own: the count rewrites its line.
+        echo_exact(f"\r  {done}/{total} files", err=True, nl=done == total)
 
     def deployer(self) -> Deployer:
         from pyrelctl.deploy.deployer import Deployer
@@ -81,7 +86,7 @@ class Ctx:
 
     def emit(self, document: object, human: Callable[[], None]) -> None:
         if self.as_json:
-            click.echo(json.dumps(document, indent=2, sort_keys=True, default=str))
+            echo_exact(json_text(document))
         else:
             human()
 
@@ -180,6 +185,33 @@ def health_override(http: str | None, tcp: str | None, command: str | None) -> H
 # -- output ------------------------------------------------------------------
 
 
+def echo(
+    text: str = "", *, err: bool = False, nl: bool = True, lines: bool = False,
+    limit: int | None = None,
+) -> None:  # fmt: skip
+    """Print ``text`` for people, every character a terminal would obey shown instead.
+
+    ``lines`` keeps the newlines of a block of lines (a unit file); else
+    the text is one line whatever it holds. ``limit`` cuts a longer line
+    (pyrelctl.terminal.bounded).
+    """
+    shown = visible(text, newlines=lines) if limit is None else bounded(text, limit)
+    click.echo(shown, err=err, nl=nl)
+
+
+def echo_exact(text: str, *, err: bool = False, nl: bool = True) -> None:
+    """Print ``text`` as it is: a JSON document (JSON escapes every control
+    character), a line pyrelctl composed itself from text already made
+    visible (its own colours, its progress line's carriage return), or a
+    value root set, for scripts (``config get``)."""
+    click.echo(text, err=err, nl=nl)
+
+
+def json_text(document: object) -> str:
+    """``--json``'s document: ASCII, every control character escaped (RFC 8259)."""
+    return json.dumps(document, indent=2, sort_keys=True, default=str)
+
+
 def when(ts: float | None) -> str:
     if not ts:
         return "-"
@@ -219,9 +251,13 @@ def colour_wanted() -> bool:
 def table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> None:
     """Aligned columns on a terminal (with colour); tab-separated when piped, for
     cut/awk, with the header as the first line."""
+    # Cells made visible before they are joined, measured and coloured: a
+    # release's text (history's reasons) is shown, never obeyed, and a tab
+    # in it does not make another column.
+    rows = [[visible(str(c)).replace("\t", "\\t") for c in row] for row in rows]
     if not sys.stdout.isatty():
         for row in [header, *rows]:
-            click.echo("\t".join(str(c).strip() for c in row))
+            echo_exact("\t".join(str(c).strip() for c in row))
         return
     colour = colour_wanted()
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
@@ -233,7 +269,7 @@ def table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> None:
             if colour and index > 0 and key in _COLOURS:
                 text = click.style(text, fg=_COLOURS[key])
             cells.append(text)
-        click.echo("  ".join(cells).rstrip())
+        echo_exact("  ".join(cells).rstrip())
 
 
 def state_json(state: UnitState | None) -> dict[str, Any] | None:

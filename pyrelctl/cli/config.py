@@ -12,7 +12,16 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from pyrelctl.cli.common import Ctx, no_wait_option, pass_ctx, table, timeout_option, when
+from pyrelctl.cli.common import (
+    Ctx,
+    echo,
+    echo_exact,
+    no_wait_option,
+    pass_ctx,
+    table,
+    timeout_option,
+    when,
+)
 from pyrelctl.completion import complete_app
 from pyrelctl.defaults import DEFAULT_KEEP
 from pyrelctl.errors import BadInput
@@ -67,10 +76,10 @@ def _run(obj: Ctx, app: str, edit: Edit, opts: dict[str, Any]) -> None:
 
     def human() -> None:
         if outcome.generation == outcome.previous:
-            click.echo(f"{outcome.app}: nothing changed (generation {outcome.generation})")
+            echo(f"{outcome.app}: nothing changed (generation {outcome.generation})")
             return
         how = "applied, the service is up" if outcome.applied else "staged for the next start"
-        click.echo(
+        echo(
             f"{outcome.app}: configuration generation {outcome.generation} "
             f"({describe(outcome.change)}) {how}"
         )
@@ -193,7 +202,9 @@ def config_get(obj: Ctx, app: str, name: str) -> None:
     values = Generations(obj.layout.app(app)).values()
     if name not in values:
         raise BadInput(f"{app} has no variable {name}", hint=f"see: pyrelctl config list {app}")
-    obj.emit({"app": app, "name": name, "value": values[name]}, lambda: click.echo(values[name]))
+    # The value exactly as root set it, for $(pyrelctl config get APP KEY):
+    # `config set` refuses control characters and line breaks in values.
+    obj.emit({"app": app, "name": name, "value": values[name]}, lambda: echo_exact(values[name]))
 
 
 @config.command("list")
@@ -213,9 +224,9 @@ def config_list(obj: Ctx, app: str, show_values: bool) -> None:
 
     def human() -> None:
         if current is None:
-            click.echo(f"{app} has no configuration")
+            echo(f"{app} has no configuration")
             return
-        click.echo(f"generation {current} ({info['mark'] if info else '?'})", err=True)
+        echo(f"generation {current} ({info['mark'] if info else '?'})", err=True)
         table([(k, v) for k, v in shown.items()], ("NAME", "VALUE"))
 
     obj.emit(doc, human)
@@ -267,7 +278,7 @@ def rollback_config(obj: Ctx, app: str, to: int | None, timeout: float, no_wait:
     outcome = _configurator(obj).rollback(app, to=to, timeout=timeout, wait_lock=not no_wait)
     obj.emit(
         outcome.to_json(),
-        lambda: click.echo(
+        lambda: echo(
             f"{outcome.app}: configuration generation {outcome.previous} -> {outcome.generation}"
             + (" (the service is up)" if outcome.applied else " (staged)")
         ),

@@ -11,6 +11,7 @@ import click
 from pyrelctl.cli.common import (
     ByteSize,
     Ctx,
+    echo,
     grace_option,
     health_options,
     health_override,
@@ -224,14 +225,14 @@ def install(
 
     def human() -> None:
         if outcome.started:
-            click.echo(
+            echo(
                 f"{outcome.app} {outcome.version} installed and running "
                 f"(pid {outcome.main_pid}, {outcome.seconds:.1f} s)"
             )
         elif outcome.changed:
-            click.echo(f"{outcome.app} {outcome.version} installed (not started)")
+            echo(f"{outcome.app} {outcome.version} installed (not started)")
         else:
-            click.echo(f"{outcome.app} {outcome.version} is already current; nothing changed")
+            echo(f"{outcome.app} {outcome.version} is already current; nothing changed")
 
     obj.emit(outcome.to_json(), human)
 
@@ -307,7 +308,7 @@ def rollback(
     )
     obj.emit(
         outcome.to_json(),
-        lambda: click.echo(
+        lambda: echo(
             f"{outcome.app} rolled back from {outcome.previous} to {outcome.version}"
             + (f" (pid {outcome.main_pid})" if outcome.started else " (not started)")
         ),
@@ -323,7 +324,7 @@ def _control(verb: str) -> click.Command:
         state = obj.deployer().control(app, verb, timeout=timeout, wait_lock=not no_wait)
         obj.emit(
             {"app": app, "state": state_json(state)},
-            lambda: click.echo(
+            lambda: echo(
                 f"{app}: {state.active_state} ({state.sub_state})"
                 + (f", pid {state.main_pid}" if state.main_pid else "")
             ),
@@ -358,7 +359,7 @@ def prune(obj: Ctx, app: str, keep: int, no_wait: bool) -> None:
     pruned = obj.deployer().prune(app, keep=keep, wait_lock=not no_wait)
     obj.emit(
         {"app": app, "pruned": list(pruned)},
-        lambda: click.echo(f"removed {', '.join(pruned)}" if pruned else "nothing to prune"),
+        lambda: echo(f"removed {', '.join(pruned)}" if pruned else "nothing to prune"),
     )
 
 
@@ -380,7 +381,7 @@ def uninstall(obj: Ctx, app: str, purge: bool, no_wait: bool) -> None:
     removed = obj.deployer().uninstall(app, purge=purge, wait_lock=not no_wait)
     obj.emit(
         {"app": app, "removed": removed},
-        lambda: click.echo(
+        lambda: echo(
             f"uninstalled {app}"
             + ("" if purge else f" (kept /etc/pyrelctl/{app} and state; --purge removes them)")
         ),
@@ -401,4 +402,4 @@ def watch_command(
     from pyrelctl.deploy.watch import WatchWindow
 
     result = WatchWindow(obj.deployer()).run(app, version, until, max_restarts, previous)
-    click.echo(f"{app} {version}: watch {result}")
+    echo(f"{app} {version}: watch {result}")

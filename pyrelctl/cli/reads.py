@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from pyrelctl.appconfig.generations import running_generation
-from pyrelctl.cli.common import Ctx, pass_ctx, size, state_json, table, when
+from pyrelctl.cli.common import Ctx, echo, echo_exact, pass_ctx, size, state_json, table, when
 from pyrelctl.completion import complete_app
 from pyrelctl.deploy.watch import recorded as recorded_watch
 from pyrelctl.errors import BadInput, ExitCode, HostError, PyrelctlError
@@ -76,7 +76,7 @@ def status(obj: Ctx, app: str | None) -> None:
 
     def human() -> None:
         if not docs:
-            click.echo("no apps installed")
+            echo("no apps installed")
             return
         rows = []
         for d in docs:
@@ -101,19 +101,19 @@ def status(obj: Ctx, app: str | None) -> None:
         table(rows, STATUS_COLUMNS)
         for d in docs:
             if "problem" in d:
-                click.echo(f"{d['app']}: {d['problem']}")
+                echo(f"{d['app']}: {d['problem']}")
                 continue
             if d["widened"]:
-                click.echo(f"{d['app']}: sandbox widened ({', '.join(d['widened'])})")
+                echo(f"{d['app']}: sandbox widened ({', '.join(d['widened'])})")
             if d["overlap"]:
                 o = d["overlap"]
-                click.echo(
+                echo(
                     f"{d['app']}: a deploy is starting the next release beside it in "
                     f"{d['app']}@overlap.service ({o['active_state']}, pid {o['main_pid'] or '-'})"
                 )
             if d["watch"]:
                 w = d["watch"]
-                click.echo(
+                echo(
                     f"{d['app']}: watching {w['version']} until {when(w['until'])} "
                     f"(more than {w['max_restarts']} restarts roll it back)"
                 )
@@ -186,7 +186,7 @@ def releases(obj: Ctx, app: str) -> None:
             (" ", "VERSION", "INSTALLED", "SIZE", "MARK"),
         )
         if config is not None:
-            click.echo(f"configuration generation {config} (pyrelctl config history {app})")
+            echo(f"configuration generation {config} (pyrelctl config history {app})")
 
     obj.emit({"app": app, "current": current, "config": config, "releases": rows}, human)
 
@@ -237,9 +237,9 @@ def unit(obj: Ctx, app: str) -> None:
 
     def human() -> None:
         for name, text in docs.items():
-            click.echo(f"# {name}")
-            click.echo(text.rstrip("\n"))
-            click.echo()
+            echo(f"# {name}")
+            echo(text.rstrip("\n"), lines=True)
+            echo()
 
     obj.emit({"app": app, "files": docs}, human)
 
@@ -306,7 +306,7 @@ def logs(
 def pid(obj: Ctx, app: str) -> None:
     """Print the PID of APP's main process (systemd's MainPID); exit 1 if it is not running."""
     main_pid = obj.operator().pid(app)
-    obj.emit({"app": app, "pid": main_pid}, lambda: click.echo(str(main_pid)))
+    obj.emit({"app": app, "pid": main_pid}, lambda: echo(str(main_pid)))
 
 
 @click.command()
@@ -323,7 +323,7 @@ def version(obj: Ctx, app: str) -> None:
     found = obj.operator().version(app)
 
     def human() -> None:
-        click.echo(found.version)
+        echo(found.version)
         if found.source == "process":
             where = f"running (pid {found.main_pid})"
         else:
@@ -356,7 +356,7 @@ def doctor(obj: Ctx, app: str | None) -> int:
 
     def human() -> None:
         for line in report_lines(report, quiet=obj.verbosity < 0, colour=colour):
-            click.echo(line)
+            echo_exact(line)  # made visible by report_lines, with its own colours
 
     obj.emit(report.to_json(), human)
     return int(ExitCode.FAILED) if report.problems else 0
@@ -386,4 +386,4 @@ def metrics(obj: Ctx, write: bool) -> None:
     if write:
         written = prom.write_textfile(obj.layout, systemd)
         obj.say(f"wrote {written}" if written else "no textfile directory here; nothing written")
-    click.echo(text, nl=False)
+    echo(text, nl=False, lines=True)

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from pyrelctl.terminal import visible
+
 #: Offending paths named per finding; the rest are counted.
 MAX_LISTED = 5
 
@@ -79,15 +81,16 @@ def report_lines(report: Report, *, quiet: bool = False, colour: bool = False) -
             continue
         if finding.subject != subject:
             subject = finding.subject
-            lines.append(subject)
+            lines.append(visible(subject))
         label = "PROBLEM" if finding.severity is Severity.PROBLEM else finding.severity.value
         padded = f"{label:<8}"
         if colour:
             padded = f"{_COLOURS[finding.severity]}{padded}\033[0m"
-        lines.append(f"  {padded} {finding.check}: {finding.message}")
-        lines.extend(f"           | {detail}" for detail in finding.details)
+        # What doctor found may quote a release's file names: shown, not obeyed.
+        lines.append(f"  {padded} {finding.check}: {visible(finding.message)}")
+        lines.extend(f"           | {visible(detail)}" for detail in finding.details)
         if finding.fix and finding.severity in (Severity.PROBLEM, Severity.WARNING):
-            lines.append(f"           fix: {finding.fix}")
+            lines.append(f"           fix: {visible(finding.fix)}")
     problems, warnings = len(report.problems), len(report.warnings)
     if problems or warnings:
         lines.append(

@@ -173,3 +173,52 @@ def test_doctor_checks_the_configuration(
     assert fix[:2] == ["pyrelctl", "--root"], fix
     assert run(capsys, *fix[1:]).code == 0
     assert finding()["severity"] == "ok"
+
+
+#: Every character str.splitlines() ends a line at, and a C1 control.
+LINE_BREAKS = ["\n", "\r", "\v", "\f", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029", "\x9b"]
+
+
+@pytest.mark.parametrize("char", LINE_BREAKS, ids=[f"U+{ord(c):04X}" for c in LINE_BREAKS])
+def test_a_line_break_in_a_value_is_refused_by_set_import_and_edit(
+    hello_root: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, char: str,
+) -> None:  # fmt: skip
+    """Issue 26: a value with U+2028 was stored, and pyrelctl could not read its
+    configuration back until `config rollback`."""
+    assert run(capsys, "--root", hello_root, "config", "set", "hello", "A=1").code == 0
+    before = snapshot(hello_root)
+    result = run(capsys, "--root", hello_root, "config", "set", "hello", f"B=x{char}y")
+    assert_one_error_line(result, f"U+{ord(char):04X}")
+    dotenv = tmp_path / "prod.env"
+    dotenv.write_text(f'B="x{char}y"\nC=z{char}\n', newline="")
+    result = run(capsys, "--root", hello_root, "config", "import", "hello", dotenv)
+    assert result.code == 2 and "error: " in result.err, result
+    editor = tmp_path / "editor"
+    editor.write_text(f'#!/bin/sh\nprintf \'B="x{char}y"\\n\' >> "$1"\n', newline="")
+    editor.chmod(0o755)
+    monkeypatch.setenv("EDITOR", str(editor))
+    result = run(capsys, "--root", hello_root, "config", "edit", "hello")
+    assert result.code == 2 and "error: " in result.err, result
+    assert snapshot(hello_root) == before
+    listed = run(capsys, "--root", hello_root, "--json", "config", "list", "hello", "--show-values")
+    assert json.loads(listed.out)["variables"] == {"A": "1"}
+
+
+def test_a_stored_line_separator_is_read_back(
+    hello_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A generation an older pyrelctl wrote with U+2028 in a value (systemd reads
+    it as one line) is read, kept, and does not block changes of other names."""
+    assert run(capsys, "--root", hello_root, "config", "set", "hello", "A=1").code == 0
+    generation = config_dir(hello_root) / "000001.env"
+    generation.write_text(generation.read_text() + 'SEP="a\u2028b\u0085c"\n')
+    got = run(capsys, "--root", hello_root, "--json", "config", "list", "hello", "--show-values")
+    assert got.code == 0, got.err
+    assert json.loads(got.out)["variables"] == {"A": "1", "SEP": "a\u2028b\u0085c"}
+    assert run(capsys, "--root", hello_root, "config", "set", "hello", "B=2").code == 0
+    got = run(capsys, "--root", hello_root, "--json", "config", "get", "hello", "SEP")
+    assert json.loads(got.out)["value"] == "a\u2028b\u0085c"
+    # Shown on a terminal as escapes, like any text that is no plain line.
+    table = run(capsys, "--root", hello_root, "config", "list", "hello", "--show-values")
+    assert "a\\u2028b\\x85c" in table.out
