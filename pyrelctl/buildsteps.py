@@ -303,6 +303,11 @@ class SystemdSteps(Steps):
             raise HostError(f"build step {step}: {args[0]} is not an absolute path")
         unit = f"pyrelctl-build-{step}-{self.token}.service"
         self.units.append(unit)
+        # systemd chowns the StateDirectory= tree to the dynamic user only
+        # when its top is not the user's already (src/basic/chown-recursive.c
+        # checks the top first): made root's again, the directories root
+        # added since the last step (outputs) become the user's too.
+        os.chown(self.work, 0, 0)
         home = os.fspath(self.path(HOME))
         step_env = {
             **sandbox_env(os.environ),
