@@ -156,7 +156,7 @@ def test_requirements_inside_the_project_still_include(shared: Path) -> None:
     (project / "requirements.txt").write_text("-r reqs/base.txt\n")
     (project / "reqs" / "base.txt").write_text("-c ../pins.txt\n")
     (project / "pins.txt").write_text("sdnotify==0.3.2\n")
-    from pyrelctl.build import read_lock
+    from pyrelctl.buildlock import read_lock
 
     lock = read_lock(project / "requirements.txt", project.resolve())
     assert lock.constraints == ("sdnotify==0.3.2",)
