@@ -46,7 +46,7 @@ def inside(project: Path, path: Path) -> Path:
     if not resolved.is_relative_to(project):
         raise BadInput(
             f"{path} is outside the project directory {project}",
-            hint="pyrelctl build reads requirements files of the project only",
+            hint="pyrelctl build reads only the project's own files (a link out is refused too)",
         )
     return resolved
 

@@ -124,8 +124,10 @@ class Steps(Build):
 
     def _new_dir(self, kind: str) -> str:
         rel = f"{kind}-{secrets.token_hex(8)}"
-        # mkdir fails on anything already there, a planted link included.
-        (self.work / rel).mkdir(mode=0o755)
+        # mkdir fails on anything already there, a planted link included;
+        # chmod: root's umask may be 077, and the build user must read it.
+        (self.work / rel).mkdir()
+        os.chmod(self.work / rel, 0o755)
         return rel
 
     def output(self) -> str:
@@ -138,6 +140,7 @@ class Steps(Build):
         for source in files:
             with source.open("rb") as f_in, open(self.host(rel) / source.name, "xb") as f_out:
                 shutil.copyfileobj(f_in, f_out)
+                os.fchmod(f_out.fileno(), 0o644)
         return self.path(rel)
 
     def take(self, rel: str, dest: Path) -> list[Path]:
@@ -217,7 +220,8 @@ class SetprivSteps(Steps):
         try:
             os.chmod(self.top, 0o711)
             work = self.top / secrets.token_hex(16)
-            work.mkdir(mode=0o755)
+            work.mkdir()
+            os.chmod(work, 0o755)
             super().__init__(work, work, work / PROJECT)
             _prepare(work, project)
             self.extra_env = _config_file_env(work, work)
