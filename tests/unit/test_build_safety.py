@@ -38,7 +38,9 @@ def shared(tmp_path: Path) -> Iterator[Path]:
     shutil.rmtree(path)
 
 
-def build(project: Path, out: Path, links: Path) -> subprocess.CompletedProcess[str]:
+def build(
+    project: Path, out: Path, links: Path, umask: int = 0o022
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [PYRELCTL, "build", project, "-o", out],
         capture_output=True,
@@ -46,6 +48,7 @@ def build(project: Path, out: Path, links: Path) -> subprocess.CompletedProcess[
         env=offline_env(links),
         timeout=300,
         check=False,
+        umask=umask,
     )
 
 
@@ -81,6 +84,15 @@ def test_the_projects_backend_does_not_run_as_root(shared: Path) -> None:
     assert [p.name for p in (shared / "out").iterdir()] == [artifact.name]
     # The build worked on a copy: the project is as it was (no build/, egg-info).
     assert sorted(p.relative_to(project) for p in project.rglob("*")) == before
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="what root hands to the build user")
+def test_root_with_umask_077_still_builds(shared: Path) -> None:
+    """The files root hands the build user are readable to it whatever root's umask."""
+    project = tiny_project(shared / "app", {"name": "app", "version": "1.0"}, TOOL)
+    proc = build(project, shared / "out", links_dir(shared), umask=0o077)
+    assert proc.returncode == 0, proc.stderr
+    assert (shared / "out" / "app-1.0.tar.gz").is_file()
 
 
 def test_a_link_planted_in_dist_is_not_written_through(shared: Path) -> None:
