@@ -49,6 +49,7 @@ sockets; only regular files are taken, opened with O_NOFOLLOW.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import pwd
 import re
@@ -57,6 +58,7 @@ import shutil
 import stat
 import subprocess
 import tempfile
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -285,8 +287,12 @@ class SystemdSteps(Steps):
         self.state_name = f"{STATE_PREFIX}.{self.token}"
         self.units: list[str] = []
         PRIVATE_STATE.mkdir(mode=0o700, parents=True, exist_ok=True)
+        sweep_builds()
         work = PRIVATE_STATE / self.state_name
         work.mkdir(mode=0o755)
+        #: Held while the build lives: sweep_builds leaves its directory alone.
+        self.lock_fd = os.open(work, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fcntl.flock(self.lock_fd, fcntl.LOCK_EX)
         try:
             # Inside the unit the directory is /var/lib/NAME ($STATE_DIRECTORY).
             view = Path("/var/lib") / self.state_name
@@ -295,6 +301,7 @@ class SystemdSteps(Steps):
             self.extra_env = _config_file_env(work, view)
         except BaseException:
             _remove_state(self.state_name)
+            os.close(self.lock_fd)
             raise
 
     def run(
@@ -361,6 +368,35 @@ class SystemdSteps(Steps):
             for unit in self.units:
                 run(["systemctl", "stop", unit], check=False)
         _remove_state(self.state_name)
+        os.close(self.lock_fd)
+
+
+#: A state directory younger than this is never swept: it may be a build's
+#: that has made it and not yet locked it.
+SWEEP_AFTER = 60
+
+
+def sweep_builds() -> None:
+    """Remove the state directories of project builds a killed pyrelctl left.
+
+    A live build holds an flock on its directory (flock(2) works on a
+    directory's descriptor); one nobody holds, older than SWEEP_AFTER, is
+    left over.
+    """
+    for path in PRIVATE_STATE.glob(f"{STATE_PREFIX}.*"):
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            if time.time() - os.fstat(fd).st_mtime < SWEEP_AFTER:
+                continue
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # a running build's
+        finally:
+            os.close(fd)
+        _remove_state(path.name)
 
 
 def systemd_booted() -> bool:

@@ -56,6 +56,11 @@ def test_building_as_root_runs_the_backend_as_a_dynamic_user(
     # user; pip's find-links must be where it can read them.
     machine.run(["rm", "-rf", LINKS])
     machine.run(["cp", "-r", links, LINKS])
+    # What a build killed an hour ago left: swept by the next build.
+    stale = "/var/lib/private/pyrelctl-project-build.deadbeef"
+    machine.run(["mkdir", "-p", f"{stale}/project"])
+    machine.run(["ln", "-sfn", "private/pyrelctl-project-build.deadbeef", "/var/lib/"])
+    machine.run(["touch", "-d", "1 hour ago", stale])
     try:
         env = {
             "PIP_CONFIG_FILE": "/dev/null",
@@ -77,7 +82,7 @@ def test_building_as_root_runs_the_backend_as_a_dynamic_user(
         assert machine.run(["test", "-e", "/etc/pyrelctl-build-was-here"], check=False).returncode
         leftovers = machine.run(
             ["find", "/var/lib", "-maxdepth", "2", "-name", "pyrelctl-project-build*"]
-        ).stdout.split()
+        ).stdout.split()  # neither this build's state nor the stale one
         assert leftovers == []
         units = machine.systemctl("list-units", "--all", "--no-legend", "pyrelctl-build-*")
         assert units.stdout.strip() == ""
