@@ -26,12 +26,13 @@ through PEP 517 in an isolated build environment (see :func:`_pip_wheel`).
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import json
 import logging
 import os
-import re
+import secrets
 import shutil
 import stat
 import sys
@@ -46,6 +47,8 @@ from typing import Any
 
 from pyrelctl import checksums
 from pyrelctl.archive import open_artifact
+from pyrelctl.buildlock import find_lock, inside
+from pyrelctl.buildsteps import Steps, interpreter, open_steps
 from pyrelctl.errors import BadInput, CommandFailed, HostError
 from pyrelctl.names import APP_NAME_RE, check_version
 from pyrelctl.pyrelease import WHEELHOUSE, canonical_name, wheel_name_version
@@ -60,7 +63,6 @@ from pyrelctl.release import (
     detect,
     parse_settings,
 )
-from pyrelctl.run import run
 from pyrelctl.sockets import Socket
 from pyrelctl.wheels import (
     ZIP_EPOCH,
@@ -71,8 +73,6 @@ from pyrelctl.wheels import (
     write_runtime_wheel,
 )
 
-#: Lock files looked for, in this order, when [tool.pyrelctl] names none.
-LOCK_FILES = ("pylock.toml", "requirements.lock", "requirements.txt")
 #: What [tool.pyrelctl] accepts: the build's own keys, and what release.toml
 #: accepts that makes sense for a python release (release.SETTINGS_TABLES and
 #: the description; ``type`` is short for ``service.type``), parsed by the
@@ -198,87 +198,6 @@ def read_config(pyproject: Mapping[str, Any]) -> BuildConfig:
     )
 
 
-# -- locks ---------------------------------------------------------------------
-
-_REQ_RE = re.compile(
-    r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)\s*(\[[^\]]*\])?\s*(?P<spec>[^;]*?)\s*(;(?P<marker>.*))?$"
-)
-
-
-@dataclass(frozen=True)
-class Lock:
-    """Version constraints from the project's lock or requirements file."""
-
-    path: Path
-    constraints: tuple[str, ...]  # lines for pip's -c (no extras, no hashes)
-    pins: Mapping[str, str]  # canonical name -> pinned version
-    complete: bool  # every entry pinned with ==: nothing else may be resolved
-
-
-def _requirement_lines(path: Path, seen: set[Path]) -> Iterable[str]:
-    if path in seen:
-        return
-    seen.add(path)
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise BadInput(f"cannot read {path}: {e.strerror}") from e
-    for line in text.replace("\\\n", " ").splitlines():
-        line = re.sub(r"(^|\s)#.*", "", line).strip()
-        if not line:
-            continue
-        option, _, value = line.partition(" ")
-        if option in ("-r", "--requirement"):
-            yield from _requirement_lines(path.parent / value.strip(), seen)
-        elif not line.startswith("-"):
-            # Options of a requirement (--hash=...) follow it, after a space.
-            yield re.split(r"\s+--", line, maxsplit=1)[0].strip()
-
-
-def read_lock(path: Path) -> Lock:
-    """Pins from a ``pylock.toml`` (PEP 751) or a pip requirements file."""
-    entries: list[tuple[str, str, str]] = []  # name, specifier, marker
-    if path.name.endswith(".toml"):
-        try:
-            doc = tomllib.loads(path.read_text())
-        except (OSError, tomllib.TOMLDecodeError) as e:
-            raise BadInput(f"{path}: not a readable pylock.toml ({e})") from e
-        for package in doc.get("packages", []):
-            name, version = package.get("name"), package.get("version")
-            if not isinstance(name, str) or not isinstance(version, str):
-                raise BadInput(f"{path}: every [[packages]] entry needs a name and a version")
-            entries.append((name, f"=={version}", str(package.get("marker", ""))))
-    else:
-        for line in _requirement_lines(path, set()):
-            match = _REQ_RE.match(line)
-            if match is None or "://" in line or line.startswith((".", "/")):
-                raise BadInput(
-                    f"{path}: cannot use the requirement {line!r}",
-                    hint="list packages by name and version (name==1.2.3)",
-                )
-            entries.append((match["name"], match["spec"].replace(" ", ""), match["marker"] or ""))
-    pins: dict[str, str] = {}
-    constraints = []
-    for name, spec, marker in entries:
-        if spec.startswith("==") and "," not in spec and "*" not in spec:
-            pins[canonical_name(name)] = spec[2:]
-        constraints.append(f"{name}{spec}" + (f" ; {marker.strip()}" if marker.strip() else ""))
-    complete = bool(entries) and len(pins) == len(entries)
-    return Lock(path, tuple(constraints), pins, complete)
-
-
-def find_lock(project: Path, config: BuildConfig) -> Lock | None:
-    if config.requirements is not None:
-        path = project / config.requirements
-        if not path.is_file():
-            raise BadInput(f"[tool.pyrelctl] requirements: {path} does not exist")
-        return read_lock(path)
-    for name in LOCK_FILES:
-        if (project / name).is_file():
-            return read_lock(project / name)
-    return None
-
-
 # -- the tarball ---------------------------------------------------------------
 
 
@@ -305,9 +224,33 @@ def write_tarball(root: Path, dest: Path, epoch: int) -> None:
                 info.mode = 0o755 if path.stat().st_mode & stat.S_IXUSR else 0o644
                 with path.open("rb") as f:
                     tar.addfile(info, f)
-    tmp = dest.with_name(f".{dest.name}.tmp")
-    tmp.write_bytes(raw.getvalue())
-    tmp.replace(dest)
+    write_in_dir(dest.parent, dest.name, raw.getvalue())
+
+
+def write_in_dir(directory: Path, name: str, data: bytes) -> None:
+    """Write ``directory/name`` atomically, following no link inside ``directory``.
+
+    ``directory`` itself is followed, as pip's and pypa/build's output
+    directories are; in it a temp file of a random name is created with
+    O_EXCL|O_NOFOLLOW (a link planted there is never written through) and
+    renamed over ``name`` relative to the directory's descriptor (a link at
+    ``name`` is replaced, not followed).
+    """
+    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        tmp = f".{name}.{secrets.token_hex(4)}.tmp"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(tmp, flags, 0o666, dir_fd=dir_fd)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp, dir_fd=dir_fd)
+            raise
+    finally:
+        os.close(dir_fd)
 
 
 def _toml(value: object) -> str:
@@ -435,13 +378,20 @@ class _Step:
             self.say(f"{self.what}: done ({time.monotonic() - self.started:.1f} s)")
 
 
-def _python_version(python: str) -> str:
+def _python_version(steps: Steps, python: str, env: Mapping[str, str]) -> str:
     code = "import sys; print('%d.%d' % sys.version_info[:2])"
-    return run([python, "-c", code]).stdout.strip()
+    proc = steps.run("python", [python, "-c", code], env=env, check=False)
+    if proc.returncode != 0:
+        raise HostError(
+            f"{python} did not run as {steps.who}: {proc.stderr.strip()[-300:]}",
+            hint="as root the build runs unprivileged: use an interpreter outside /root "
+            "and /home (e.g. --python /usr/bin/python3, or a venv in /opt)",
+        )
+    return proc.stdout.strip()
 
 
-def _pip_version(python: str) -> str:
-    proc = run([python, "-m", "pip", "--version"], check=False)
+def _pip_version(steps: Steps, python: str, env: Mapping[str, str]) -> str:
+    proc = steps.run("pip-version", [python, "-m", "pip", "--version"], env=env, check=False)
     out = proc.stdout.split()
     if proc.returncode != 0 and "No module named pip" in proc.stderr:
         raise HostError(
@@ -454,7 +404,13 @@ def _pip_version(python: str) -> str:
     return out[1]
 
 
-def _pip_wheel(python: str, args: list[str | os.PathLike[str]], env: Mapping[str, str]) -> None:
+def _pip_wheel(
+    steps: Steps,
+    step: str,
+    python: str,
+    args: list[str | os.PathLike[str]],
+    env: Mapping[str, str],
+) -> None:
     """``python -m pip wheel --use-pep517 ARGS``; a build that fails names its package.
 
     ``--use-pep517``: without it, pip before 23.1 builds an sdist that has no
@@ -468,7 +424,7 @@ def _pip_wheel(python: str, args: list[str | os.PathLike[str]], env: Mapping[str
     the difference, which is why the install-path tests run on empty caches.
     """
     argv = [python, "-m", "pip", "wheel", "--use-pep517", *args]
-    proc = run(argv, env=env, check=False)
+    proc = steps.run(step, argv, env=env, check=False)
     if proc.returncode == 0:
         return
     failure = pip_build_failure(proc.stdout, proc.stderr)
@@ -493,7 +449,12 @@ def build(
     epoch: int | None = None,
     say: Say = _quiet,
 ) -> BuildResult:
-    """Build the python release of the project in ``project``; see the module doc."""
+    """Build the python release of the project in ``project``; see the module doc.
+
+    pip runs through :func:`buildsteps.open_steps`: as root, as an
+    unprivileged user on a copy of the project; root itself reads only the
+    project's pyproject.toml and lock, and the wheels the steps left.
+    """
     started = time.monotonic()
     project = project.resolve()
     pyproject_file = project / "pyproject.toml"
@@ -502,26 +463,32 @@ def build(
             f"{project}: no pyproject.toml", hint="pyrelctl build needs a Python project"
         )
     try:
-        pyproject = tomllib.loads(pyproject_file.read_text())
+        pyproject = tomllib.loads(inside(project, pyproject_file).read_text())
     except tomllib.TOMLDecodeError as e:
         raise BadInput(f"{pyproject_file}: not valid TOML ({e})") from e
     config = read_config(pyproject)
-    lock = find_lock(project, config)
+    lock = find_lock(project, config.requirements)
     epoch = source_date_epoch() if epoch is None else epoch
     output = (output or project / "dist").resolve()
     output.mkdir(parents=True, exist_ok=True)
+    python = interpreter(python)
     pip_env = {
-        **os.environ,
         "SOURCE_DATE_EPOCH": str(max(epoch, ZIP_EPOCH)),
         # pip gives the build backend one pipe for stdout and stderr: unbuffered,
         # a Python backend's lines reach it in the order they were written, and
         # a compiler's error line stays among the last ones (wheels.pip_build_failure).
         "PYTHONUNBUFFERED": "1",
     }
-    py_version = _python_version(python)
-    pip_version = _pip_version(python)  # first: a missing pip is said as such
 
-    with tempfile.TemporaryDirectory(prefix=".pyrelctl-build-", dir=output) as tmp_name:
+    # Root's own files (the repacked wheel, the release tree) live in a
+    # private temporary directory, never where the build user could write.
+    with (
+        tempfile.TemporaryDirectory(prefix="pyrelctl-build-") as tmp_name,
+        open_steps(project) as steps,
+    ):
+        say(f"building as {steps.who}")
+        py_version = _python_version(steps, python, pip_env)
+        pip_version = _pip_version(steps, python, pip_env)  # first: a missing pip is said as such
         tmp = Path(tmp_name)
         local, release = tmp / "local", tmp / "release"
         wheelhouse, tools = release / WHEELHOUSE, release / TOOLS
@@ -529,9 +496,13 @@ def build(
             d.mkdir(parents=True)
         runtime_wheel = write_runtime_wheel(local, epoch)
 
+        out = steps.output()
         with _Step(say, f"building the wheel of {project.name}"):
-            _pip_wheel(python, ["--no-deps", "--wheel-dir", tmp / "project", project], pip_env)
-        built = sorted((tmp / "project").glob("*.whl"))
+            args: list[str | os.PathLike[str]] = [
+                "--no-deps", "--wheel-dir", steps.path(out), steps.project,
+            ]  # fmt: skip
+            _pip_wheel(steps, "wheel", python, args, pip_env)
+        built = [p for p in steps.take(out, tmp / "project") if p.name.endswith(".whl")]
         if len(built) != 1:
             raise HostError(f"pip wheel made {len(built)} wheels of {project}, not one")
         project_wheel = Path(shutil.move(built[0], local / built[0].name))
@@ -546,19 +517,22 @@ def build(
             )
         check_version(version)
 
-        args: list[str | os.PathLike[str]] = [
-            "--wheel-dir", wheelhouse, "--find-links", local,
-            project_wheel, f"{RUNTIME_DIST}=={runtime_wheel.name.split('-')[1]}",
+        if lock is not None:
+            (local / "constraints.txt").write_text("\n".join(lock.constraints) + "\n")
+        shared = steps.share(sorted(local.iterdir()))
+        out = steps.output()
+        args = [
+            "--wheel-dir", steps.path(out), "--find-links", shared,
+            shared / project_wheel.name, f"{RUNTIME_DIST}=={runtime_wheel.name.split('-')[1]}",
         ]  # fmt: skip
         if lock is not None:
-            constraints = tmp / "constraints.txt"
-            constraints.write_text("\n".join(lock.constraints) + "\n")
-            args += ["--constraint", constraints]
+            args += ["--constraint", shared / "constraints.txt"]
         what = "resolving and fetching dependencies" + (
             f" pinned by {lock.path.name}" if lock else ""
         )
         with _Step(say, what):
-            _pip_wheel(python, args, pip_env)
+            _pip_wheel(steps, "dependencies", python, args, pip_env)
+        steps.take(out, wheelhouse)
 
         packages: list[str] = []
         scripts: set[str] = set()
@@ -592,17 +566,20 @@ def build(
                 hint="scripts of the release: " + ", ".join(sorted(scripts) or ["none"]),
             )
 
+        out = steps.output()
         with _Step(say, "fetching pip for hosts without uv"):
-            run(
+            steps.run(
+                "pip-download",
                 [
                     python, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-                    "--dest", tools, f"pip=={pip_version}",
+                    "--dest", steps.path(out), f"pip=={pip_version}",
                 ],
                 env=pip_env,
             )  # fmt: skip
+        steps.take(out, tools)
         pip_wheels = sorted(tools.glob("pip-*.whl"))
-        if len(pip_wheels) != 1:
-            raise HostError(f"expected one pip wheel, found {[p.name for p in pip_wheels]}")
+        if len(pip_wheels) != 1 or len(list(tools.iterdir())) != 1:
+            raise HostError(f"expected one pip wheel, found {sorted(os.listdir(tools))}")
 
         manifest = render_manifest(
             name=name,

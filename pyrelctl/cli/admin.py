@@ -40,7 +40,10 @@ def build_command(obj: Ctx, project_dir: Path, output: Path | None, python: str)
     project has one), pyrelctl_runtime, release.toml (from [project] and
     [tool.pyrelctl]) and SHA256SUMS. The same input gives the same bytes;
     SOURCE_DATE_EPOCH sets every time stamp. pip may download from your
-    index here; `pyrelctl install` later needs no network. See docs/python.md.
+    index here; `pyrelctl install` later needs no network. Run as root, pip
+    and the project's build code run as an unprivileged user on a copy of
+    the project (a sandboxed dynamic user under systemd, else nobody). See
+    docs/python.md.
     """
     from pyrelctl.build import build as build_release  # only here: ~30 ms of imports
 

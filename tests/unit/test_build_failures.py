@@ -13,11 +13,14 @@ import base64
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 import textwrap
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -68,6 +71,17 @@ BACKEND = textwrap.dedent(
         return wheel
     """
 )
+
+
+@pytest.fixture
+def tmp_path() -> Iterator[Path]:
+    """A directory every user can read: as root the build runs pip as another
+    user (pyrelctl/buildsteps.py), which must read the links and interpreters
+    given to it; pytest's own tmp_path is below a directory only root opens."""
+    path = Path(tempfile.mkdtemp(prefix="pyrelctl-test-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path)
 
 
 def tiny_project(path: Path, conf: dict[str, object], tool: str = "") -> Path:

@@ -26,7 +26,8 @@ import pytest
 from devtools import pyreleases
 from pyrelctl import checksums
 from pyrelctl.archive import open_artifact
-from pyrelctl.build import BuildConfig, read_config, read_lock, render_manifest
+from pyrelctl.build import BuildConfig, read_config, render_manifest
+from pyrelctl.buildlock import read_lock
 from pyrelctl.errors import BadInput
 from pyrelctl.release import Kind, ServiceType, detect
 from pyrelctl.units import ServiceSpec, render_service
