@@ -245,16 +245,14 @@ def _dry_run(obj: Ctx, artifact: Path, opts: InstallOptions) -> None:
 
     def human() -> None:
         if seen.previous == seen.version:
-            click.echo(f"{seen.app} {seen.version} is already current")
+            echo(f"{seen.app} {seen.version} is already current")
         else:
-            click.echo(
-                f"would install {seen.app} {seen.version} (current: {seen.previous or 'none'})"
-            )
+            echo(f"would install {seen.app} {seen.version} (current: {seen.previous or 'none'})")
         for path in seen.units:
             how = "would change" if path in seen.unit_changes else "unchanged"
-            click.echo(f"  {path}: {how}")
+            echo(f"  {path}: {how}")
         for path in sorted(set(seen.unit_changes) - set(seen.units)):
-            click.echo(f"  {path}: would be removed")
+            echo(f"  {path}: would be removed")
 
     obj.emit(seen.to_json(), human)
 
