@@ -53,7 +53,7 @@ FILES = (
         "/etc/systemd/system/APP.service",
         "Generated unit; put changes in drop-ins (APP.service.d/*.conf), never overwritten.",
     ),
-    ("/etc/pyrelctl/APP/", "Root-only settings, environment file (env), mix cookie (release.env)."),
+    ("/etc/pyrelctl/APP/", "Root-only settings, environment file (env), mix cookie (cookie)."),
     ("/var/lib/pyrelctl/APP/", "pyrelctl's state: releases.json and history.jsonl."),
 )
 SEE_ALSO = "systemctl(1), journalctl(1), systemd-run(1), systemd.service(5), systemd.exec(5)"

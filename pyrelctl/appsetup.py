@@ -13,7 +13,8 @@ import shutil
 from collections.abc import Callable
 from typing import Any
 
-from pyrelctl.layout import AppPaths, Layout, symlink_atomic, write_atomic
+from pyrelctl import mixcookie
+from pyrelctl.layout import AppPaths, Layout, symlink_atomic
 from pyrelctl.release import Kind, Release
 from pyrelctl.socketunit import SocketUnit, effective_socket
 from pyrelctl.systemd import Systemd
@@ -52,14 +53,7 @@ class AppSetup:
         app.etc.mkdir(parents=True, exist_ok=True, mode=0o700)
         app.etc.chmod(0o700)
         if release.kind is Kind.MIX:
-            cookie_env = app.etc / "release.env"
-            if not cookie_env.exists():
-                # One cookie per app, generated once: it stays stable across
-                # upgrades (so rpc/remote keep working) and is root-only.
-                import secrets  # only here: it loads hmac and OpenSSL's hashes
-
-                cookie = secrets.token_hex(32)
-                write_atomic(cookie_env, f"RELEASE_COOKIE={cookie}\n".encode(), mode=0o600)
+            mixcookie.ensure(app.etc)
 
     def render(
         self, app: AppPaths, release: Release, settings: dict[str, Any] | None = None
@@ -103,6 +97,10 @@ class AppSetup:
         if changed and self.online:
             self.say("units changed: systemctl daemon-reload")
             self.systemd.reload()
+        if release.kind is Kind.MIX:
+            # An older pyrelctl's unit read the cookie from release.env; the
+            # one just written does not, so the copy can go.
+            mixcookie.forget_legacy(app.etc)
         return changed
 
     def enable(self, app: AppPaths) -> None:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pyrelctl import mixcookie
 from pyrelctl.deploy.readiness import Failure
 from pyrelctl.errors import HostError
 from pyrelctl.layout import AppPaths
@@ -52,6 +53,8 @@ def run_as_service(
     from pyrelctl.transient import transient_argv
 
     base = release_dir if release_dir is not None else app.current
+    if release.kind is Kind.MIX:
+        mixcookie.ensure(app.etc)  # an app set up by an older pyrelctl (mixcookie.py)
     command = transient_argv(
         app.name,
         release,

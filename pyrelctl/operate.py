@@ -35,9 +35,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from pyrelctl import mixcookie
 from pyrelctl.deploy.deployer import Deployer
 from pyrelctl.errors import BadInput, NotInstalled, NotRoot, NotRunning, SystemdError
 from pyrelctl.layout import AppPaths, Layout
+from pyrelctl.release import Kind
 from pyrelctl.run import run_attached
 from pyrelctl.systemd import Systemd, UnitState
 from pyrelctl.transient import (
@@ -207,6 +209,10 @@ class Operator:
             state = self._state(app)
             if not state.main_pid:
                 raise self._not_running(app, state)
+        if release.kind is Kind.MIX:
+            # An app no install has touched since pyrelctl kept its cookie in
+            # release.env: the file the command's unit loads (mixcookie.py).
+            mixcookie.ensure(app.etc)
         self._note_dropins(app)
         return transient_command(
             app.name,

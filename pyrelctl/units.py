@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import jinja2
 
-from pyrelctl import __version__
+from pyrelctl import __version__, mixcookie
 from pyrelctl.errors import BadInput
 from pyrelctl.names import is_env_name
 from pyrelctl.release import (
@@ -169,6 +169,10 @@ def exec_settings(
         ("LoadCredential", f"{name}:/etc/pyrelctl/{spec.app}/credentials/{name}")
         for name in spec.credentials
     )
+    if spec.release.kind is Kind.MIX:
+        # The Erlang cookie, out of every command line: a credential that
+        # ExecStartPre= installs as $HOME/.erlang.cookie (mixcookie.py).
+        settings.extend(mixcookie.settings(spec.app))
     for key, value in settings:
         _refuse_control(value, key)
     return tuple(settings)
@@ -236,18 +240,16 @@ def service_environment(spec: ServiceSpec, *, run_dir: str) -> dict[str, str]:
 
 
 def default_environment_files(app: str, release: Release) -> tuple[str, ...]:
-    """``EnvironmentFile=`` settings: the operator's optional ``env``, the app's
-    configuration (``pyrelctl config``), and for mix the cookie. Root-only files
-    read by PID 1; unlike ``Environment=`` their values are not shown to every
-    user over D-Bus. Files override ``Environment=``, so ``env`` can change any
-    default below."""
+    """``EnvironmentFile=`` settings: the operator's optional ``env`` and the app's
+    configuration (``pyrelctl config``). Root-only files read by PID 1; unlike
+    ``Environment=`` their values are not shown to every user over D-Bus.
+    Files override ``Environment=``, so ``env`` can change any default below.
+    (A mix app's cookie is no variable at all: see mixcookie.py.)"""
     # The operator's hand-written env, then the configuration generation
     # `pyrelctl config` keeps (appconfig/generations.py), which wins where both
     # set a variable: a later EnvironmentFile= overrides an earlier one.
-    files = [f"-/etc/pyrelctl/{app}/env", f"-/etc/pyrelctl/{app}/config/current.env"]
-    if release.kind is Kind.MIX:
-        files.append(f"/etc/pyrelctl/{app}/release.env")
-    return tuple(files)
+    del release  # the same files for every kind
+    return (f"-/etc/pyrelctl/{app}/env", f"-/etc/pyrelctl/{app}/config/current.env")
 
 
 def _template_dirs() -> list[Path]:
@@ -411,6 +413,9 @@ def mix_environment(app: str, *, run_dir: str | None = None) -> dict[str, str]:
         "ERL_EPMD_ADDRESS": "127.0.0.1",
         # Read by the release's `elixir` script (word-split into erl flags).
         "ELIXIR_ERL_OPTIONS": "-kernel inet_dist_use_interface {127,0,0,1}",
+        # Not the cookie: a word that makes the VM read $HOME/.erlang.cookie
+        # instead of taking a cookie from its command line (mixcookie.py).
+        "RELEASE_COOKIE": mixcookie.PLACEHOLDER,
         # Crash dumps can hold secrets; keep them in the state directory,
         # never in the (read-only, shared) release directory.
         "ERL_CRASH_DUMP": f"/var/lib/{app}/erl_crash.dump",

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pyrelctl import allowances, checksums
+from pyrelctl import allowances, checksums, mixcookie
 from pyrelctl.doctor.checks import Checks, file_mode
 from pyrelctl.doctor.findings import MAX_LISTED, Finding, Severity
 from pyrelctl.errors import PyrelctlError
@@ -340,7 +340,7 @@ class AppChecks(Checks):
             return
         release = self._release(app, current) if current else None
         if release is not None and release.kind is Kind.MIX:
-            cookie = etc / "release.env"
+            cookie = etc / mixcookie.COOKIE_FILE
             if not cookie.is_file():
                 yield Finding(
                     "secrets",

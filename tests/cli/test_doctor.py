@@ -108,11 +108,9 @@ def _huge_release(root: Path) -> None:
 BROKEN = {
     "etc-pyrelctl-readable": Broken("etc-permissions", "host", _chmod("etc/pyrelctl", 0o755)),
     "secret-readable": Broken("secrets", "hello", _write_secret),
-    "cookie-env-readable": Broken(
-        "secrets", "shop", _chmod("etc/pyrelctl/shop/release.env", 0o644)
-    ),
-    "cookie-env-missing": Broken(
-        "secrets", "shop", lambda root: (root / "etc/pyrelctl/shop/release.env").unlink()
+    "cookie-readable": Broken("secrets", "shop", _chmod("etc/pyrelctl/shop/cookie", 0o644)),
+    "cookie-missing": Broken(
+        "secrets", "shop", lambda root: (root / "etc/pyrelctl/shop/cookie").unlink()
     ),
     "build-cookie-readable": Broken(
         "cookie", "shop", _chmod("opt/shop/releases/1.0.0/releases/COOKIE", 0o644)

@@ -136,7 +136,6 @@ def test_exec_settings_render_as_the_service_block() -> None:
     assert d["EnvironmentFile"] == [
         "-/etc/pyrelctl/shop/env",
         "-/etc/pyrelctl/shop/config/current.env",
-        "/etc/pyrelctl/shop/release.env",
     ]
 
 
@@ -166,13 +165,34 @@ def test_mix_node_and_distribution_are_on_loopback() -> None:
     assert env["ERL_CRASH_DUMP"].startswith("/var/lib/shop/")
 
 
-def test_environment_files_hold_the_cookie_only_for_mix() -> None:
+def test_no_environment_file_holds_the_cookie() -> None:
     generic = Release(name="g", version="1", kind=Kind.GENERIC, commands={"start": ("g",)})
     assert default_environment_files("g", generic) == (
         "-/etc/pyrelctl/g/env",
         "-/etc/pyrelctl/g/config/current.env",
     )
-    assert default_environment_files("shop", mix_release())[-1] == "/etc/pyrelctl/shop/release.env"
+    assert default_environment_files("shop", mix_release()) == (
+        "-/etc/pyrelctl/shop/env",
+        "-/etc/pyrelctl/shop/config/current.env",
+    )
+
+
+def test_mix_cookie_is_a_credential_installed_into_home() -> None:
+    # RELEASE_COOKIE is the placeholder that turns mix's `-setcookie COOKIE`
+    # into a valueless flag; the cookie reaches $HOME/.erlang.cookie
+    # through a credential and ExecStartPre= (mixcookie.py).
+    assert mix_environment("shop")["RELEASE_COOKIE"] == "-pyrelctl_cookie_from_home"
+    d = directives(render_service(ServiceSpec("shop", mix_release())))
+    assert "LoadCredential" in d and d["LoadCredential"] == [
+        "pyrelctl+erlang-cookie:/etc/pyrelctl/shop/cookie"
+    ]
+    assert d["ExecStartPre"] == [
+        "/usr/bin/install -m 0400 -T -- "
+        "${CREDENTIALS_DIRECTORY}/pyrelctl+erlang-cookie ${HOME}/.erlang.cookie"
+    ]
+    generic = Release(name="g", version="1", kind=Kind.GENERIC, commands={"start": ("g",)})
+    settings = exec_settings(ServiceSpec("g", generic))
+    assert not any(key == "ExecStartPre" or "cookie" in value for key, value in settings)
 
 
 @given(st.text(st.characters(min_codepoint=0x20, blacklist_characters="\x7f")))
