@@ -39,7 +39,17 @@ PORT = 18090
 def exit_time(invocation: str) -> float:
     """When systemd saw the main process of ``invocation`` exit (realtime seconds)."""
     out = subprocess.run(
-        ["journalctl", "--no-pager", "-o", "json", f"INVOCATION_ID={invocation}"],
+        # PID 1's own line: INVOCATION_ID alone is a field any process may log
+        # (pyrelctl/journal.py, PID1_MATCHES).
+        [
+            "journalctl",
+            "--no-pager",
+            "-o",
+            "json",
+            "_PID=1",
+            "_UID=0",
+            f"INVOCATION_ID={invocation}",
+        ],
         capture_output=True,
         text=True,
         check=True,

@@ -42,7 +42,12 @@ from pyrelctl.layout import AppPaths
 #: (/var/lib/pyrelctl, /run/pyrelctl: the transient units' runtime parent),
 #: systemd's (/run/systemd, the systemd-* units and users), the shared parents
 #: of DynamicUser= directories (/var/lib/private), and top-level directory
-#: names a StateDirectory= or RuntimeDirectory= of that name would take over.
+#: names a StateDirectory= or RuntimeDirectory= of that name would take over,
+#: and the node exporter's, whose textfile directory root writes into after
+#: every deploy (textdir.py): Debian's prometheus-node-exporter runs as the
+#: user ``prometheus``, reads /var/lib/prometheus/node-exporter, logs to
+#: /var/log/prometheus, and its unit and /etc/default file are named
+#: ``prometheus-node-exporter`` (upstream's unit: node_exporter).
 RESERVED = frozenset(
     {
         "pyrelctl",
@@ -72,6 +77,9 @@ RESERVED = frozenset(
         "portables",
         "dpkg",
         "apt",
+        "prometheus",
+        "prometheus-node-exporter",
+        "node-exporter",
     }
 )
 RESERVED_PREFIXES = ("systemd", "pyrelctl-")

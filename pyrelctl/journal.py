@@ -8,6 +8,10 @@ from pathlib import Path
 
 from pyrelctl.run import run
 
+#: PID 1's own messages (trusted fields, set by journald): systemd's lines
+#: about a unit carry its INVOCATION_ID, which alone anyone may forge.
+PID1_MATCHES = ("_PID=1", "_UID=0")
+
 
 def journalctl_argv(
     unit: str,
@@ -58,6 +62,17 @@ def invocation_lines(
     messages about the unit ("Main process exited, ...") carry
     ``INVOCATION_ID`` instead, hence the ``+`` (OR) of both matches.
 
+    Only trusted fields choose a line (systemd.journal-fields(7): those
+    starting with ``_`` are set by journald, never by the client). Any local
+    process may log ``INVOCATION_ID=`` and ``SYSLOG_IDENTIFIER=systemd`` on the
+    native socket, and a unit's invocation id is world-readable
+    (``/run/systemd/units/invocation:UNIT``): such a line would show up in
+    another app's failure report as ``systemd[...]``, and its words would
+    steer the overlap strategy (deploy/overlap.py, CANNOT_RUN_TWICE; security
+    issue 26). So ``INVOCATION_ID`` counts only on PID 1's own messages,
+    ``_PID=1 _UID=0``, which is how ``journalctl -u`` matches them too
+    (systemd's logs-show.c, add_matches_for_unit).
+
     A process's last words may reach the journal late: journald reads a
     service's stdout stream apart from PID 1's messages, and before systemd
     256 ``journalctl --sync`` does not wait for streams (systemd issue 32539).
@@ -84,6 +99,7 @@ def invocation_lines(
             f"--lines={limit}",
             *matches,
             "+",
+            *PID1_MATCHES,
             f"INVOCATION_ID={invocation_id}",
         ],
         check=False,

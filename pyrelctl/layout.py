@@ -57,15 +57,20 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _same_file(path: Path, data: bytes, mode: int) -> bool:
-    """Whether ``path`` is a regular file that holds ``data`` with ``mode``.
+def _same_file(name: str | Path, data: bytes, mode: int, *, dir_fd: int | None = None) -> bool:
+    """Whether ``name`` (in ``dir_fd`` if given) is a regular file that holds
+    ``data`` with ``mode``.
 
     Read with ``O_NOFOLLOW``: a symlink is never "the same" (it is replaced),
     and reading through it would compare against, and reveal the timing of,
     whatever file it points to. ``O_NONBLOCK`` keeps a FIFO from hanging us.
+    The size is compared first (``fstat``): a huge file planted there is never
+    read (security issue 26), nor is a file with other hard links.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        fd = os.open(
+            name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=dir_fd
+        )
     except FileNotFoundError:
         return False
     except OSError as e:
@@ -76,7 +81,9 @@ def _same_file(path: Path, data: bytes, mode: int) -> bool:
         st = os.fstat(f.fileno())
         if not stat.S_ISREG(st.st_mode) or (st.st_mode & 0o7777) != mode:
             return False
-        return f.read() == data
+        if st.st_size != len(data) or st.st_nlink != 1:
+            return False
+        return f.read(len(data) + 1) == data
 
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> bool:
@@ -85,26 +92,43 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> bool:
     Files with identical content are left alone (their mtime too), which is
     what keeps unit files and daemon-reloads to a minimum. A symlink at
     ``path`` is replaced by the new file (``rename(2)`` replaces the link
-    itself), never written through; the temporary file is made with
-    ``O_CREAT | O_EXCL``, which fails on any existing name, a link included.
+    itself), never written through (:func:`write_atomic_at`).
     """
     if _same_file(path, data, mode):
         return False
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.urandom(4).hex()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        return write_atomic_at(dir_fd, path.name, data, mode)
+    finally:
+        os.close(dir_fd)
+
+
+def write_atomic_at(dir_fd: int, name: str, data: bytes, mode: int = 0o644) -> bool:
+    """:func:`write_atomic` of ``name`` in the open directory ``dir_fd``.
+
+    Everything happens relative to the descriptor (``openat``, ``renameat``),
+    so a directory on the way that is swapped for a link meanwhile cannot
+    send the file elsewhere. The temporary file is made with ``O_CREAT |
+    O_EXCL``, which fails on any existing name, a link included.
+    """
+    if _same_file(name, data, mode, dir_fd=dir_fd):
+        return False
+    tmp = f".{name}.{os.urandom(4).hex()}.tmp"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(tmp, flags, mode, dir_fd=dir_fd)
     try:
         with open(fd, "wb") as f:
             os.fchmod(f.fileno(), mode)  # the umask must not widen or narrow it
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+            os.unlink(tmp, dir_fd=dir_fd)
         raise
-    fsync_dir(path.parent)
+    os.fsync(dir_fd)  # the rename, durable
     return True
 
 

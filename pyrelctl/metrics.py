@@ -16,16 +16,18 @@ path can be set in ``/etc/pyrelctl/metrics.toml`` (``textfile = "..."``).
 
 from __future__ import annotations
 
+import os
 import tomllib
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from pyrelctl.appconfig.generations import running_generation
 from pyrelctl.errors import BadInput
-from pyrelctl.layout import Layout, write_atomic
+from pyrelctl.layout import Layout, write_atomic_at
 from pyrelctl.systemd import Systemd, UnitState
+from pyrelctl.textdir import open_textfile_dir
 
 #: Where Debian's prometheus-node-exporter looks (its --collector.textfile.directory).
 DEFAULT_TEXTFILE = "var/lib/prometheus/node-exporter/pyrelctl.prom"
@@ -151,8 +153,8 @@ def render(families: Iterable[Family]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def textfile_path(layout: Layout) -> Path | None:
-    """Where deploys write the metrics, or None when nobody would read them."""
+def textfile_path(layout: Layout) -> Path:
+    """Where deploys write the metrics: the configured path, else Debian's."""
     settings = layout.root / SETTINGS
     if settings.is_file():
         try:
@@ -161,17 +163,34 @@ def textfile_path(layout: Layout) -> Path | None:
             raise BadInput(f"{settings}: not valid TOML ({e})") from e
         path = doc.get("textfile")
         if path is not None:
-            if not isinstance(path, str) or not path.startswith("/"):
-                raise BadInput(f"{settings}: textfile must be an absolute path")
+            if (
+                not isinstance(path, str)
+                or not path.startswith("/")
+                or not path.isprintable()
+                or ".." in PurePosixPath(path).parts
+                or PurePosixPath(path).name in ("", "/")
+            ):
+                raise BadInput(
+                    f"{settings}: textfile must be an absolute path to a file, "
+                    "without '..' or control characters"
+                )
             return layout.root / path.lstrip("/")
-    path = layout.root / DEFAULT_TEXTFILE
-    return path if path.parent.is_dir() else None
+    return layout.root / DEFAULT_TEXTFILE
 
 
 def write_textfile(layout: Layout, systemd: Systemd | None) -> Path | None:
-    """Rewrite the textfile, atomically (the collector never reads half a file)."""
+    """Rewrite the textfile, atomically (the collector never reads half a file).
+
+    None when its directory does not exist (nobody would read it). Raises
+    :class:`HostError` when the directory is not one root may write into
+    (textdir.open_textfile_dir); deploys turn that into a warning.
+    """
     path = textfile_path(layout)
-    if path is None or not path.parent.is_dir():
+    dir_fd = open_textfile_dir(layout.root, path.parent)
+    if dir_fd is None:
         return None
-    write_atomic(path, render(collect(layout, systemd)).encode(), mode=0o644)
+    try:
+        write_atomic_at(dir_fd, path.name, render(collect(layout, systemd)).encode(), 0o644)
+    finally:
+        os.close(dir_fd)
     return path
