@@ -99,6 +99,7 @@ def run_hook(
         timeout=HOOK_TIMEOUT,
         release_dir=app.release(release.version),
     )
+    _report(app, name, status, output, say)
     if status == 0:
         return None
     return Failure(
@@ -106,6 +107,32 @@ def run_hook(
         reason=f"{name} hook {' '.join(argv)} exited with status {status}",
         hook_output=output.splitlines()[-60:],
     )
+
+
+#: A passing hook's last lines shown in the install output (all are in the journal).
+HOOK_LINES_SHOWN = 60
+
+
+def _report(app: AppPaths, name: str, status: int, output: str, say: Callable[[str], None]) -> None:
+    """A hook's output goes into the app's journal (``journalctl -u APP``), and a
+    passing hook's into the install output too: a migration says what it did
+    (a failing hook's is in the failure report)."""
+    from pyrelctl import journal
+
+    lines = output.splitlines()
+    if not lines:
+        return
+    journal.send_lines(app.service_name, f"{app.name}-{name.replace('_', '-')}", lines,
+                       priority=6 if status == 0 else 3)  # fmt: skip
+    if status != 0:
+        return
+    hidden = len(lines) - HOOK_LINES_SHOWN
+    say(
+        f"{name} hook output"
+        + (f" (last {HOOK_LINES_SHOWN} of {len(lines)} lines):" if hidden > 0 else ":")
+    )
+    for line in lines[-HOOK_LINES_SHOWN:]:
+        say(f"  {line}")
 
 
 def command_runner(root: Path, app: AppPaths, release: Release) -> health.CommandRunner:

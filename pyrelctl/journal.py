@@ -113,3 +113,47 @@ def _has_lines(matches: Sequence[str]) -> bool:
         check=False,
     )
     return bool(proc.stdout.strip())
+
+
+#: journald's native protocol socket (systemd-journald.service(8)).
+NATIVE_SOCKET = "/run/systemd/journal/socket"
+
+
+def _field(name: str, value: str) -> bytes:
+    # The binary form (name, newline, little-endian 64-bit length, value) takes
+    # any value: no newline or byte of it can start a field of its own
+    # (https://systemd.io/JOURNAL_NATIVE_PROTOCOL/).
+    data = value.encode(errors="replace")
+    return name.encode() + b"\n" + len(data).to_bytes(8, "little") + data + b"\n"
+
+
+def send_lines(unit: str, identifier: str, lines: Sequence[str], *, priority: int = 6) -> bool:
+    """Log ``lines`` (a release command's output that pyrelctl ran, such as a
+    hook's) into the journal of ``unit``; whether journald took them.
+
+    ``OBJECT_SYSTEMD_UNIT=`` is how a privileged process files a message about
+    a unit: ``journalctl -u UNIT`` shows it when the sender's ``_UID`` is 0
+    (systemd's logs-show.c, add_matches_for_unit), which journald sets, not
+    the sender. Offline (no journald) nothing is logged.
+    """
+    import socket
+
+    try:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    except OSError:
+        return False
+    with sock:
+        for line in lines:
+            datagram = b"".join(
+                (
+                    _field("MESSAGE", line),
+                    _field("PRIORITY", str(priority)),
+                    _field("SYSLOG_IDENTIFIER", identifier),
+                    _field("OBJECT_SYSTEMD_UNIT", unit),
+                )
+            )
+            try:
+                sock.sendto(datagram, NATIVE_SOCKET)
+            except OSError:
+                return False
+    return True

@@ -280,6 +280,27 @@ def test_pre_switch_hook_failure_switches_nothing(
     assert main_pid(machine, app) == pid  # never even restarted
 
 
+def test_a_passing_hooks_output_is_in_the_install_output_and_the_journal(
+    machine: Machine,
+    pyrelctl: MachineCommand,
+    make_release: Callable[..., Path],
+    cleanup: Callable[[str], None],
+) -> None:
+    """A migration's lines are not dropped when it passes (issue 27)."""
+    app = "hooksays"
+    cleanup(app)
+    hooks = '[hooks]\npre_switch = ["bin/hooksays", "hook", "pre"]\n'
+    proc = pyrelctl("install", make_release(name=app, version="1.0.0", extra_toml=hooks),
+                    "--grace", "0.5")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    said = "hooksays 1.0.0 hook pre as uid "
+    assert f"pre_switch hook output:\n  {said}" in proc.stderr, proc.stderr
+    journal = machine.run(["journalctl", "-u", app, "--no-pager", "-o", "cat"]).stdout
+    assert said in journal, journal
+    logs = pyrelctl("logs", app, "-n", "50").stdout
+    assert f"{app}-pre-switch" in logs and said in logs, logs
+
+
 def test_post_switch_hook_failure_rolls_back(
     machine: Machine,
     pyrelctl: MachineCommand,
