@@ -46,9 +46,12 @@ lint: $(STAMP_VENV)
 	$(VENV)/bin/mypy
 
 # What the install-path tests (tests/system/test_install_paths.py) take from
-# Debian, as a new user would: pipx. Checked at every run (dpkg-query only),
-# installed with apt when missing, so an existing checkout gets it too.
-TEST_APT_PACKAGES := pipx python3-venv python3-pip
+# Debian, as a new user would: pipx; and what the Debian 13 tier
+# (tests/system/test_trixie.py) builds its root with: mmdebstrap, and the
+# archive keys that sign trixie (Debian 12's keyring has them). Checked at
+# every run (dpkg-query only), installed with apt when missing, so an
+# existing checkout gets them too.
+TEST_APT_PACKAGES := pipx python3-venv python3-pip mmdebstrap debian-archive-keyring
 
 .PHONY: test-deps
 test-deps: $(STAMP_APT)
