@@ -13,7 +13,10 @@ The cached root is never booted directly: `Machine.boot(lower=ROOT)` puts a
 copy-on-write overlay over it (shared/SYSTEMD.md, recipe B), so it stays as
 mmdebstrap left it. A root is built under a temporary name and renamed into
 place only when complete, under a lock, so a run killed mid-build or two
-runs at once never leave a half-built root that looks finished.
+runs at once never leave a half-built root that looks finished. A rebuild
+removes the root it replaces: a run booted on that root at the same moment
+would lose it, which is one more reason (after the shared host network of
+docs/testing.md) not to run two system tiers at once on one machine.
 
 No network means no root: `RootfsError` says what failed, and the tier's
 fixtures turn that into a test failure, never a skip (CI must run it).
