@@ -54,8 +54,11 @@ lint: $(STAMP_VENV)
 # the programs the suite runs that a fresh Debian lacks (not Priority
 # required/important; tests/unit/test_packaging.py checks): ssh-keygen (signed
 # releases), curl (inside the test containers, which run the host's /usr),
-# dpkg-checkbuilddeps (make deb's build dependencies).
-TEST_APT_PACKAGES := pipx python3-venv python3-pip openssh-client curl dpkg-dev
+# dpkg-checkbuilddeps (make deb's build dependencies); and what the Debian 13
+# tier (tests/system/test_trixie.py) builds its root with: mmdebstrap, and the
+# archive keys that sign trixie (Debian 12's keyring has them).
+TEST_APT_PACKAGES := pipx python3-venv python3-pip openssh-client curl dpkg-dev \
+  mmdebstrap debian-archive-keyring
 
 .PHONY: test-deps
 test-deps: $(STAMP_APT)

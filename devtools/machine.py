@@ -214,6 +214,8 @@ class _WritableRoot:
     host's files are never changed. Only the root filesystem is the lower
     layer: mounts below / (/proc, /tmp if it is a tmpfs, bind mounts) are not
     part of it, so directories on them must be bound like with Recipe A.
+    The lower layer may instead be another root file system (a cached
+    Debian 13 from devtools.rootfs), which stays as it was just the same.
     """
 
     def __init__(self, base: Path) -> None:
@@ -222,7 +224,7 @@ class _WritableRoot:
         self._mounted: list[Path] = []
 
     @classmethod
-    def mount(cls, name: str) -> _WritableRoot:
+    def mount(cls, name: str, lower: Path = Path("/")) -> _WritableRoot:
         """Mount the tmpfs and the overlay, and give the copy a machine id of its own."""
         made = cls(Path(tempfile.mkdtemp(prefix=f"{name}-root-")))
         try:
@@ -234,7 +236,7 @@ class _WritableRoot:
                     "-t",
                     "overlay",
                     "-o",
-                    f"lowerdir=/,upperdir={made.base / 'upper'},workdir={made.base / 'work'}",
+                    f"lowerdir={lower},upperdir={made.base / 'upper'},workdir={made.base / 'work'}",
                     "overlay",
                 ],
                 made.root,
@@ -325,6 +327,8 @@ class Machine:
         *,
         private_network: bool = True,
         writable_root: bool = False,
+        lower: Path | None = None,
+        unified_cgroup: bool = False,
     ) -> Machine:
         """Boot a container named `name` and return it once verified running.
 
@@ -343,12 +347,22 @@ class Machine:
         B) instead of a fresh tmpfs with the host's /usr read-only: packages
         can be installed inside, and every write stays in memory. The overlay
         is unmounted by `stop()`, also when the boot fails.
+
+        With `lower` the overlay's lower layer is that root file system (say
+        a Debian 13 from devtools.rootfs) instead of the host's: another
+        distribution booted with this host's systemd-nspawn, the root left
+        untouched. `unified_cgroup` gives the container the cgroup v2 only
+        hierarchy (systemd-nspawn(1), $SYSTEMD_NSPAWN_UNIFIED_HIERARCHY), as
+        a host booted with systemd 257 has; without it nspawn mirrors this
+        host's hybrid setup.
         """
         nspawn, nsenter = _preflight()
         if not _NAME_RE.fullmatch(name):
             raise MachineError(f"invalid machine name {name!r}: use letters, digits and '-'")
         bind_paths = _check_binds(binds)
-        writable = _WritableRoot.mount(name) if writable_root else None
+        if lower is not None and not (lower / "usr/lib/systemd/systemd").is_file():
+            raise MachineError(f"{lower} has no /usr/lib/systemd/systemd to boot")
+        writable = _WritableRoot.mount(name, lower or Path("/")) if writable_root or lower else None
         argv = [
             nspawn,
             "-q",
@@ -393,6 +407,9 @@ class Machine:
                 # hitting systemd-nspawn at the same time.
                 start_new_session=True,
                 preexec_fn=lambda: _enter_cgroups(cgroups),
+                env={**os.environ, "SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1"}
+                if unified_cgroup
+                else None,
             )
         except BaseException:
             log_file.close()

@@ -87,6 +87,31 @@ def make_new_host(machine: Machine, workdir: Path) -> None:
     assert leftovers == ["/root:", "/usr/local/bin:"], leftovers
 
 
+#: Where Debian's ca-certificates takes local authorities from (update-ca-certificates(8)).
+LOCAL_AUTHORITIES = Path("/usr/local/share/ca-certificates")
+
+
+def trust_host_authorities(machine: Machine, workdir: Path) -> None:
+    """Add this host's local CAs to a machine with a root of its own (Debian 13's).
+
+    Unlike make_new_host's volatile containers, such a root has Debian's
+    CA bundle already, without the local authorities this machine's proxy
+    to PyPI needs: they are added as an administrator would, into
+    /usr/local/share/ca-certificates, then `update-ca-certificates`.
+    `workdir` must be bound into the machine: the certificates travel through it.
+    """
+    certificates = sorted(LOCAL_AUTHORITIES.glob("*.crt"))
+    if not certificates:
+        return
+    carry = workdir / "local-ca"
+    carry.mkdir(exist_ok=True)
+    for certificate in certificates:
+        shutil.copyfile(certificate, carry / certificate.name)
+    machine.run(["mkdir", "-p", os.fspath(LOCAL_AUTHORITIES)])
+    machine.run(["sh", "-c", 'cp "$1"/*.crt "$2"/', "sh", carry, LOCAL_AUTHORITIES])
+    machine.run(["update-ca-certificates"])
+
+
 def free_port() -> int:
     """A TCP port free on the host's loopback now (these containers share its network)."""
     with socket.socket() as s:

@@ -1,7 +1,9 @@
 """Real releases to deploy in tests and the demo, built during the run.
 
 - `build_mix_app`: an Elixir app built with `mix release` (OTP 25 and Elixir
-  1.14 from Debian), one tarball per version, some of which may crash at start.
+  1.14 from Debian), one tarball per version, some of which may crash at start;
+  on this host, or with `runner=machine.run` inside a booted machine (Debian
+  13's Elixir 1.18 on OTP 27 in the trixie tier).
 - `make_generic_release`: a `release.toml` plus a POSIX sh launcher, for the
   "generic" kind of release; starts in milliseconds, no toolchain needed.
 """
@@ -14,13 +16,15 @@ import logging
 import os
 import re
 import shutil
+import subprocess
 import tarfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from string import Template
+from typing import Protocol
 
-from devtools.proc import DevtoolsError, run
+from devtools.proc import DevtoolsError, StrPath, run
 
 logger = logging.getLogger(__name__)
 
@@ -176,9 +180,27 @@ end
 )
 
 
-def _mix_env(workdir: Path) -> dict[str, str]:
-    """The environment for mix: offline, with its state under `workdir`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MIX_", "HEX_"))}
+class Runner(Protocol):
+    """Where build steps run: `devtools.proc.run` (this host) or a `Machine.run`."""
+
+    def __call__(
+        self,
+        argv: Sequence[StrPath],
+        *,
+        timeout: float | None = ...,
+        env: Mapping[str, str] | None = ...,
+        cwd: StrPath | None = ...,
+    ) -> subprocess.CompletedProcess[str]: ...
+
+
+def _mix_env(workdir: Path, inherit: bool = True) -> dict[str, str]:
+    """The environment for mix: offline, with its state under `workdir`.
+
+    With `inherit`, on top of this process's environment; a machine's runner
+    gets only these (it adds its own PATH and HOME: the host's mean nothing there).
+    """
+    base = os.environ if inherit else {}
+    env = {k: v for k, v in base.items() if not k.startswith(("MIX_", "HEX_"))}
     env.update(
         MIX_HOME=os.fspath(workdir / ".mix"),
         HEX_HOME=os.fspath(workdir / ".hex"),
@@ -190,9 +212,10 @@ def _mix_env(workdir: Path) -> dict[str, str]:
     return env
 
 
-def _release_env() -> dict[str, str]:
+def _release_env(inherit: bool = True) -> dict[str, str]:
     """The host's environment without the variables a release launcher reads."""
-    return {k: v for k, v in os.environ.items() if not k.startswith(("RELEASE_", "MIX_"))}
+    base = os.environ if inherit else {}
+    return {k: v for k, v in base.items() if not k.startswith(("RELEASE_", "MIX_"))}
 
 
 def build_mix_app(
@@ -203,6 +226,7 @@ def build_mix_app(
     failing: Sequence[str] = (),
     http_port: int | None = None,
     overlays: Mapping[str, bytes] | None = None,
+    runner: Runner | None = None,
 ) -> dict[str, Path]:
     """Build an Elixir app with `mix release`, once per version; return version -> tarball.
 
@@ -218,6 +242,10 @@ def build_mix_app(
     content) are written below the project's `rel/overlays/`, which mix
     copies into the release (files under `bin/` executable, like the
     `bin/server` and `bin/migrate` of `mix phx.gen.release`).
+
+    With `runner` (a booted machine's `run`, `workdir` bound in at the same
+    path) every mix, tar and eval step runs there instead, with that
+    machine's Elixir and OTP: a release built on another Debian.
     """
     if not _MIX_NAME_RE.fullmatch(name):
         raise ValueError(f"invalid mix app name {name!r}")
@@ -234,9 +262,11 @@ def build_mix_app(
     project = workdir / name
     if project.exists():
         raise FileExistsError(f"{project} exists already; build into a fresh workdir")
-    env = _mix_env(workdir)
+    inherit = runner is None
+    execute: Runner = run if runner is None else runner
+    env = _mix_env(workdir, inherit)
     module = "".join(part.capitalize() for part in name.split("_"))
-    run(["mix", "new", name, "--sup"], cwd=workdir, env=env)
+    execute(["mix", "new", name, "--sup"], cwd=workdir, env=env)
     values = {"app": name, "module": module}
     (project / "lib" / name / "application.ex").write_text(_APPLICATION_EX.substitute(values))
     for rel, content in (overlays or {}).items():
@@ -255,15 +285,17 @@ def build_mix_app(
         (project / "mix.exs").write_text(mix_exs)
         started = time.monotonic()
         # --overwrite: the release directory is reused from the previous version.
-        run(["mix", "release", "--overwrite"], cwd=project, env=env, timeout=_MIX_TIMEOUT)
+        execute(["mix", "release", "--overwrite"], cwd=project, env=env, timeout=_MIX_TIMEOUT)
         logger.info("mix release %s %s: %.1fs", name, version, time.monotonic() - started)
         tarball = project / "_build" / "prod" / f"{name}-{version}.tar.gz"
-        _check_mix_tarball(tarball, name, version, workdir / "check")
+        _check_mix_tarball(tarball, name, version, workdir / "check", execute, inherit)
         built[version] = Path(shutil.copy2(tarball, artifacts / tarball.name))
     return built
 
 
-def _check_mix_tarball(tarball: Path, name: str, version: str, scratch: Path) -> None:
+def _check_mix_tarball(
+    tarball: Path, name: str, version: str, scratch: Path, execute: Runner, inherit: bool
+) -> None:
     """Check the members of a mix tarball, then that an extracted copy evaluates code."""
     if not tarball.is_file():
         raise ReleaseBuildError(f"mix release did not write {tarball}")
@@ -282,8 +314,10 @@ def _check_mix_tarball(tarball: Path, name: str, version: str, scratch: Path) ->
     try:
         # tar(1), not tarfile: Python 3.11.2 (Debian 12) has no extraction
         # filters, and GNU tar refuses absolute and `..` members by itself.
-        run(["tar", "-xzf", tarball, "-C", root])
-        result = run([root / "bin" / name, "eval", "IO.puts(:ok)"], env=_release_env(), timeout=60)
+        execute(["tar", "-xzf", tarball, "-C", root])
+        result = execute(
+            [root / "bin" / name, "eval", "IO.puts(:ok)"], env=_release_env(inherit), timeout=60
+        )
         if result.stdout.strip() != "ok":
             raise ReleaseBuildError(
                 f"{tarball}: `bin/{name} eval 'IO.puts(:ok)'` printed {result.stdout!r}"

@@ -1,4 +1,4 @@
-"""Doctor's checks of the host: systemd, its version, shared directories, disk."""
+"""Doctor's checks of the host: its distribution, systemd, its version, shared directories, disk."""
 
 from __future__ import annotations
 
@@ -27,6 +27,10 @@ MIN_FREE = 100 * 1024**2
 #: it is unpacked beside the others, and a python release builds a venv from
 #: its wheelhouse.
 NEXT_RELEASE_FACTOR = 2
+#: Hosts the test suite boots and runs everything on (docs/testing.md): os-release
+#: (ID, VERSION_ID). Anything else may well work; doctor says it was not tested.
+TESTED_HOSTS: tuple[tuple[str, str], ...] = (("debian", "12"), ("debian", "13"))
+_TESTED_TEXT = "tested: Debian 12, Debian 13"
 
 
 def parse_systemd_version(text: str) -> int | None:
@@ -37,6 +41,24 @@ def parse_systemd_version(text: str) -> int | None:
             break
         digits += char
     return int(digits) if digits else None
+
+
+def parse_os_release(text: str) -> dict[str, str]:
+    """The KEY=value pairs of an os-release(5) file, values unquoted as a shell would."""
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.strip().partition("=")
+        if not sep or key.startswith("#") or not key.isidentifier():
+            continue
+        try:
+            # os-release(5): "Variable assignment values must be enclosed in double or
+            # single quotes if they include spaces, semicolons or other special
+            # characters", with shell-style escapes.
+            words = shlex.split(value)
+        except ValueError:
+            words = [value]
+        fields[key] = " ".join(words)
+    return fields
 
 
 class HostChecks(Checks):
@@ -60,8 +82,40 @@ class HostChecks(Checks):
             )
         else:
             yield from self._systemd_checks()
+        yield self._distribution()
         yield from self._directories()
         yield self._disk(apps)
+
+    def _distribution(self) -> Finding:
+        """Whether this host is one the suite runs on: information, never a problem."""
+        root = self.layout.root
+        # os-release(5): /etc/os-release, or /usr/lib/os-release if that is absent.
+        for path in (root / "etc/os-release", root / "usr/lib/os-release"):
+            try:
+                fields = parse_os_release(path.read_text(errors="replace"))
+                break
+            except OSError:
+                continue
+        else:
+            return Finding(
+                "distribution",
+                "host",
+                Severity.INFO,
+                f"no {root / 'etc/os-release'}: cannot tell which host this is ({_TESTED_TEXT})",
+            )
+        key = (fields.get("ID", "linux"), fields.get("VERSION_ID", ""))
+        name = fields.get("PRETTY_NAME") or " ".join(
+            part for part in (fields.get("NAME", "Linux"), fields.get("VERSION_ID")) if part
+        )
+        if key in TESTED_HOSTS:
+            return Finding("distribution", "host", Severity.OK, f"{name}, a tested host")
+        return Finding(
+            "distribution",
+            "host",
+            Severity.INFO,
+            f"{name} is not a host pyrelctl was tested on ({_TESTED_TEXT}): "
+            "it may well work; `pyrelctl doctor` checks what pyrelctl needs",
+        )
 
     def _systemd_checks(self) -> Iterator[Finding]:
         if not (self.layout.root / "run/systemd/system").is_dir():

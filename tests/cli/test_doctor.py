@@ -239,3 +239,67 @@ def test_only_the_app_asked_for(root: Path, capsys: pytest.CaptureFixture[str]) 
     (root / "etc/systemd/system/shop.service").unlink()
     assert doctor(capsys, root, "hello").code == 0
     assert doctor(capsys, root, "shop").code == 1
+
+
+#: os-release(5) files, and what doctor says of each host (the tested ones: Debian 12, 13).
+OS_RELEASES = [
+    ('PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian\nVERSION_ID="12"\n', "ok", None),
+    ("PRETTY_NAME='Debian GNU/Linux 13 (trixie)'\nID=debian\nVERSION_ID=13\n", "ok", None),
+    (
+        'PRETTY_NAME="Debian GNU/Linux forky/sid"\nID=debian\n',
+        "info",
+        "Debian GNU/Linux forky/sid is not a host pyrelctl was tested on",
+    ),
+    (
+        'PRETTY_NAME="Ubuntu 24.04.1 LTS"\nID=ubuntu\nID_LIKE=debian\nVERSION_ID="24.04"\n',
+        "info",
+        "Ubuntu 24.04.1 LTS is not a host pyrelctl was tested on",
+    ),
+    (
+        '# a comment\nNAME="Fedora Linux"\nID=fedora\nVERSION_ID=41\n',
+        "info",
+        "Fedora Linux 41 is not a host pyrelctl was tested on",
+    ),
+    (None, "info", "cannot tell which host this is"),
+]
+
+
+@pytest.mark.parametrize(("text", "severity", "says"), OS_RELEASES)
+def test_a_host_outside_what_was_tested_is_named_never_a_problem(
+    root: Path,
+    capsys: pytest.CaptureFixture[str],
+    text: str | None,
+    severity: str,
+    says: str | None,
+) -> None:
+    os_release = root / "etc/os-release"
+    os_release.parent.mkdir(parents=True, exist_ok=True)
+    os_release.unlink(missing_ok=True)
+    if text is not None:
+        os_release.write_text(text)
+    document = findings(capsys, root)
+    assert document["exit"] == 0 and document["problems"] == 0
+    rows = document["findings"]
+    assert isinstance(rows, list)
+    [row] = [r for r in rows if r["check"] == "distribution"]
+    assert row["subject"] == "host"
+    assert row["severity"] == severity, row
+    if says is None:
+        assert "a tested host" in row["message"], row["message"]
+    else:
+        assert says in row["message"], row["message"]
+        assert "tested: Debian 12, Debian 13" in row["message"], row["message"]
+
+
+def test_os_release_is_read_from_usr_lib_when_etc_has_none(
+    root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """os-release(5): /etc/os-release first, else /usr/lib/os-release."""
+    (root / "etc/os-release").unlink(missing_ok=True)
+    usr_lib = root / "usr/lib/os-release"
+    usr_lib.parent.mkdir(parents=True, exist_ok=True)
+    usr_lib.write_text('PRETTY_NAME="Debian GNU/Linux 13 (trixie)"\nID=debian\nVERSION_ID="13"\n')
+    rows = findings(capsys, root)["findings"]
+    assert isinstance(rows, list)
+    [row] = [r for r in rows if r["check"] == "distribution"]
+    assert row["severity"] == "ok" and "Debian GNU/Linux 13 (trixie)" in row["message"], row
