@@ -141,11 +141,15 @@ _ELSEWHERE = {
     "make": "`make test` runs the suite",
     "pyrelctl": "the program under test",
     "rpm": "test_deb's `make rpm` installs it (RPM_BUILD_DEPS)",
+    "/usr/bin/pyrelctl": "the .deb's program, installed inside a test container",
+    "update-ca-certificates": "run inside the Debian 13 root, which devtools/rootfs.py "
+    "builds with ca-certificates",
 }
 #: Packages of the programs above that a package of the Makefile's lists depends on.
 _PULLED_IN = {
     "python3-minimal": "python3-venv (APT_PACKAGES)",
     "man-db": "lintian (DEB_BUILD_DEPS)",
+    "erlang-base": "elixir (APT_PACKAGES)",
 }
 #: systemd's PATH: the test containers run the host's /usr, not the caller's PATH.
 _SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
