@@ -25,7 +25,7 @@ from pyrelctl.appsetup import AppSetup
 from pyrelctl.archive import Artifact, Progress, open_artifact
 from pyrelctl.defaults import DEFAULT_GRACE, DEFAULT_KEEP, DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT
 from pyrelctl.deploy import strategy
-from pyrelctl.deploy.readiness import Failure, Readiness, Watcher
+from pyrelctl.deploy.readiness import SERVING_TIMEOUT, Failure, Readiness, Watcher
 from pyrelctl.deploy.retention import prune_plan, rollback_target
 from pyrelctl.deploy.strategy import Strategy
 from pyrelctl.deploy.watch import WatchWindow
@@ -664,16 +664,29 @@ class Deployer:
                     f"(journalctl -u {app.name})",
                 )
             if not switched:
-                state = self.systemd.state(app.service_name)
-                app.record(action, previous, release.version, f"failed: {failure.reason}")
-                report["restored"] = {"version": previous, "main_pid": state.main_pid}
-                raise DeployFailed(
-                    message,
-                    exit_code=ExitCode.ROLLED_BACK,
-                    report=report,
-                    hint=f"nothing was switched: {previous} kept running",
+                # Nothing was switched, but "kept running" needs evidence: a
+                # failed start beside it once left the release that serves
+                # alive and deaf (issue 27; docs/zero-downtime.md).
+                serving = self._check_serving(app, previous, readiness)
+                if not isinstance(serving, Failure):
+                    app.record(action, previous, release.version, f"failed: {failure.reason}")
+                    report["restored"] = {"version": previous, "main_pid": serving.main_pid}
+                    raise DeployFailed(
+                        message,
+                        exit_code=ExitCode.ROLLED_BACK,
+                        report=report,
+                        hint=f"nothing was switched: {previous} kept running",
+                    )
+                report["serving_failure"] = serving.to_json()
+                self.say(
+                    f"{previous} does not serve after the failed deploy: {serving.summary()}; "
+                    f"restarting {app.service_name} into it"
                 )
-            self.say(f"{release.version} failed; restoring {previous}")
+            else:
+                self.say(f"{release.version} failed; restoring {previous}")
+            # Back to ``previous`` as the restart strategy does: restart the
+            # service into it, wait for it, verify it.
+            restoring = "restoring" if switched else "restarting"
             try:
                 old = self.release_of(app, previous)
                 self.setup.write_units(app, old)
@@ -687,30 +700,59 @@ class Deployer:
                 restored = Failure(version=previous, reason=e.message)
             if isinstance(restored, Failure):
                 app.record(
-                    action, previous, release.version, f"failed; restoring {previous} failed too"
+                    action, previous, release.version, f"failed; {restoring} {previous} failed too"
                 )
                 report["restored"] = None
                 report["restore_failure"] = restored.to_json()
                 raise DeployFailed(
-                    message + f"; restoring {previous} FAILED too: {restored.reason}",
+                    message + f"; {restoring} {previous} FAILED too: {restored.reason}",
                     exit_code=ExitCode.ROLLBACK_FAILED,
                     report=report,
                     hint=f"THE APP IS DOWN; see: journalctl -u {app.name}",
                 )
             app.record(action, previous, release.version, f"failed: {failure.reason}")
-            app.record("auto-rollback", release.version, previous, "ok")
+            if switched:
+                app.record("auto-rollback", release.version, previous, "ok")
+            else:
+                app.record("auto-restart", previous, previous, "ok: it did not serve")
             report["restored"] = {"version": previous, "main_pid": restored.main_pid}
+            done = "restored" if switched else "restarted"
             raise DeployFailed(
                 message,
                 exit_code=ExitCode.ROLLED_BACK,
                 report=report,
-                hint=f"{previous} was restored and runs (pid {restored.main_pid})",
+                hint=f"{previous} was {done} and runs (pid {restored.main_pid})",
             )
         finally:
             # The failed start's last words, read again after the restore:
             # journald may have filed them late (journal.invocation_lines).
             failure.reread_journal()
             report["failed"] = failure.to_json()
+
+    def _check_serving(
+        self, app: AppPaths, version: str, readiness: Readiness
+    ) -> UnitState | Failure:
+        """Evidence that ``version``, left running in the service by a failed
+        deploy, serves: its health check (the one it ran with), accepted by
+        the service's own processes, or else the unit running."""
+        from pyrelctl.deploy import owner
+
+        try:
+            old = self.release_of(app, version)
+        except PyrelctlError as e:
+            return Failure(version=version, reason=e.message)
+        unit, other = app.service_name, app.overlap_name
+        connect = owner.connector(
+            unit, lambda: self.systemd.unit_pids(unit), lambda: self.systemd.unit_pids(other)
+        )
+        return Watcher(self.systemd, self.say).check_serving(
+            unit,
+            version,
+            self.health_for(app.read_settings(), old),
+            hooks.command_runner(self.layout.root, app, old),
+            connect,
+            timeout=min(readiness.timeout, SERVING_TIMEOUT),
+        )
 
     # -- rollback ----------------------------------------------------------
 
