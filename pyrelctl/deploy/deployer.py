@@ -827,6 +827,10 @@ class Deployer:
     ) -> UnitState:
         """start / stop / restart the app's unit, waiting for the job.
 
+        A (re)start waits for the readiness an install waits for (the start
+        job, the health check, the grace period): a command right after it
+        (``rpc``, a stop) finds the release up, not booting.
+
         With socket activation, stop stops the socket unit too (else the next
         connection would start the service again); start and restart leave
         it listening, and the service's Requires= starts it if it is not.
@@ -835,6 +839,11 @@ class Deployer:
         if not self.online:
             raise BadInput(f"{verb} needs the running systemd; it cannot work with --root")
         with app_lock(app, verb, wait=wait_lock, on_wait=self.say):
+            current = app.current_version()
+            running = self.systemd.state(app.service_name).running
+            restarts = verb == "restart" or (verb == "start" and not running)
+            if restarts and current is not None and app.release(current).is_dir():
+                return self._restart_ready(app, current, verb, timeout)
             if verb != "stop":
                 self.systemd.reset_failed(app.service_name)  # see verify
             elif app.socket_file.exists():
@@ -854,6 +863,21 @@ class Deployer:
                     hint=f"see: pyrelctl logs {app.name}",
                 )
             return state
+
+    def _restart_ready(self, app: AppPaths, version: str, verb: str, timeout: float) -> UnitState:
+        """(Re)start the service into ``version`` and verify it as a deploy does."""
+        release = self.release_of(app, version)
+        readiness = self.readiness_for(app.read_settings(), release, timeout)
+        result = self.verify(app, release, readiness)
+        if isinstance(result, Failure):
+            last = [line for line in result.journal if line.strip()][-3:]
+            raise HostError(
+                f"{verb} {app.service_name}: {version} did not come up: {result.summary()}"
+                + "".join(f"\n  {line}" for line in last),
+                hint=f"see: pyrelctl logs {app.name}",
+            )
+        self.say(f"{app.name} {version} is up (pid {result.main_pid})")
+        return result
 
     # -- uninstall ---------------------------------------------------------
 

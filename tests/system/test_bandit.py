@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -166,3 +167,65 @@ def test_a_release_left_deaf_after_a_failed_deploy_is_restarted(
     assert_serves(machine, pyrelctl, "1.1.0")
     history = pyrelctl("history", app).stdout
     assert "restart" in history, history
+
+
+#: Starts UNIT without waiting and freezes its main process (SIGSTOP) once it
+#: is a BEAM that catches SIGTERM (SigCgt bit 15): from then until its kernel
+#: application runs the signal server, a SIGTERM is dropped (bootwindow.py).
+#: systemd's stop sends SIGCONT after SIGTERM, so the stop lands in that window.
+_FREEZE_IN_BOOT_WINDOW = r"""
+unit=$1
+systemctl start --no-block "$unit"
+i=0
+while [ $i -lt 20000 ]; do
+  pid=$(systemctl show -p MainPID --value "$unit")
+  if [ "$pid" != 0 ] && [ "$(cat /proc/$pid/comm 2>/dev/null)" = beam.smp ]; then
+    caught=$(sed -n 's/^SigCgt:\t//p' /proc/$pid/status)
+    if [ $(( 0x$caught & 0x4000 )) != 0 ]; then kill -STOP "$pid"; echo "$pid"; exit 0; fi
+  fi
+  i=$((i+1))
+done
+exit 1
+"""
+
+
+def freeze_in_boot_window(machine: Machine) -> str:
+    return machine.run(["sh", "-c", _FREEZE_IN_BOOT_WINDOW, "sh", f"{APP}.service"]).stdout.strip()
+
+
+def timed(pyrelctl: MachineCommand, *args: str, input: str | None = None) -> tuple[Any, float]:
+    started = time.monotonic()
+    proc = pyrelctl(*args, input=input)
+    return proc, time.monotonic() - started
+
+
+def test_restarts_wait_for_readiness_and_stop_a_booting_vm_at_once(
+    machine: Machine, pyrelctl: MachineCommand, shop: dict[str, Path], app: str
+) -> None:
+    first = pyrelctl("install", shop["1.1.0"], *GRACE)
+    assert first.returncode == 0, first.stderr
+    # A restart waits for what an install waits for: READY=1, the health
+    # check, the grace period; `rpc` right after it reaches the node.
+    restart = pyrelctl("restart", app)
+    assert restart.returncode == 0, restart.stderr
+    assert "waiting for health check http" in restart.stderr, restart.stderr
+    assert "shop 1.1.0 is up" in restart.stderr, restart.stderr
+    assert_serves(machine, pyrelctl, "1.1.0")
+    secret = pyrelctl("secret", "set", app, "token", "--restart", input="s3cret")
+    assert secret.returncode == 0, secret.stderr
+    assert "shop 1.1.0 is up" in secret.stderr, secret.stderr
+    assert_serves(machine, pyrelctl, "1.1.0")
+
+    # A stop that lands while the VM boots (TimeoutStopSec=30s would end it).
+    machine.systemctl("stop", f"{app}.service")
+    assert freeze_in_boot_window(machine)
+    stop, took = timed(pyrelctl, "stop", app)
+    assert stop.returncode == 0, stop.stderr
+    assert took < 10, took
+    assert machine.unit_property(f"{app}.service", "Result") == "success"
+    # And a restart.
+    assert freeze_in_boot_window(machine)
+    restart, took = timed(pyrelctl, "restart", app)
+    assert restart.returncode == 0, restart.stderr
+    assert took < 15, took
+    assert_serves(machine, pyrelctl, "1.1.0")
