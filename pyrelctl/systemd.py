@@ -15,9 +15,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pyrelctl.errors import SystemdError
+
+if TYPE_CHECKING:
+    from pyrelctl.bootwindow import TermResender
 
 DEST = b"org.freedesktop.systemd1"
 MANAGER_PATH = b"/org/freedesktop/systemd1"
@@ -105,6 +108,7 @@ class Systemd:
                 hint="is systemd PID 1 and the system bus up? Use --root DIR to work offline",
             ) from e
         self._jobs: dict[bytes, str] = {}
+        self._resenders: dict[bytes, TermResender] = {}  # a stop's SIGTERM again (bootwindow.py)
         self._subscribed = False
         jobs = self._jobs
 
@@ -227,7 +231,22 @@ class Systemd:
 
     def _queue_job(self, method: bytes, unit: str) -> bytes:
         self._subscribe()
+        resender = None
+        if method in (b"StopUnit", b"RestartUnit"):
+            # The main process it stops may be a BEAM in its boot window,
+            # which drops SIGTERM (bootwindow.py). Stopping APP.socket stops
+            # APP.service too (its Requires=).
+            from pyrelctl.bootwindow import TermResender
+
+            if unit.endswith(".socket"):
+                unit_stopped = unit.removesuffix(".socket") + ".service"
+            else:
+                unit_stopped = unit
+            if unit_stopped.endswith(".service"):
+                resender = TermResender.for_pid(self.state(unit_stopped).main_pid)
         job: bytes = self._call(method, b"ss", unit.encode(), b"replace")
+        if resender is not None:
+            self._resenders[job] = resender
         return job
 
     def queue_restart(self, unit: str) -> bytes:
@@ -236,16 +255,26 @@ class Systemd:
 
     def wait_job(self, job: bytes, unit: str, *, timeout: float = 90.0) -> JobResult:
         """Wait until systemd has finished ``job`` (of ``unit``), or ``timeout`` passed."""
+        from pyrelctl.bootwindow import EVERY
+
         deadline = time.monotonic() + timeout
-        while True:
-            while not self._bus.process().is_empty():
-                pass
-            if job in self._jobs:
-                return JobResult(unit, self._jobs.pop(job))
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return JobResult(unit, "timeout", self._waiting_for(job, unit))
-            self._bus.wait(int(remaining * 1_000_000))
+        resender = self._resenders.pop(job, None)
+        try:
+            while True:
+                while not self._bus.process().is_empty():
+                    pass
+                if job in self._jobs:
+                    return JobResult(unit, self._jobs.pop(job))
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return JobResult(unit, "timeout", self._waiting_for(job, unit))
+                if resender is not None:
+                    resender.tick()
+                    remaining = min(remaining, EVERY)
+                self._bus.wait(int(remaining * 1_000_000))
+        finally:
+            if resender is not None:
+                resender.close()
 
     def _waiting_for(self, job: bytes, unit: str) -> tuple[str, ...]:
         """The queued jobs ``job`` (of ``unit``) waits for, if it has not begun.

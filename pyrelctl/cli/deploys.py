@@ -328,7 +328,12 @@ def _control(verb: str) -> click.Command:
             ),
         )
 
-    command.__doc__ = f"{verb.capitalize()} APP's service through systemd and wait for the job."
+    command.__doc__ = (
+        f"{verb.capitalize()} APP's service through systemd and wait for the job."
+        if verb == "stop"
+        else f"{verb.capitalize()} APP's service through systemd and wait until it is up "
+        "(the start job, the health check, the grace period), as an install does."
+    )
     return click.command(verb)(command)
 
 

@@ -25,7 +25,7 @@ from pyrelctl.appsetup import AppSetup
 from pyrelctl.archive import Artifact, Progress, open_artifact
 from pyrelctl.defaults import DEFAULT_GRACE, DEFAULT_KEEP, DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT
 from pyrelctl.deploy import strategy
-from pyrelctl.deploy.readiness import Failure, Readiness, Watcher
+from pyrelctl.deploy.readiness import SERVING_TIMEOUT, Failure, Readiness, Watcher
 from pyrelctl.deploy.retention import prune_plan, rollback_target
 from pyrelctl.deploy.strategy import Strategy
 from pyrelctl.deploy.watch import WatchWindow
@@ -669,16 +669,29 @@ class Deployer:
                     f"(journalctl -u {app.name})",
                 )
             if not switched:
-                state = self.systemd.state(app.service_name)
-                app.record(action, previous, release.version, f"failed: {failure.reason}")
-                report["restored"] = {"version": previous, "main_pid": state.main_pid}
-                raise DeployFailed(
-                    message,
-                    exit_code=ExitCode.ROLLED_BACK,
-                    report=report,
-                    hint=f"nothing was switched: {previous} kept running",
+                # Nothing was switched, but "kept running" needs evidence: a
+                # failed start beside it once left the release that serves
+                # alive and deaf (issue 27; docs/zero-downtime.md).
+                serving = self._check_serving(app, previous, readiness)
+                if not isinstance(serving, Failure):
+                    app.record(action, previous, release.version, f"failed: {failure.reason}")
+                    report["restored"] = {"version": previous, "main_pid": serving.main_pid}
+                    raise DeployFailed(
+                        message,
+                        exit_code=ExitCode.ROLLED_BACK,
+                        report=report,
+                        hint=f"nothing was switched: {previous} kept running",
+                    )
+                report["serving_failure"] = serving.to_json()
+                self.say(
+                    f"{previous} does not serve after the failed deploy: {serving.summary()}; "
+                    f"restarting {app.service_name} into it"
                 )
-            self.say(f"{release.version} failed; restoring {previous}")
+            else:
+                self.say(f"{release.version} failed; restoring {previous}")
+            # Back to ``previous`` as the restart strategy does: restart the
+            # service into it, wait for it, verify it.
+            restoring = "restoring" if switched else "restarting"
             try:
                 old = self.release_of(app, previous)
                 self.setup.write_units(app, old)
@@ -692,30 +705,59 @@ class Deployer:
                 restored = Failure(version=previous, reason=e.message)
             if isinstance(restored, Failure):
                 app.record(
-                    action, previous, release.version, f"failed; restoring {previous} failed too"
+                    action, previous, release.version, f"failed; {restoring} {previous} failed too"
                 )
                 report["restored"] = None
                 report["restore_failure"] = restored.to_json()
                 raise DeployFailed(
-                    message + f"; restoring {previous} FAILED too: {restored.reason}",
+                    message + f"; {restoring} {previous} FAILED too: {restored.reason}",
                     exit_code=ExitCode.ROLLBACK_FAILED,
                     report=report,
                     hint=f"THE APP IS DOWN; see: journalctl -u {app.name}",
                 )
             app.record(action, previous, release.version, f"failed: {failure.reason}")
-            app.record("auto-rollback", release.version, previous, "ok")
+            if switched:
+                app.record("auto-rollback", release.version, previous, "ok")
+            else:
+                app.record("auto-restart", previous, previous, "ok: it did not serve")
             report["restored"] = {"version": previous, "main_pid": restored.main_pid}
+            done = "restored" if switched else "restarted"
             raise DeployFailed(
                 message,
                 exit_code=ExitCode.ROLLED_BACK,
                 report=report,
-                hint=f"{previous} was restored and runs (pid {restored.main_pid})",
+                hint=f"{previous} was {done} and runs (pid {restored.main_pid})",
             )
         finally:
             # The failed start's last words, read again after the restore:
             # journald may have filed them late (journal.invocation_lines).
             failure.reread_journal()
             report["failed"] = failure.to_json()
+
+    def _check_serving(
+        self, app: AppPaths, version: str, readiness: Readiness
+    ) -> UnitState | Failure:
+        """Evidence that ``version``, left running in the service by a failed
+        deploy, serves: its health check (the one it ran with), accepted by
+        the service's own processes, or else the unit running."""
+        from pyrelctl.deploy import owner
+
+        try:
+            old = self.release_of(app, version)
+        except PyrelctlError as e:
+            return Failure(version=version, reason=e.message)
+        unit, other = app.service_name, app.overlap_name
+        connect = owner.connector(
+            unit, lambda: self.systemd.unit_pids(unit), lambda: self.systemd.unit_pids(other)
+        )
+        return Watcher(self.systemd, self.say).check_serving(
+            unit,
+            version,
+            self.health_for(app.read_settings(), old),
+            hooks.command_runner(self.layout.root, app, old),
+            connect,
+            timeout=min(readiness.timeout, SERVING_TIMEOUT),
+        )
 
     # -- rollback ----------------------------------------------------------
 
@@ -790,6 +832,10 @@ class Deployer:
     ) -> UnitState:
         """start / stop / restart the app's unit, waiting for the job.
 
+        A (re)start waits for the readiness an install waits for (the start
+        job, the health check, the grace period): a command right after it
+        (``rpc``, a stop) finds the release up, not booting.
+
         With socket activation, stop stops the socket unit too (else the next
         connection would start the service again); start and restart leave
         it listening, and the service's Requires= starts it if it is not.
@@ -798,6 +844,11 @@ class Deployer:
         if not self.online:
             raise BadInput(f"{verb} needs the running systemd; it cannot work with --root")
         with app_lock(app, verb, wait=wait_lock, on_wait=self.say):
+            current = app.current_version()
+            running = self.systemd.state(app.service_name).running
+            restarts = verb == "restart" or (verb == "start" and not running)
+            if restarts and current is not None and app.release(current).is_dir():
+                return self._restart_ready(app, current, verb, timeout)
             if verb != "stop":
                 self.systemd.reset_failed(app.service_name)  # see verify
             elif app.socket_file.exists():
@@ -817,6 +868,21 @@ class Deployer:
                     hint=f"see: pyrelctl logs {app.name}",
                 )
             return state
+
+    def _restart_ready(self, app: AppPaths, version: str, verb: str, timeout: float) -> UnitState:
+        """(Re)start the service into ``version`` and verify it as a deploy does."""
+        release = self.release_of(app, version)
+        readiness = self.readiness_for(app.read_settings(), release, timeout)
+        result = self.verify(app, release, readiness)
+        if isinstance(result, Failure):
+            last = [line for line in result.journal if line.strip()][-3:]
+            raise HostError(
+                f"{verb} {app.service_name}: {version} did not come up: {result.summary()}"
+                + "".join(f"\n  {line}" for line in last),
+                hint=f"see: pyrelctl logs {app.name}",
+            )
+        self.say(f"{app.name} {version} is up (pid {result.main_pid})")
+        return result
 
     # -- uninstall ---------------------------------------------------------
 

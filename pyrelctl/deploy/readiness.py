@@ -30,6 +30,11 @@ POLL_INTERVAL = 0.1
 #: after a first probe that came too early.
 HEALTH_INTERVAL = 0.25
 FIRST_RETRY = 0.02
+#: How long a release that kept running through a failed deploy has to answer
+#: its health check before it is restarted (a few probes of
+#: health.PER_TRY_TIMEOUT): it was serving a moment ago, so a healthy one
+#: answers the first.
+SERVING_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True)
@@ -162,6 +167,34 @@ class Watcher:
                 return self._failure(
                     version, state, job.result, "crashed within the grace period", invocation
                 )
+        return state
+
+    def check_serving(
+        self,
+        unit: str,
+        version: str,
+        check: HealthCheck | None,
+        run_command: health.CommandRunner,
+        connect: health.Connect | None = None,
+        *,
+        timeout: float = SERVING_TIMEOUT,
+    ) -> UnitState | Failure:
+        """Evidence that the release running in ``unit``, not restarted, still
+        serves: the unit runs, and its health check passes within ``timeout``
+        (without one, the unit running is all there is: its start job said
+        it was ready). For a release that a deploy said "kept running"."""
+        state = self.systemd.state(unit)
+        if not state.running:
+            return self._failure(version, state, "", f"{unit} is {state.active_state}")
+        if check is None:
+            return state
+        self.say(f"checking that {version} still serves: health check {check.describe()}")
+        deadline = time.monotonic() + timeout
+        invocation = state.invocation_id
+        error = self._wait_healthy(unit, check, run_command, deadline, invocation, connect)
+        if error is not None:
+            state = self.systemd.state(unit)
+            return self._failure(version, state, "", error, invocation)
         return state
 
     def _wait_healthy(

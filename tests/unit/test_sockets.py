@@ -26,7 +26,7 @@ from pyrelctl.sockets import (
 )
 from pyrelctl.socketunit import effective_socket
 from pyrelctl.systemd import OfflineSystemd
-from pyrelctl.units import ServiceSpec, render_service, render_socket
+from pyrelctl.units import ServiceSpec, overlap_unit, render_service, render_socket
 from tests.unit.test_units import directives
 
 
@@ -134,6 +134,20 @@ def test_a_socket_activated_service_requires_its_socket_and_stops_gracefully() -
     assert d["Requires"] == ["shop.socket"]
     assert d["After"] == ["network-online.target", "shop.socket"]
     assert d["Also"] == ["shop.socket"]
+
+
+def test_every_unit_sharing_the_socket_keeps_it_non_blocking() -> None:
+    """systemd clears O_NONBLOCK of the shared socket at each start unless
+    NonBlocking=yes (systemd.service(5)); the BEAM of the release that
+    serves then blocked in accept(2) (issue 27, tests/system/test_bandit.py)."""
+    release = Release(name="shop", version="1", kind=Kind.MIX, commands=mix_commands("shop"))
+    assert "NonBlocking" not in directives(render_service(ServiceSpec("shop", release)))
+    spec = ServiceSpec("shop", release, socket=make_socket(["8000"]))
+    beside = overlap_unit(
+        spec, Path("/opt/shop/next"), runtime_directory="pyrelctl/shop-overlap", starting_nice=10
+    )
+    for text in (render_service(spec), beside.render()):
+        assert directives(text)["NonBlocking"] == ["yes"]
 
 
 def test_the_hosts_addresses_win_but_the_release_keeps_its_name() -> None:

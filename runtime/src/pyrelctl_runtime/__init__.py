@@ -158,11 +158,13 @@ def listen_sockets(*, unset_environment: bool = True) -> dict[str, list[socket.s
     """The sockets systemd passed (sd_listen_fds(3)), by name (``LISTEN_FDNAMES``).
 
     Unnamed sockets are listed under ``"unknown"``, as systemd names them.
-    Empty unless ``LISTEN_PID`` is this process. They are blocking, as
-    systemd passes them; during an overlap deploy another release accepts
-    from the same sockets, so a server that polls and then accepts must set
-    them non-blocking first (``sock.setblocking(False)``; asyncio, uvicorn
-    and gunicorn do it themselves): docs/zero-downtime.md.
+    Empty unless ``LISTEN_PID`` is this process. pyrelctl's units pass them
+    non-blocking (``NonBlocking=yes``: during an overlap deploy another
+    release accepts from the same sockets, and their ``O_NONBLOCK`` is
+    shared), but the socket objects report themselves blocking: a server
+    that polls and then accepts calls ``sock.setblocking(False)`` first
+    (asyncio, uvicorn and gunicorn do it themselves), and nothing may make
+    them blocking: docs/zero-downtime.md.
     """
     if os.environ.get("LISTEN_PID") != str(os.getpid()):
         return {}
