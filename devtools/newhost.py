@@ -27,7 +27,8 @@ import os
 import shutil
 import socket
 import subprocess
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from devtools.machine import Machine
@@ -126,3 +127,23 @@ def http_get(machine: Machine, url: str) -> str:
         "import sys, urllib.request as u; print(u.urlopen(sys.argv[1], timeout=10).read().decode())"
     )
     return machine.run(["python3", "-c", code, url]).stdout.strip()
+
+
+def step(
+    machine: Machine,
+    what: str,
+    argv: Sequence[str | os.PathLike[str]],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float = 900,
+) -> str:
+    """Run one user step inside (USER_ENV, no pip cache or configuration); fail with its
+    output if it fails; print its time (the install-path tests and the Debian 13 tier)."""
+    started = time.monotonic()
+    proc = machine.run(argv, env={**USER_ENV, **(env or {})}, cwd=cwd, timeout=timeout, check=False)
+    print(f"{machine.name}: {what}: {time.monotonic() - started:.1f} s")
+    assert proc.returncode == 0, (
+        f"{what} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    )
+    return proc.stdout

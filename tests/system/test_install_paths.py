@@ -26,8 +26,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -35,33 +34,14 @@ import pytest
 from devtools.machine import Machine
 from devtools.newhost import (
     REPO_ROOT,
-    USER_ENV,
     clean_checkout,
     free_port,
     http_get,
     make_new_host,
+    step,
 )
 
 APP = "pyshop"
-
-
-def step(
-    machine: Machine,
-    what: str,
-    argv: Sequence[str | os.PathLike[str]],
-    *,
-    env: Mapping[str, str] | None = None,
-    cwd: Path | None = None,
-    timeout: float = 900,
-) -> str:
-    """Run one user step inside (USER_ENV); fail with its output if it fails; print its time."""
-    started = time.monotonic()
-    proc = machine.run(argv, env={**USER_ENV, **(env or {})}, cwd=cwd, timeout=timeout, check=False)
-    print(f"{machine.name}: {what}: {time.monotonic() - started:.1f} s")
-    assert proc.returncode == 0, (
-        f"{what} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    )
-    return proc.stdout
 
 
 def build_install_serve(machine: Machine, pyrelctl: str, checkout: Path) -> dict[str, object]:

@@ -39,14 +39,14 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from devtools.machine import Machine, MachineCommand
-from devtools.newhost import USER_ENV, clean_checkout, trust_host_authorities
+from devtools.newhost import clean_checkout, step, trust_host_authorities
 from devtools.proc import DevtoolsError
 from devtools.releases import build_mix_app
 from devtools.rootfs import TRIXIE, ensure_root
@@ -76,25 +76,6 @@ class Trixie:
     machine: Machine
     checkout: Path
     work: Path  # bound in at the same path
-
-
-def step(
-    machine: Machine,
-    what: str,
-    argv: Sequence[str | os.PathLike[str]],
-    *,
-    env: Mapping[str, str] | None = None,
-    cwd: Path | None = None,
-    timeout: float = 900,
-) -> str:
-    """Run one user step inside (no pip cache or configuration); print its time."""
-    started = time.monotonic()
-    proc = machine.run(argv, env={**USER_ENV, **(env or {})}, cwd=cwd, timeout=timeout, check=False)
-    print(f"debian 13: {what}: {time.monotonic() - started:.1f} s")
-    assert proc.returncode == 0, (
-        f"{what} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    )
-    return proc.stdout
 
 
 @pytest.fixture(scope="module")
