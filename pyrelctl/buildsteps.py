@@ -66,15 +66,14 @@ from pyrelctl.errors import BadInput, HostError
 from pyrelctl.release import Sandbox
 from pyrelctl.run import run
 from pyrelctl.sandboxrun import (
-    ENV,
     OFFLINE_USER,
     PRIVATE_STATE,
     STEP_TIMEOUT,
     Argv,
     Build,
-    _exec_word,
     _remove_state,
     adopt,
+    step_unit_argv,
 )
 from pyrelctl.units import environment_words, sandbox_settings
 
@@ -342,20 +341,7 @@ class SystemdSteps(Steps):
             *sandbox_settings(Sandbox(memory_deny_write_execute=False)),
             ("Environment", environment_words(step_env)),
         ]
-        command = [
-            "systemd-run",
-            f"--unit={unit}",
-            f"--description=pyrelctl build: {step}",
-            "--quiet",
-            "--collect",
-            "--wait",
-            "--pipe",
-            *(f"--property={key}={value}" for key, value in properties),
-            # env(1) runs the program, as in sandboxrun.SystemdBuild.run.
-            "--",
-            ENV,
-            *(_exec_word(a) for a in args),
-        ]
+        command = step_unit_argv(unit, f"pyrelctl build: {step}", properties, args)
         return self._checked(step, args, run(command, check=False), check=check)
 
     def take(self, rel: str, dest: Path) -> list[Path]:

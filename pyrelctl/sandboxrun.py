@@ -139,6 +139,29 @@ def _refuse_odd_path(path: Path) -> str:
     return text
 
 
+def step_unit_argv(
+    unit: str, description: str, properties: Sequence[tuple[str, str]], args: Sequence[str]
+) -> list[str]:
+    """``systemd-run`` that runs ``args`` in the transient unit ``unit`` with
+    ``properties``, waits for it to end and hands back its output."""
+    return [
+        "systemd-run",
+        f"--unit={unit}",
+        f"--description={description}",
+        "--quiet",
+        "--collect",
+        "--wait",
+        "--pipe",
+        *(f"--property={key}={value}" for key, value in properties),
+        # env(1) runs the program: systemd-run looks the program up in its
+        # own mount namespace ("Failed to find executable"), where a bound
+        # venv's bin/ is the empty mount point, not the venv.
+        "--",
+        ENV,
+        *(_exec_word(a) for a in args),
+    ]
+
+
 def _exec_word(arg: str) -> str:
     # PID 1 expands $VAR in the ExecStart= of transient units as well; `$$` is
     # a literal `$` (see transient._no_expansion).
@@ -202,22 +225,12 @@ class SystemdBuild(Build):
             raise HostError(f"build step {step}: {args[0]} is not an absolute path")
         unit = f"pyrelctl-{self.app}-build-{step}-{self.token}.service"
         self.units.append(unit)
-        command = [
-            "systemd-run",
-            f"--unit={unit}",
-            f"--description=pyrelctl build {step} of a python release of {self.app}",
-            "--quiet",
-            "--collect",
-            "--wait",
-            "--pipe",
-            *(f"--property={key}={value}" for key, value in self.properties(env)),
-            # env(1) runs the program: systemd-run looks the program up in
-            # its own mount namespace ("Failed to find executable"), where
-            # the venv's bin/ is the empty mount point, not the bound venv.
-            "--",
-            ENV,
-            *(_exec_word(a) for a in args),
-        ]
+        command = step_unit_argv(
+            unit,
+            f"pyrelctl build {step} of a python release of {self.app}",
+            self.properties(env),
+            args,
+        )
         return self._checked(step, args, run(command, check=False), check=check)
 
     def collect(self) -> None:
