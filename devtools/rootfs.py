@@ -118,6 +118,11 @@ TRIXIE = RootSpec(
         # mix releases built on the host itself: Elixir 1.18 on OTP 27.
         "elixir",
         "erlang-dev",
+        # What `make test` installs on a host beyond the minimal root, and the
+        # offline tiers check for (tests/unit/test_packaging.py): `make deb`'s
+        # dpkg-checkbuilddeps, and man (Priority important, not in --variant=apt).
+        "dpkg-dev",
+        "man-db",
     ),
 )
 

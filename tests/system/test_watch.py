@@ -4,6 +4,7 @@ keeps crashing is rolled back with nobody at the keyboard (issue 20)."""
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +23,8 @@ esac
 
 def release(scratch: Path, name: str, version: str, life: str) -> Path:
     root = scratch / "watch" / f"{name}-{version}"
+    # The Debian 13 tier runs these tests too, with the same scratch directory.
+    shutil.rmtree(root, ignore_errors=True)
     (root / "bin").mkdir(parents=True)
     (root / "release.toml").write_text(
         f'[release]\nname = "{name}"\nversion = "{version}"\n\n'
