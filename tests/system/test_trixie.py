@@ -337,7 +337,7 @@ def test_the_offline_tiers_pass_under_python_3_13(trixie: Trixie) -> None:
             "tests/unit",
             "tests/cli",
             *(f"--deselect={test}" for test in NOT_ON_TRIXIE_YET),
-        ],  # fmt: skip
+        ],
         cwd=checkout,
         env={"TMPDIR": str(tmp)},
         timeout=900,
