@@ -40,6 +40,7 @@ import re
 import shlex
 import shutil
 import stat
+import subprocess
 import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -333,25 +334,41 @@ def _write_new(path: Path, data: bytes, mode: int) -> None:
 
 def _compile(build: Build, final: Path, say: Say) -> None:
     say("compiling bytecode (unchecked-hash pycs)")
-    # The venv's interpreter runs every .pth file of the installed packages
-    # (site.py, -I or not): the build's unprivileged user runs it.
-    proc = build.run(
-        "compile",
-        [
-            build.venv / "bin/python", "-I", "-m", "compileall", "-q", "-j", "0",
-            "--invalidation-mode", "unchecked-hash",
-            # The file name recorded in each code object: the final path,
-            # so tracebacks name files that exist.
-            "-s", build.prefix, "-p", final, build.venv / "lib",
-        ],
-        env=_build_env(),
-        check=False,
-    )  # fmt: skip
+
+    def compileall(jobs: str) -> subprocess.CompletedProcess[str]:
+        # The venv's interpreter runs every .pth file of the installed packages
+        # (site.py, -I or not): the build's unprivileged user runs it.
+        return build.run(
+            "compile",
+            [
+                build.venv / "bin/python", "-I", "-m", "compileall", "-q", "-j", jobs,
+                "--invalidation-mode", "unchecked-hash",
+                # The file name recorded in each code object: the final path,
+                # so tracebacks name files that exist.
+                "-s", build.prefix, "-p", final, build.venv / "lib",
+            ],
+            env=_build_env(),
+            check=False,
+        )  # fmt: skip
+
+    proc = compileall("0")
+    # compileall prints "***" for each file that does not compile. Failing
+    # without one, its worker pool failed, not a file: Python 3.13's compileall
+    # starts its workers with forkserver (where fork is the default), which
+    # wrote no pyc at all as nobody in the offline build's namespaces on
+    # Debian 13. One worker needs no pool.
+    if proc.returncode != 0 and not _not_compiled(proc.stdout):
+        proc = compileall("1")
     if proc.returncode != 0:
         # A module that does not compile cannot be imported either; pip too
         # installs such packages (test data, templates named *.py) and skips them.
-        lines = [line for line in proc.stdout.splitlines() if line.startswith("***")]
+        lines = _not_compiled(proc.stdout)
         say(f"warning: {len(lines) or 'some'} files do not compile (left as source)")
+
+
+def _not_compiled(output: str) -> list[str]:
+    """compileall's lines for the files that do not compile."""
+    return [line for line in output.splitlines() if line.startswith("***")]
 
 
 def _normalise_modes(root: Path) -> None:
