@@ -289,20 +289,6 @@ def test_hostile_archives_are_refused_by_trixies_python(
     assert _state(machine) == before
 
 
-#: Offline tests left out here, each for a stated reason (open in issue 28):
-NOT_ON_TRIXIE_YET = (
-    # Checks the build's setpriv path (no systemd as PID 1): here systemd runs,
-    # so root's build takes the dynamic-user path, whose read-only /srv the
-    # backend's marker cannot be written to. That path is proven with the
-    # backend's uid recorded in the wheel: tests/system/test_build_sandbox.py.
-    "tests/unit/test_build_safety.py::test_the_projects_backend_does_not_run_as_root",
-    # A real finding, not fixed yet: an offline (--root) install here writes no
-    # pyc at all ("warning: some files do not compile"): compileall -j 0 fails
-    # as nobody in unshare's namespaces under trixie's Python 3.13.
-    "tests/unit/test_python_build.py::test_offline_install_makes_a_relocated_precompiled_venv",
-)
-
-
 def test_the_offline_tiers_pass_under_python_3_13(trixie: Trixie) -> None:
     """tests/unit and tests/cli with trixie's Python 3.13, in a venv made as `make venv` does.
 
@@ -329,15 +315,7 @@ def test_the_offline_tiers_pass_under_python_3_13(trixie: Trixie) -> None:
         cwd=checkout,
     )
     proc = machine.run(
-        [
-            venv / "bin/pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "tests/unit",
-            "tests/cli",
-            *(f"--deselect={test}" for test in NOT_ON_TRIXIE_YET),
-        ],
+        [venv / "bin/pytest", "-q", "-p", "no:cacheprovider", "tests/unit", "tests/cli"],
         cwd=checkout,
         env={"TMPDIR": str(tmp)},
         timeout=900,

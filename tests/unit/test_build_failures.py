@@ -73,6 +73,19 @@ BACKEND = textwrap.dedent(
 )
 
 
+#: Appended to BACKEND: the wheel it builds records the uid it ran as (spy.txt),
+#: so a test reads who built it from the tarball, whatever user that was.
+SPY_UID = """
+_build_wheel = build_wheel
+
+def build_wheel(directory, config_settings=None, metadata_directory=None):
+    name = _build_wheel(directory, config_settings, metadata_directory)
+    with zipfile.ZipFile(os.path.join(directory, name), "a") as zf:
+        zf.writestr("spy.txt", str(os.getuid()))
+    return name
+"""
+
+
 @pytest.fixture
 def tmp_path() -> Iterator[Path]:
     """A directory every user can read: as root the build runs pip as another
