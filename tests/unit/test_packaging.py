@@ -69,6 +69,17 @@ def test_rpm_requires_every_requirement() -> None:
         assert f"Requires:       python3dist({name}) >= {minimum}" in spec, name
 
 
+def test_packages_recommend_ssh_keygen_for_signed_releases() -> None:
+    """Signed releases are verified with ssh-keygen (pyrelctl/signatures.py),
+    which a minimal Debian or Fedora host lacks: both packages pull it in by
+    default, and a host that deploys only unsigned releases may leave it out."""
+    control = (REPO / "debian/control").read_text()
+    binary = control[control.index("Package: pyrelctl") :]
+    assert re.search(r"^Recommends:.*\bopenssh-client\b", binary, re.MULTILINE)
+    spec = (REPO / "packaging/rpm/pyrelctl.spec").read_text()
+    assert re.search(r"^Recommends:\s+openssh-clients$", spec, re.MULTILINE)
+
+
 def _makefile_list(variable: str) -> list[str]:
     makefile = (REPO / "Makefile").read_text().replace("\\\n", " ")
     match = re.search(rf"^{variable} :=(.*)$", makefile, re.MULTILINE)
