@@ -11,10 +11,11 @@ Python's own ``tarfile`` extraction filters (3.11.4+) are not used: Debian
 12 ships 3.11.2 without them, and we need stricter rules anyway (no setuid
 bits, no duplicates, nothing written through a symlink member).
 
-:func:`open_artifact` opens the artifact once and hands the descriptor to
-the module that reads its kind: :mod:`pyrelctl.tarartifact` (read once,
-verified before it is parsed) or :mod:`pyrelctl.dirartifact` (read through
-descriptors, never through a path that may have changed).
+This module is the base of the artifact family and imports none of its
+implementations: :mod:`pyrelctl.tarartifact` (read once, verified before it
+is parsed) and :mod:`pyrelctl.dirartifact` (read through descriptors, never
+through a path that may have changed) build on it, and
+:func:`pyrelctl.openartifact.open_artifact`, above them, chooses one.
 """
 
 from __future__ import annotations
@@ -340,7 +341,7 @@ def _outside(raw: RawMember) -> BadInput:
 class Artifact:
     """A release artifact whose members passed :func:`validate`.
 
-    Open with :func:`open_artifact`; use as a context manager.
+    Open with :func:`pyrelctl.openartifact.open_artifact`; use as a context manager.
     """
 
     def __init__(self, source: Path, members: list[Member]) -> None:
@@ -442,70 +443,3 @@ class Artifact:
 
 def is_tarball(path: Path) -> bool:
     return path.name.endswith(TAR_SUFFIXES)
-
-
-_SIGN_TARBALL = "sign a tarball, not a directory"
-
-
-def _refusal(path: Path, mode: int, *, directory_ok: bool) -> str | None:
-    if stat.S_ISDIR(mode):
-        # Nothing is read of a directory that cannot pass anyway.
-        return (
-            None
-            if directory_ok
-            else f"{path} is a directory and a signature covers one file: {_SIGN_TARBALL}"
-        )
-    if not is_tarball(path):
-        return f"{path}: not a release (expected a directory, .tar.gz, .tgz or .tar)"
-    return None if stat.S_ISREG(mode) else f"{path}: not a regular file"
-
-
-def _open_once(path: Path, *, directory_ok: bool) -> int:
-    """The one descriptor ``path`` is read through: a directory, or a regular
-    file with a release's name. Follows symlinks: an operator may name a link
-    to the artifact; what counts is the type of what was opened (fstat)."""
-    try:
-        # Only so that a FIFO or device is never opened at all (open(2) of a
-        # device can act on it); the fstat below is the check that counts.
-        problem = _refusal(path, os.stat(path).st_mode, directory_ok=directory_ok)
-    except FileNotFoundError:
-        raise BadInput(f"{path}: no such file or directory") from None
-    except OSError as e:
-        raise BadInput(f"{path}: cannot read it ({e.strerror})") from e
-    if problem is not None:
-        raise BadInput(problem)
-    try:
-        # O_NONBLOCK: a FIFO swapped in after the stat must not block open(2)
-        # waiting for a writer (fifo(7)); a regular file ignores the flag.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-    except OSError as e:
-        raise BadInput(f"{path}: cannot read it ({e.strerror})") from e
-    problem = _refusal(path, os.fstat(fd).st_mode, directory_ok=directory_ok)
-    if problem is not None:
-        os.close(fd)
-        raise BadInput(problem)
-    return fd
-
-
-def open_artifact(
-    path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES, verify: Verifier | None = None
-) -> Artifact:
-    """Open and validate a release directory or ``.tar.gz``/``.tgz``/``.tar`` archive.
-
-    A tarball is read once: ``verify`` (a signature check), when given, is
-    called exactly once with a seekable file object at offset 0 over exactly
-    the bytes that are then parsed, validated and extracted, before any of
-    them is parsed; it raises BadInput to refuse. A file swapped at ``path``
-    meanwhile changes nothing. A directory cannot be verified: with
-    ``verify`` it is refused.
-    """
-    fd = _open_once(path, directory_ok=verify is None)
-    # Imported here: both modules import this one (and a directory needs no
-    # tarfile or gzip).
-    if stat.S_ISDIR(os.fstat(fd).st_mode):
-        from pyrelctl.dirartifact import open_dir
-
-        return open_dir(path, fd, max_bytes=max_bytes)  # owns fd from here
-    from pyrelctl.tarartifact import open_tarball
-
-    return open_tarball(path, fd, max_bytes=max_bytes, verify=verify)  # closes fd

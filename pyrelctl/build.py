@@ -46,11 +46,11 @@ from pathlib import Path
 from typing import Any
 
 from pyrelctl import checksums
-from pyrelctl.archive import open_artifact
 from pyrelctl.buildlock import find_lock, inside
 from pyrelctl.buildsteps import Steps, interpreter, open_steps
 from pyrelctl.errors import BadInput, CommandFailed, HostError
 from pyrelctl.names import APP_NAME_RE, check_version
+from pyrelctl.openartifact import open_artifact
 from pyrelctl.pyrelease import WHEELHOUSE, canonical_name, wheel_name_version
 from pyrelctl.release import (
     DEFAULT_STOP_TIMEOUT,

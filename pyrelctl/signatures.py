@@ -45,7 +45,7 @@ def default_signature(artifact: Path) -> Path:
 class Verification:
     """The signature check of one install, made on the bytes that get installed.
 
-    The artifact is read once (archive.open_artifact): this object is its
+    The artifact is read once (openartifact.open_artifact): this object is its
     ``verify`` callback, called with those bytes before anything of them is
     parsed, so a file swapped on disk after the check (an inotify race) is
     never what gets unpacked, and a hostile archive costs nothing before its

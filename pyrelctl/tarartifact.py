@@ -249,7 +249,7 @@ def open_tarball(
     path: Path, fd: int, *, max_bytes: int, verify: archive.Verifier | None
 ) -> Artifact:
     """Read the tarball opened as ``fd`` once (and close ``fd``); verify, then
-    list and validate that copy (see :func:`pyrelctl.archive.open_artifact`)."""
+    list and validate that copy (see :func:`pyrelctl.openartifact.open_artifact`)."""
     try:
         copy = _Copy(fd, path, _largest_file(max_bytes))
     finally:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from pyrelctl import admission, allowances, hooks
 from pyrelctl.appsetup import AppSetup
-from pyrelctl.archive import Artifact, Progress, open_artifact
+from pyrelctl.archive import Artifact, Progress
 from pyrelctl.defaults import DEFAULT_GRACE, DEFAULT_KEEP, DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT
 from pyrelctl.deploy import strategy
 from pyrelctl.deploy.readiness import SERVING_TIMEOUT, Failure, Readiness, Watcher
@@ -48,6 +48,7 @@ from pyrelctl.layout import (
     symlink_atomic,
 )
 from pyrelctl.names import app_name_from_release
+from pyrelctl.openartifact import open_artifact
 from pyrelctl.release import (
     HealthCheck,
     Kind,

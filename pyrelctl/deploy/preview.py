@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pyrelctl import admission, checksums, signatures
-from pyrelctl.archive import Artifact, open_artifact
+from pyrelctl.archive import Artifact
 from pyrelctl.names import app_name_from_release
+from pyrelctl.openartifact import open_artifact
 from pyrelctl.release import Kind, detect
 from pyrelctl.socketunit import effective_socket
 from pyrelctl.units import socket_unit

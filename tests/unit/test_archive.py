@@ -27,11 +27,11 @@ from pyrelctl.archive import (
     MemberType,
     RawMember,
     normalise_member_name,
-    open_artifact,
     validate,
 )
 from pyrelctl.defaults import DEFAULT_MAX_BYTES
 from pyrelctl.errors import BadInput, ExitCode
+from pyrelctl.openartifact import open_artifact
 from tests import tarcraft
 
 # -- building artifacts ----------------------------------------------------------

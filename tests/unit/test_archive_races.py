@@ -21,8 +21,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from pyrelctl import archive, tarartifact
-from pyrelctl.archive import open_artifact
 from pyrelctl.errors import BadInput
+from pyrelctl.openartifact import open_artifact
 from tests.unit.test_archive import EXPECTED_TREE, GOOD, T, make_tar, tree
 
 OTHER = [T("bin/app", data=b"#!/bin/sh\necho unsigned\n", mode=0o755), T("evil", data=b"x")]

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 
 from pyrelctl import hooks
-from pyrelctl.archive import open_artifact
 from pyrelctl.build import read_config, render_manifest
 from pyrelctl.errors import BadInput
 from pyrelctl.layout import Layout
+from pyrelctl.openartifact import open_artifact
 from pyrelctl.pyrelease import venv_argv
 from pyrelctl.release import (
     HealthKind,

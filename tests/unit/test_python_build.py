@@ -25,10 +25,10 @@ import pytest
 
 from devtools import pyreleases
 from pyrelctl import checksums
-from pyrelctl.archive import open_artifact
 from pyrelctl.build import BuildConfig, read_config, render_manifest
 from pyrelctl.buildlock import read_lock
 from pyrelctl.errors import BadInput
+from pyrelctl.openartifact import open_artifact
 from pyrelctl.release import Kind, ServiceType, detect
 from pyrelctl.units import ServiceSpec, render_service
 from pyrelctl.wheels import repack_wheel, write_runtime_wheel

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from pyrelctl.archive import open_artifact
 from pyrelctl.errors import BadInput, ExitCode
 from pyrelctl.names import app_name_from_release, check_app_name
+from pyrelctl.openartifact import open_artifact
 from pyrelctl.release import (
     VERBS,
     HealthCheck,
