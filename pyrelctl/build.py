@@ -51,7 +51,7 @@ from pyrelctl.buildsteps import Steps, interpreter, open_steps
 from pyrelctl.errors import BadInput, CommandFailed, HostError
 from pyrelctl.names import APP_NAME_RE, check_version
 from pyrelctl.openartifact import open_artifact
-from pyrelctl.pyrelease import WHEELHOUSE, canonical_name, wheel_name_version
+from pyrelctl.pyspec import WHEELHOUSE, canonical_name, wheel_name_version
 from pyrelctl.release import (
     DEFAULT_STOP_TIMEOUT,
     MANIFEST,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pyrelctl.errors import BadInput
-from pyrelctl.pyrelease import canonical_name
+from pyrelctl.pyspec import canonical_name
 
 #: Lock files looked for, in this order, when [tool.pyrelctl] names none.
 LOCK_FILES = ("pylock.toml", "requirements.lock", "requirements.txt")

@@ -17,7 +17,7 @@ from pyrelctl import mixcookie
 from pyrelctl.deploy.readiness import Failure
 from pyrelctl.errors import HostError
 from pyrelctl.layout import AppPaths
-from pyrelctl.pyrelease import venv_argv
+from pyrelctl.pyspec import venv_argv
 from pyrelctl.release import Kind, Release
 from pyrelctl.units import default_environment_files
 
@@ -84,7 +84,7 @@ def run_hook(
 
     argv = release.hooks[name]
     # A python release's `python -m django migrate`: the new release's venv,
-    # never a host program of that name (pyrelease.venv_argv).
+    # never a host program of that name (pyspec.venv_argv).
     command = venv_argv(argv) if release.kind is Kind.PYTHON else argv
     note = dropins_note(app, f"the {name} hook")
     if note is not None:

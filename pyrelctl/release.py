@@ -138,7 +138,7 @@ _SECTIONS: dict[str, frozenset[str]] = {
     "hooks": frozenset({"pre_switch", "post_switch", "on_success", "on_failure", "on_rollback"}),
     "environment": frozenset(),  # free-form: any variable name
     "socket": frozenset({"listen", "name"}),
-    "python": frozenset(),  # python releases only; checked by pyrelease.parse_spec
+    "python": frozenset(),  # python releases only; checked by pyspec.parse_spec
 }
 
 
@@ -222,7 +222,7 @@ def _check_program(
     ``python_name``: the release is a python release of that name, whose
     ``bin/NAME`` is written at install (pyrelease.launcher), so it is not in
     the artifact yet; a program without a slash is then a script of the
-    release's venv (pyrelease.venv_argv), checked when the venv is built.
+    release's venv (pyspec.venv_argv), checked when the venv is built.
     """
     program = argv[0]
     if "/" not in program:
@@ -302,9 +302,9 @@ def parse_manifest(
                     "remove [commands]"
                 )
             check_app_name(name)
-            from pyrelctl import pyrelease  # python releases only (tomllib, hashes)
+            from pyrelctl import pyspec  # python releases only
 
-            pyrelease.parse_spec(doc.get("python"), artifact)
+            pyspec.parse_spec(doc.get("python"), artifact)
             commands = python_commands(name)
         else:
             if "python" in doc:

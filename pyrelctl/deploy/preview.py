@@ -67,10 +67,10 @@ def _check_interpreter(artifact: Artifact) -> None:
     """A python release needs the host's pythonX.Y (the install's first host check)."""
     import tomllib
 
-    from pyrelctl import pyrelease
+    from pyrelctl import pyrelease, pyspec
 
     doc = tomllib.loads(artifact.read("release.toml").decode())
-    pyrelease.find_interpreter(pyrelease.parse_spec(doc.get("python")))
+    pyrelease.find_interpreter(pyspec.parse_spec(doc.get("python")))
 
 
 def preview(deployer: Deployer, artifact_path: Path, opts: InstallOptions) -> Preview:

@@ -17,7 +17,7 @@ from pyrelctl.build import read_config, render_manifest
 from pyrelctl.errors import BadInput
 from pyrelctl.layout import Layout
 from pyrelctl.openartifact import open_artifact
-from pyrelctl.pyrelease import venv_argv
+from pyrelctl.pyspec import venv_argv
 from pyrelctl.release import (
     HealthKind,
     Kind,
