@@ -315,7 +315,14 @@ def inside(args: argparse.Namespace) -> int:
     if "mix" in wanted:
         section("mix availability", lambda: under_load(availability.measure_mix(host, args.runs)))
     if "availability" in wanted:
-        section("availability", lambda: under_load(availability.measure(host, args.runs)))
+
+        def run_availability() -> None:
+            from bench.capistrano import CapistranoUnderLoad  # the peer beside pyrelctl
+
+            peer = CapistranoUnderLoad(host, availability.CAPISTRANO)
+            under_load(availability.measure(host, args.runs, peer))
+
+        section("availability", run_availability)
     if "scale" in wanted:
 
         def run_scale() -> None:

@@ -372,6 +372,10 @@ class AppUnderLoad:
             return {}
         return {s: self.windows[s][0] for s in (UPGRADE, CRASH) if self.windows.get(s)}
 
+    def stop(self) -> None:
+        """Stop what the app needs besides pyrelctl: nothing here (a peer's own
+        tooling, such as Capistrano's sshd, for a peer)."""
+
 
 @dataclass
 class Measured:
@@ -444,16 +448,17 @@ def peer_comparisons(apps: Sequence[AppUnderLoad], peer: AppUnderLoad) -> list[C
     return found
 
 
-def measure(host: Host, runs: int) -> Measured:
-    """Availability figures of the generic release, Capistrano beside pyrelctl."""
-    from bench.capistrano import CapistranoUnderLoad
+def measure(host: Host, runs: int, peer: AppUnderLoad) -> Measured:
+    """Availability figures of the generic release, ``peer`` beside pyrelctl.
 
+    The caller chooses the peer (bench.capistrano's CapistranoUnderLoad on
+    the app :data:`CAPISTRANO`): this module knows no peer's tooling.
+    """
     ours = [AppUnderLoad(host, app) for app in (PLAIN, SOCKET, OVERLAP)]
     ours += [
         AppUnderLoad(host, app, scenarios=(UPGRADE, ROLLBACK))
         for app in (SOCKET_NO_GRACE, OVERLAP_NO_GRACE)
     ]
-    peer = CapistranoUnderLoad(host, CAPISTRANO)
     try:
         found = run_apps(host, [*ours, peer], runs, "availability")
     finally:
