@@ -14,7 +14,8 @@ from collections.abc import Callable
 from typing import Any
 
 from pyrelctl import mixcookie
-from pyrelctl.layout import AppPaths, Layout, symlink_atomic
+from pyrelctl.hostfiles import symlink_atomic
+from pyrelctl.layout import AppPaths, Layout
 from pyrelctl.release import Kind, Release
 from pyrelctl.socketunit import SocketUnit, effective_socket
 from pyrelctl.systemd import Systemd

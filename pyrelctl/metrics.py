@@ -25,7 +25,8 @@ from pathlib import Path, PurePosixPath
 
 from pyrelctl.appconfig.generations import running_generation
 from pyrelctl.errors import BadInput
-from pyrelctl.layout import Layout, write_atomic_at
+from pyrelctl.hostfiles import write_atomic_at
+from pyrelctl.layout import Layout
 from pyrelctl.systemd import Systemd, UnitState
 from pyrelctl.textdir import open_textfile_dir
 

@@ -51,7 +51,7 @@ import os
 import re
 from pathlib import Path
 
-from pyrelctl.layout import write_atomic
+from pyrelctl.hostfiles import write_atomic
 
 #: What ``RELEASE_COOKIE`` holds for a mix app: not a cookie but a word the
 #: VM reads as a flag of its own, so that ``-setcookie`` before it has no

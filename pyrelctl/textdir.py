@@ -13,7 +13,7 @@ So the directory is opened one component at a time from the root, each with
 ``openat(O_DIRECTORY | O_NOFOLLOW)``: a link (or a file) anywhere on the way
 is refused, not followed, and a component swapped meanwhile cannot redirect
 a path that is never looked up again; the file is then written relative to
-that descriptor (layout.write_atomic_at). Every directory on the way must be
+that descriptor (hostfiles.write_atomic_at). Every directory on the way must be
 
 * owned by root (or the caller, for ``--root DIR`` run by a user), or by the
   node exporter's system user ``prometheus``: it may only make the path end

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pyrelctl.errors import BadInput
-from pyrelctl.layout import AppPaths, ensure_dir
+from pyrelctl.hostfiles import ensure_dir
+from pyrelctl.layout import AppPaths
 from pyrelctl.release import Release
 from pyrelctl.units import ServiceSpec, exec_settings
 

@@ -10,7 +10,8 @@ import shutil
 from collections.abc import Callable
 
 from pyrelctl.appsetup import AppSetup
-from pyrelctl.layout import Layout, app_lock, remove_tree
+from pyrelctl.hostfiles import remove_tree
+from pyrelctl.layout import Layout, app_lock
 
 
 def uninstall(

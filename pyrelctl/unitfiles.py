@@ -15,7 +15,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from pyrelctl.layout import AppPaths, read_json, write_atomic, write_json
+from pyrelctl.hostfiles import read_json, write_atomic, write_json
+from pyrelctl.layout import AppPaths
 from pyrelctl.units import UnitText
 
 MEMO = "units.json"

@@ -26,15 +26,8 @@ from typing import Any
 
 from pyrelctl.appconfig import envfile
 from pyrelctl.errors import HostError
-from pyrelctl.layout import (
-    AppPaths,
-    ensure_dir,
-    read_json,
-    symlink_atomic,
-    who,
-    write_atomic,
-    write_json,
-)
+from pyrelctl.hostfiles import ensure_dir, read_json, symlink_atomic, write_atomic, write_json
+from pyrelctl.layout import AppPaths, who
 
 CURRENT = "current.env"
 _GENERATION_RE = re.compile(r"([0-9]{6})\.env")

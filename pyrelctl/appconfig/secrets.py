@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 from pyrelctl.deploy.deployer import Deployer
 from pyrelctl.errors import BadInput, NotInstalled
-from pyrelctl.layout import AppPaths, app_lock, ensure_dir, write_atomic
+from pyrelctl.hostfiles import ensure_dir, write_atomic
+from pyrelctl.layout import AppPaths, app_lock
 
 #: Credential IDs: what systemd accepts, kept to a portable, path-safe subset.
 NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}", re.ASCII)

@@ -37,16 +37,8 @@ from pyrelctl.errors import (
     NotInstalled,
     PyrelctlError,
 )
-from pyrelctl.layout import (
-    AppPaths,
-    Layout,
-    Mark,
-    app_lock,
-    ensure_dir,
-    fsync_dir,
-    remove_tree,
-    symlink_atomic,
-)
+from pyrelctl.hostfiles import ensure_dir, fsync_dir, remove_tree, symlink_atomic
+from pyrelctl.layout import AppPaths, Layout, Mark, app_lock
 from pyrelctl.names import app_name_from_release
 from pyrelctl.openartifact import open_artifact
 from pyrelctl.release import (

@@ -44,7 +44,8 @@ from typing import TYPE_CHECKING, Any
 
 from pyrelctl.deploy import owner
 from pyrelctl.deploy.readiness import Failure, Readiness, Watcher
-from pyrelctl.layout import AppPaths, symlink_atomic, write_atomic
+from pyrelctl.hostfiles import symlink_atomic, write_atomic
+from pyrelctl.layout import AppPaths
 from pyrelctl.release import Kind, Release
 from pyrelctl.socketunit import effective_socket
 from pyrelctl.systemd import UnitState

@@ -20,7 +20,8 @@ import pytest
 from devtools.releases import make_generic_release
 from pyrelctl.deploy.deployer import Deployer, InstallOptions
 from pyrelctl.errors import HostError
-from pyrelctl.layout import AppPaths, Layout, app_lock, ensure_dir, write_atomic
+from pyrelctl.hostfiles import ensure_dir, write_atomic
+from pyrelctl.layout import AppPaths, Layout, app_lock
 from pyrelctl.systemd import OfflineSystemd
 from tests.cli.conftest import run
 

@@ -3,7 +3,7 @@
 A release named ``prometheus`` owned /var/lib/prometheus (StateDirectory=),
 made ``node-exporter`` a link to /etc/victim, and root wrote pyrelctl.prom
 there. pyrelctl/textdir.py opens the directory component by component without
-following links; layout.write_atomic_at writes relative to that descriptor.
+following links; hostfiles.write_atomic_at writes relative to that descriptor.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ import pytest
 
 from pyrelctl import metrics
 from pyrelctl.errors import BadInput, HostError
-from pyrelctl.layout import Layout, write_atomic, write_atomic_at
+from pyrelctl.hostfiles import write_atomic, write_atomic_at
+from pyrelctl.layout import Layout
 from pyrelctl.textdir import open_textfile_dir
 
 NOBODY = 65534
