@@ -370,7 +370,7 @@ def check_description(text: str, where: str = MANIFEST, key: str = "release.desc
 
 
 #: The tables release.toml shares with ``[tool.pyrelctl]`` of a Python
-#: project (build.read_config), parsed by :func:`parse_settings` for both.
+#: project (buildconfig.read_config), parsed by :func:`parse_settings` for both.
 SETTINGS_TABLES = ("service", "health", "hooks", "environment", "socket")
 
 
@@ -406,7 +406,7 @@ def parse_settings(
     """Check the :data:`SETTINGS_TABLES` of ``doc`` and ``description``.
 
     The one parser of these tables: release.toml (:func:`parse_manifest`)
-    and ``[tool.pyrelctl]`` (build.read_config, ``where`` naming it) give
+    and ``[tool.pyrelctl]`` (buildconfig.read_config, ``where`` naming it) give
     the same messages. Programs are checked against the artifact by the
     caller, which knows the release's files.
     """

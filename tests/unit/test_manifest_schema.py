@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from pyrelctl import hooks
-from pyrelctl.build import read_config, render_manifest
+from pyrelctl.buildconfig import read_config, render_manifest
 from pyrelctl.errors import BadInput
 from pyrelctl.layout import Layout
 from pyrelctl.openartifact import open_artifact

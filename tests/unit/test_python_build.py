@@ -25,7 +25,7 @@ import pytest
 
 from devtools import pyreleases
 from pyrelctl import checksums
-from pyrelctl.build import BuildConfig, read_config, render_manifest
+from pyrelctl.buildconfig import BuildConfig, read_config, render_manifest
 from pyrelctl.buildlock import read_lock
 from pyrelctl.errors import BadInput
 from pyrelctl.openartifact import open_artifact

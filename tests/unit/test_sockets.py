@@ -281,7 +281,7 @@ def test_stop_timeout_comes_from_the_manifest(tmp_path: Path) -> None:
 
 
 def test_build_writes_the_socket_table(tmp_path: Path) -> None:
-    from pyrelctl.build import BuildConfig, read_config
+    from pyrelctl.buildconfig import BuildConfig, read_config
 
     config = read_config(
         {"tool": {"pyrelctl": {"start": "app", "socket": {"listen": ["127.0.0.1:80"]}}}}
