@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from pyrelctl.errors import BadInput
-from pyrelctl.release import Release, check_writable_path
+from pyrelctl.manifest import check_writable_path
+from pyrelctl.release import Release
 
 #: The key of the host's allowances in the app's settings.json.
 SETTING = "allow"

@@ -49,10 +49,10 @@ from pyrelctl.buildconfig import read_config, render_manifest
 from pyrelctl.buildlock import find_lock, inside
 from pyrelctl.buildsteps import Steps, interpreter, open_steps
 from pyrelctl.errors import BadInput, CommandFailed, HostError
+from pyrelctl.manifest import MANIFEST, detect
 from pyrelctl.names import APP_NAME_RE, check_version
 from pyrelctl.openartifact import open_artifact
 from pyrelctl.pyspec import WHEELHOUSE, canonical_name, wheel_name_version
-from pyrelctl.release import MANIFEST, detect
 from pyrelctl.wheels import (
     ZIP_EPOCH,
     pip_build_failure,

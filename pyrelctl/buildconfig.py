@@ -1,7 +1,7 @@
 """``[tool.pyrelctl]`` of a Python project in, the python release's release.toml out.
 
 :func:`read_config` checks the project's ``[tool.pyrelctl]`` table (the
-tables it shares with release.toml through release.parse_settings, with the
+tables it shares with release.toml through manifest.parse_settings, with the
 same messages); :func:`render_manifest` writes the release.toml that
 ``pyrelctl build`` (:mod:`pyrelctl.build`) puts into the tarball and
 ``pyrelctl install`` reads back.
@@ -15,22 +15,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pyrelctl.errors import BadInput
+from pyrelctl.manifest import SETTINGS_TABLES, Settings, parse_settings
 from pyrelctl.names import APP_NAME_RE
-from pyrelctl.release import (
-    DEFAULT_STOP_TIMEOUT,
-    SETTINGS_TABLES,
-    HealthCheck,
-    HealthKind,
-    ServiceType,
-    Settings,
-    parse_settings,
-)
+from pyrelctl.release import DEFAULT_STOP_TIMEOUT, HealthCheck, HealthKind, ServiceType
 from pyrelctl.sockets import Socket
 
 #: What [tool.pyrelctl] accepts: the build's own keys, and what release.toml
-#: accepts that makes sense for a python release (release.SETTINGS_TABLES and
+#: accepts that makes sense for a python release (manifest.SETTINGS_TABLES and
 #: the description; ``type`` is short for ``service.type``), parsed by the
-#: same code (release.parse_settings).
+#: same code (manifest.parse_settings).
 BUILD_KEYS = frozenset({"name", "start", "requirements", "type", "description"})
 CONFIG_KEYS = BUILD_KEYS | frozenset(SETTINGS_TABLES)
 WHERE = "pyproject.toml: [tool.pyrelctl]"
@@ -76,7 +69,7 @@ def read_config(pyproject: Mapping[str, Any]) -> BuildConfig:
     ``name`` overrides the release name; ``requirements`` names the lock.
     ``service``, ``health``, ``hooks``, ``environment``, ``socket`` and
     ``description`` are release.toml's, checked by the same parser with the
-    same messages (release.parse_settings); ``type`` is ``service.type``
+    same messages (manifest.parse_settings); ``type`` is ``service.type``
     (``"notify"`` by default: the app calls pyrelctl_runtime). A hook's
     program, like start's, is a script of the release's venv or ``python``.
     """

@@ -5,7 +5,7 @@ written: the table's keys, the pins and the pip wheel it names, that the
 artifact has a wheel for every pin and ships neither ``venv/`` nor
 ``bin/NAME`` (both are made at install). Preparing the release at install
 (building the venv in a sandbox) is :mod:`pyrelctl.pyrelease`'s, above this
-module: :mod:`pyrelctl.release` reads manifests without importing the
+module: :mod:`pyrelctl.manifest` reads manifests without importing the
 sandbox, the unit renderer or the systemd side.
 """
 
@@ -143,7 +143,7 @@ def _check_files(spec: PythonSpec, artifact: Artifact) -> None:
 
 
 def _release_name(artifact: Artifact) -> str | None:
-    """release.toml's ``release.name`` (release.detect has checked it), if a string."""
+    """release.toml's ``release.name`` (manifest.detect has checked it), if a string."""
     try:
         name = tomllib.loads(artifact.read("release.toml").decode()).get("release", {}).get("name")
     except (BadInput, UnicodeDecodeError, tomllib.TOMLDecodeError, AttributeError):

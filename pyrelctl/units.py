@@ -26,15 +26,9 @@ if TYPE_CHECKING:
 
 from pyrelctl import __version__, mixcookie
 from pyrelctl.errors import BadInput
+from pyrelctl.manifest import check_description, check_program_word
 from pyrelctl.names import is_env_name
-from pyrelctl.release import (
-    Kind,
-    Release,
-    Sandbox,
-    ServiceType,
-    check_description,
-    check_program_word,
-)
+from pyrelctl.release import Kind, Release, Sandbox, ServiceType
 from pyrelctl.sockets import Socket
 
 #: Where pyrelctl puts an app on the target system (never prefixed by --root).

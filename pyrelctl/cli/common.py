@@ -177,7 +177,7 @@ def health_override(http: str | None, tcp: str | None, command: str | None) -> H
     if not given:
         return None
     ((key, value),) = given.items()
-    from pyrelctl.release import parse_health_table
+    from pyrelctl.manifest import parse_health_table
 
     return parse_health_table({key: shlex.split(value) if key == "command" else value})
 

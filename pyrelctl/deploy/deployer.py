@@ -39,13 +39,13 @@ from pyrelctl.errors import (
 )
 from pyrelctl.hostfiles import ensure_dir, fsync_dir, remove_tree, symlink_atomic
 from pyrelctl.layout import AppPaths, Layout, Mark, app_lock
+from pyrelctl.manifest import detect
 from pyrelctl.names import app_name_from_release
 from pyrelctl.openartifact import open_artifact
 from pyrelctl.release import (
     HealthCheck,
     Kind,
     Release,
-    detect,
     health_from_json,
     health_to_json,
     release_from_json,

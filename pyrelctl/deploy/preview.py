@@ -22,9 +22,10 @@ from typing import TYPE_CHECKING, Any
 
 from pyrelctl import admission, checksums, signatures
 from pyrelctl.archive import Artifact
+from pyrelctl.manifest import detect
 from pyrelctl.names import app_name_from_release
 from pyrelctl.openartifact import open_artifact
-from pyrelctl.release import Kind, detect
+from pyrelctl.release import Kind
 from pyrelctl.socketunit import effective_socket
 from pyrelctl.units import socket_unit
 

@@ -13,7 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pyrelctl.errors import BadInput
-from pyrelctl.release import EXEC_PREFIXES, Kind, Release, check_description
+from pyrelctl.manifest import EXEC_PREFIXES, check_description
+from pyrelctl.release import Kind, Release
 from pyrelctl.units import ServiceSpec, exec_line, render_service
 
 

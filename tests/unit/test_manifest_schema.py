@@ -16,17 +16,10 @@ from pyrelctl import hooks
 from pyrelctl.buildconfig import read_config, render_manifest
 from pyrelctl.errors import BadInput
 from pyrelctl.layout import Layout
+from pyrelctl.manifest import detect, parse_manifest
 from pyrelctl.openartifact import open_artifact
 from pyrelctl.pyspec import venv_argv
-from pyrelctl.release import (
-    HealthKind,
-    Kind,
-    Release,
-    Sandbox,
-    ServiceType,
-    detect,
-    parse_manifest,
-)
+from pyrelctl.release import HealthKind, Kind, Release, Sandbox, ServiceType
 from tests.unit.test_python_build import fake_release
 
 DJANGO_TOOL: dict[str, Any] = {

@@ -19,7 +19,8 @@ from pyrelctl.deploy.overlap import Overlap, node_name, renice
 from pyrelctl.deploy.readiness import Failure
 from pyrelctl.deploy.strategy import Strategy
 from pyrelctl.errors import BadInput
-from pyrelctl.release import Kind, Release, parse_settings
+from pyrelctl.manifest import parse_settings
+from pyrelctl.release import Kind, Release
 from pyrelctl.sockets import Socket
 
 # A release in miniature: accepts HTTP on the inherited socket (fd 3) and

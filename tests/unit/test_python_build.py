@@ -28,8 +28,9 @@ from pyrelctl import checksums
 from pyrelctl.buildconfig import BuildConfig, read_config, render_manifest
 from pyrelctl.buildlock import read_lock
 from pyrelctl.errors import BadInput
+from pyrelctl.manifest import detect
 from pyrelctl.openartifact import open_artifact
-from pyrelctl.release import Kind, ServiceType, detect
+from pyrelctl.release import Kind, ServiceType
 from pyrelctl.units import ServiceSpec, render_service
 from pyrelctl.wheels import repack_wheel, write_runtime_wheel
 

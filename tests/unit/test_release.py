@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from pyrelctl.errors import BadInput, ExitCode
+from pyrelctl.manifest import detect
 from pyrelctl.names import app_name_from_release, check_app_name
 from pyrelctl.openartifact import open_artifact
 from pyrelctl.release import (
@@ -18,7 +19,6 @@ from pyrelctl.release import (
     Kind,
     Release,
     ServiceType,
-    detect,
     mix_commands,
 )
 
