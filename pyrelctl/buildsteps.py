@@ -307,17 +307,7 @@ class SystemdSteps(Steps):
         self, step: str, argv: Argv, *, env: Mapping[str, str], check: bool = True
     ) -> subprocess.CompletedProcess[str]:
         args = [os.fspath(a) for a in argv]
-        # systemd strips the prefixes @ - : + ! from ExecStart=, and "+" runs
-        # the command as root (see sandboxrun.SystemdBuild.run).
-        if not args[0].startswith("/"):
-            raise HostError(f"build step {step}: {args[0]} is not an absolute path")
         unit = f"pyrelctl-build-{step}-{self.token}.service"
-        self.units.append(unit)
-        # systemd chowns the StateDirectory= tree to the dynamic user only
-        # when its top is not the user's already (src/basic/chown-recursive.c
-        # checks the top first): made root's again, the directories root
-        # added since the last step (outputs) become the user's too.
-        os.chown(self.work, 0, 0)
         home = os.fspath(self.path(HOME))
         step_env = {
             **sandbox_env(os.environ),
@@ -341,7 +331,14 @@ class SystemdSteps(Steps):
             *sandbox_settings(Sandbox(memory_deny_write_execute=False)),
             ("Environment", environment_words(step_env)),
         ]
-        command = step_unit_argv(unit, f"pyrelctl build: {step}", properties, args)
+        # Refuses a program that is not an absolute path, before anything is done.
+        command = step_unit_argv(step, unit, f"pyrelctl build: {step}", properties, args)
+        self.units.append(unit)
+        # systemd chowns the StateDirectory= tree to the dynamic user only
+        # when its top is not the user's already (src/basic/chown-recursive.c
+        # checks the top first): made root's again, the directories root
+        # added since the last step (outputs) become the user's too.
+        os.chown(self.work, 0, 0)
         return self._checked(step, args, run(command, check=False), check=check)
 
     def take(self, rel: str, dest: Path) -> list[Path]:

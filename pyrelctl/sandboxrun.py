@@ -140,10 +140,22 @@ def _refuse_odd_path(path: Path) -> str:
 
 
 def step_unit_argv(
-    unit: str, description: str, properties: Sequence[tuple[str, str]], args: Sequence[str]
+    step: str,
+    unit: str,
+    description: str,
+    properties: Sequence[tuple[str, str]],
+    args: Sequence[str],
 ) -> list[str]:
     """``systemd-run`` that runs ``args`` in the transient unit ``unit`` with
-    ``properties``, waits for it to end and hands back its output."""
+    ``properties``, waits for it to end and hands back its output.
+
+    Refuses (:class:`HostError`) a program that is not an absolute path:
+    systemd strips the prefixes @ - : + ! from the start of ExecStart= even
+    quoted, and "+" runs the command as root outside the sandbox
+    (src/core/load-fragment.c).
+    """
+    if not args[0].startswith("/"):
+        raise HostError(f"build step {step}: {args[0]} is not an absolute path")
     return [
         "systemd-run",
         f"--unit={unit}",
@@ -218,19 +230,16 @@ class SystemdBuild(Build):
         self, step: str, argv: Argv, *, env: Mapping[str, str], check: bool = True
     ) -> subprocess.CompletedProcess[str]:
         args = [os.fspath(a) for a in argv]
-        # systemd strips the prefixes @ - : + ! from the start of ExecStart=
-        # even quoted, and "+" runs the command as root outside the sandbox
-        # (src/core/load-fragment.c): the program is always an absolute path.
-        if not args[0].startswith("/"):
-            raise HostError(f"build step {step}: {args[0]} is not an absolute path")
         unit = f"pyrelctl-{self.app}-build-{step}-{self.token}.service"
-        self.units.append(unit)
+        # Refuses a program that is not an absolute path, before anything is done.
         command = step_unit_argv(
+            step,
             unit,
             f"pyrelctl build {step} of a python release of {self.app}",
             self.properties(env),
             args,
         )
+        self.units.append(unit)
         return self._checked(step, args, run(command, check=False), check=check)
 
     def collect(self) -> None:

@@ -12,9 +12,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pyrelctl.errors import BadInput
+from pyrelctl.errors import BadInput, HostError
 from pyrelctl.manifest import EXEC_PREFIXES, check_description
 from pyrelctl.release import Kind, Release
+from pyrelctl.sandboxrun import step_unit_argv
 from pyrelctl.units import ServiceSpec, exec_line, render_service
 
 
@@ -57,3 +58,14 @@ def test_release_relative_programs_render_absolute() -> None:
 def test_description_that_would_swallow_the_next_line(text: str) -> None:
     with pytest.raises(BadInput):
         check_description(text)
+
+
+@pytest.mark.parametrize("program", ["+/bin/sh", "!sh", "@/usr/bin/env", "-pip", "python3"])
+def test_a_build_step_runs_only_an_absolute_program(program: str) -> None:
+    """Every sandboxed python step (install's and build's) goes through
+    step_unit_argv, which refuses a program that is not an absolute path:
+    the first character of an absolute path is never a prefix flag."""
+    with pytest.raises(HostError, match=r"build step pip: .* is not an absolute path"):
+        step_unit_argv("pip", "u.service", "d", [], [program, "install"])
+    argv = step_unit_argv("pip", "u.service", "d", [], ["/usr/bin/python3", "-m", "pip"])
+    assert argv[-3:] == ["/usr/bin/python3", "-m", "pip"]
