@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from pyrelctl import admission, allowances, hooks
+from pyrelctl import allowances
 from pyrelctl.appsetup import AppSetup
 from pyrelctl.archive import Artifact, Progress, open_artifact
 from pyrelctl.defaults import DEFAULT_GRACE, DEFAULT_KEEP, DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT
-from pyrelctl.deploy import strategy
+from pyrelctl.deploy import admission, hooks, strategy
 from pyrelctl.deploy.readiness import SERVING_TIMEOUT, Failure, Readiness, Watcher
 from pyrelctl.deploy.retention import prune_plan, rollback_target
 from pyrelctl.deploy.strategy import Strategy

@@ -217,7 +217,7 @@ class Overlap:
 
     def _command_runner(self, release: Release, files: Sequence[str]) -> health.CommandRunner:
         """A ``[health] command`` runs from the new release, with its node name."""
-        from pyrelctl.hooks import run_as_service
+        from pyrelctl.deploy.hooks import run_as_service
 
         root = self.deployer.layout.root
         release_dir = self.app.release(release.version)

@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pyrelctl import admission, checksums, signatures
+from pyrelctl import checksums, signatures
 from pyrelctl.archive import Artifact, open_artifact
+from pyrelctl.deploy import admission
 from pyrelctl.names import app_name_from_release
 from pyrelctl.release import Kind, detect
 from pyrelctl.socketunit import effective_socket

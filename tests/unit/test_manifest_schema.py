@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from pyrelctl import hooks
 from pyrelctl.archive import open_artifact
 from pyrelctl.build import read_config, render_manifest
+from pyrelctl.deploy import hooks
 from pyrelctl.errors import BadInput
 from pyrelctl.layout import Layout
 from pyrelctl.pyrelease import venv_argv
