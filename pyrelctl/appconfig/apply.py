@@ -293,29 +293,3 @@ def replace_values(new: Mapping[str, str]) -> Edit:
         return dict(new)
 
     return edit
-
-
-def stage_with_deploy(
-    app: AppPaths, env: Mapping[str, str], say: Callable[[str], None], deployer: Deployer
-) -> Callable[[], None] | None:
-    """``install --env``: ``env`` set on top of the app's configuration as its current
-    generation for this deploy; return what undoes it, or None if nothing changed."""
-    gens = Generations(app)
-    previous = gens.current()
-    old = gens.read(previous)
-    new = {**old, **env}
-    if new == old:
-        return None
-    number = gens.create(new)
-    gens.switch(number)
-    summary = envfile.describe(envfile.diff(old, new))
-    app.record("config", label(previous), label(number), f"with the deploy: {summary}")
-    say(f"configuration generation {number} ({summary})")
-
-    def undo() -> None:
-        say(f"configuration generation {previous} restored")
-        gens.set_mark(number, GenMark.FAILED)
-        gens.switch(previous)
-        deployer.forget_config_undo()
-
-    return undo

@@ -360,7 +360,8 @@ class Deployer:
                     )
                 except BaseException:
                     # A failed deploy restored the configuration (_fail); any
-                    # other error before the restart does it here.
+                    # other error before the restart does it here (an undo
+                    # runs once).
                     if self._config_undo is not None:
                         self._config_undo()
                     raise
@@ -576,13 +577,9 @@ class Deployer:
         """``install --env``: a configuration generation for this deploy, and its undo."""
         if not env:
             return None
-        from pyrelctl.appconfig.apply import stage_with_deploy
+        from pyrelctl.appconfig.generations import stage_with_deploy
 
-        return stage_with_deploy(app, env, self.say, self)
-
-    def forget_config_undo(self) -> None:
-        """The configuration this deploy set was undone (appconfig.apply.stage_with_deploy)."""
-        self._config_undo = None
+        return stage_with_deploy(app, env, self.say)
 
     def switch_back(self, app: AppPaths, current: str, target: str, action: str) -> Outcome:
         """Make ``target`` current again in place of ``current``, a rollback pyrelctl

@@ -226,11 +226,10 @@ def _refused_config(host: OnlineLayout, variables: dict[str, str]) -> None:
     """What a configuration change the service did not come up with leaves: the
     generation made current, then undone and marked failed, by the functions that
     do it (an install --env that failed; `config set` undoes the same way)."""
-    from pyrelctl.appconfig.apply import stage_with_deploy
+    from pyrelctl.appconfig.generations import stage_with_deploy
 
     app = host.app("hello")
-    deployer = Deployer(host, OfflineSystemd())
-    undo = stage_with_deploy(app, variables, lambda _: None, deployer)
+    undo = stage_with_deploy(app, variables, lambda _: None)
     assert undo is not None
     undo()
 
