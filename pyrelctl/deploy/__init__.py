@@ -45,10 +45,12 @@ rollback, prune, start/stop/restart, uninstall: the CLI's entry),
 ``pyrelctl.appconfig.apply`` (a configuration change). A rollback, the
 watch's rollback and a configuration change go through the same ``switch``,
 ``verify``, ``restore`` and ``publish`` steps as an install. No step imports
-an orchestrator, not even for typing; within the package, imports point
-from the orchestrators down to the steps, and from the steps down to
-``settings``, ``host``, ``options`` and the values (``readiness``,
-``health``, ``owner``, ``strategy``, ``retention``).
+an orchestrator, not even for typing. Within the package imports point one
+way: from the orchestrators to the steps; from a step to the steps it is
+made of (``switch`` uses ``verify``, ``restore``, ``overlap``, ``watch``;
+``restore`` uses ``verify``; ``verify`` and ``publish`` use ``hooks``); and
+from the steps to ``settings``, ``host``, ``options`` and the values
+(``readiness``, ``health``, ``owner``, ``strategy``, ``retention``).
 
 The package may import pyrelctl's lower layers (release, layout, units,
 appsetup, systemd, appconfig's generations); nothing below it imports it.

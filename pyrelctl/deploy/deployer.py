@@ -131,8 +131,8 @@ class Deployer:
         undo_config: Callable[[], None] | None,
     ) -> Outcome:
         """Installing the current version again: converge, do not redeploy."""
-        self.host.say(f"{app.name} {release.version} is already current")
         host = self.host
+        host.say(f"{app.name} {release.version} is already current")
         host.setup.configure(app, release)
         settings = settings_for(app, opts)
         changed = host.setup.write_units(app, release, settings)

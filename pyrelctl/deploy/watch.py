@@ -12,9 +12,10 @@ release more than ``--watch-restarts`` times (``NRestarts``, default 2) or
 the unit ended up failed, it rolls back by itself to the release that ran
 before the deploy (what ``install`` replaced, which after a ``rollback`` is not
 the newest older release; the newest older good one if that is gone or was
-marked failed meanwhile), through the same path as ``pyrelctl rollback``, under the app's
-lock: the release is marked failed, ``auto-rollback (watch)`` goes into the
-history, the host's notification hooks and the metrics hear of it.
+marked failed meanwhile), through the same path as ``pyrelctl rollback``
+(watchrun.py, switch.py), under the app's lock: the release is marked
+failed, ``auto-rollback (watch)`` goes into the history, the host's
+notification hooks and the metrics hear of it.
 
 A deploy, rollback or configuration change of the app ends a running watch
 (a new window starts with the new release if it asks for one). The watch
