@@ -36,9 +36,10 @@ cycle, and on a new module nobody placed. The layers, lowest first:
     its venv built offline in a sandbox (``pyrelease``).
 ``deploy``
     The steps of a deploy and what orchestrates them: the ``deploy``
-    package (its docstring lists the steps and the module of each), the
-    host's consent (``admission``), the release's hooks (``hooks``), the
-    app's settings directory and units (``appsetup``), ``uninstall``, and a
+    package (its docstring lists the steps and the module of each, among
+    them the host's consent, ``deploy.admission``, and the release's hooks,
+    ``deploy.hooks``), the app's settings directory and units
+    (``appsetup``), ``uninstall``, and a
     configuration change applied as a deploy (``appconfig.apply``).
 ``operations``
     What the other commands do, on top of deploys: ``operate`` (start,
@@ -51,7 +52,7 @@ cycle, and on a new module nobody placed. The layers, lowest first:
 
 One install, from the command to systemd: ``pyrelctl install`` is
 ``cli/deploys.py``'s ``install``, which turns its options into
-``InstallOptions`` and calls the deployer that ``cli/common.py``'s ``Ctx``
+``InstallOptions`` (``deploy.options``) and calls the deployer that ``cli/common.py``'s ``Ctx``
 builds over the host's ``Layout`` and systemd client (offline with
 ``--root``). The deployer opens the artifact once (``openartifact``),
 detects the release (``manifest``), has the host admit it, unpacks it into

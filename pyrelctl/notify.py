@@ -156,7 +156,7 @@ def notify(layout: Layout, event: Event, say: Callable[[str], None]) -> list[str
 
 
 def failure_event(action: str, error: DeployFailed) -> Event:
-    """The event of a failed deploy, from its report (deploy/deployer.py, appconfig/apply.py)."""
+    """The event of a failed deploy, from its report (deploy/restore.py, appconfig/apply.py)."""
     report: dict[str, Any] = dict(error.report)
     failed: dict[str, Any] = report.get("failed") or {}
     restored = error.exit_code == ExitCode.ROLLED_BACK

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pyrelctl import mixcookie
-from pyrelctl.deploy.deployer import Deployer
+from pyrelctl.deploy.settings import release_of
 from pyrelctl.errors import BadInput, NotInstalled, NotRoot, NotRunning, SystemdError
 from pyrelctl.layout import AppPaths, Layout
 from pyrelctl.release import Kind
@@ -198,7 +198,7 @@ class Operator:
                 f"release {version} of {app.name} is not installed",
                 hint=f"see the installed releases: pyrelctl releases {app.name}",
             )
-        release = Deployer(self.layout, self.systemd).release_of(app, version)
+        release = release_of(app, version)
         if release.command(verb) is None:
             raise BadInput(
                 f"{app.name} {version} ({release.kind} release) does not declare "

@@ -10,7 +10,7 @@ loses no request. That holds only as long as the socket unit itself keeps
 running; pyrelctl restarts it only when its own settings change.
 
 This module holds the value and its validation; units.py renders it and
-deploy/deployer.py keeps the unit running.
+deploy/verify.py keeps the unit running.
 """
 
 from __future__ import annotations

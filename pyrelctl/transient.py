@@ -5,7 +5,7 @@ same data the unit file is rendered from, see units.exec_settings) and a
 runtime directory of its own: ``RuntimeDirectory=APP`` would be removed
 under the running service when the transient unit stops. Used by
 rpc/eval/remote (operate.py) and by hooks and command health checks
-(deploy/deployer.py).
+(deploy/hooks.py).
 
 The expression of rpc/eval is kept out of every command line but the
 release script's own (security issue 15): systemd-run's argv is in

@@ -79,20 +79,30 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "pyrelctl.wheels",
     ),
     "deploy": (
-        "pyrelctl.admission",
         "pyrelctl.appconfig.apply",
         "pyrelctl.appsetup",
         "pyrelctl.deploy",
+        "pyrelctl.deploy.admission",
         "pyrelctl.deploy.deployer",
         "pyrelctl.deploy.health",
+        "pyrelctl.deploy.hooks",
+        "pyrelctl.deploy.host",
+        "pyrelctl.deploy.options",
         "pyrelctl.deploy.overlap",
         "pyrelctl.deploy.owner",
         "pyrelctl.deploy.preview",
+        "pyrelctl.deploy.publish",
         "pyrelctl.deploy.readiness",
+        "pyrelctl.deploy.recovery",
+        "pyrelctl.deploy.restore",
         "pyrelctl.deploy.retention",
+        "pyrelctl.deploy.settings",
         "pyrelctl.deploy.strategy",
+        "pyrelctl.deploy.switch",
+        "pyrelctl.deploy.unpack",
+        "pyrelctl.deploy.verify",
         "pyrelctl.deploy.watch",
-        "pyrelctl.hooks",
+        "pyrelctl.deploy.watchrun",
         "pyrelctl.uninstall",
     ),
     "operations": (
@@ -135,22 +145,6 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "bench.status",
     ),
 }
-
-#: The one import cycle left when this test was written: the deploy family,
-#: which the other half of issue 29 (branch s10-deploy) takes apart. Once
-#: it is merged these modules no longer form a cycle (admission and hooks
-#: move into pyrelctl/deploy/), test_the_pending_cycle_is_still_there says
-#: so, and this must be emptied. Nothing is ever added here.
-PENDING_CYCLE: frozenset[str] = frozenset(
-    {
-        "pyrelctl.admission",
-        "pyrelctl.appconfig.apply",
-        "pyrelctl.deploy.deployer",
-        "pyrelctl.deploy.overlap",
-        "pyrelctl.deploy.watch",
-        "pyrelctl.hooks",
-    }
-)
 
 Graph = Mapping[str, Mapping[str, int]]  # module -> imported module -> line of the first import
 
@@ -303,23 +297,12 @@ def test_no_module_imports_from_a_higher_layer(graph: dict[str, dict[str, int]])
 
 
 def test_no_import_cycles(graph: dict[str, dict[str, int]]) -> None:
-    cycles = [c for c in strongly_connected(graph) if set(c) != PENDING_CYCLE]
+    cycles = strongly_connected(graph)
     assert not cycles, "import cycles (a base module must not import what builds on it):\n" + (
         "\n".join(
             f"{len(c)} modules {c}, e.g. " + " -> ".join(a_cycle_through(c[0], set(c), graph))
             for c in cycles
         )
-    )
-
-
-def test_the_pending_cycle_is_still_there(graph: dict[str, dict[str, int]]) -> None:
-    """PENDING_CYCLE excuses exactly one existing cycle, and only while it exists."""
-    if not PENDING_CYCLE:
-        return
-    touching = [c for c in strongly_connected(graph) if set(c) & PENDING_CYCLE]
-    assert touching == [sorted(PENDING_CYCLE)], (
-        "the deploy family's cycle has changed or is gone: empty PENDING_CYCLE "
-        f"(tests/test_layers.py); cycles through its modules now: {touching}"
     )
 
 

@@ -21,8 +21,11 @@ from typing import Any, NoReturn
 from pyrelctl.appconfig import envfile
 from pyrelctl.appconfig.generations import Generations, GenMark, label
 from pyrelctl.defaults import DEFAULT_KEEP, DEFAULT_TIMEOUT
-from pyrelctl.deploy.deployer import Deployer
+from pyrelctl.deploy.host import Host
+from pyrelctl.deploy.publish import failed, publish
 from pyrelctl.deploy.readiness import Failure, Readiness
+from pyrelctl.deploy.settings import readiness_for, release_of
+from pyrelctl.deploy.verify import verify
 from pyrelctl.deploy.watch import WatchWindow
 from pyrelctl.errors import BadInput, DeployFailed, ExitCode, HostError, NotInstalled
 from pyrelctl.layout import AppPaths, app_lock
@@ -47,13 +50,14 @@ class ConfigOutcome:
 
 
 class Configurator:
-    """Changes an app's configuration through a :class:`Deployer`'s verification."""
+    """Changes an app's configuration through the deploy's steps: the same
+    verification (verify.py), watch ending and publishing as a release."""
 
-    def __init__(self, deployer: Deployer) -> None:
-        self.deployer = deployer
+    def __init__(self, host: Host) -> None:
+        self.host = host
 
     def app(self, name: str, *, create: bool = True) -> AppPaths:
-        app = self.deployer.layout.app(name)
+        app = self.host.layout.app(name)
         if not create and not app.exists():
             raise NotInstalled(
                 f"app {name!r} is not installed (and --no-create was given)",
@@ -77,7 +81,7 @@ class Configurator:
         try:
             outcome = self._change(name, edit, restart, create, timeout, keep, wait_lock)
         except DeployFailed as e:
-            raise self.deployer.failed("config", e) from None
+            raise failed(self.host, "config", e) from None
         if outcome.generation != outcome.previous:
             self._published(outcome)
         return outcome
@@ -85,7 +89,8 @@ class Configurator:
     def _published(self, outcome: ConfigOutcome) -> None:
         from pyrelctl.notify import Event
 
-        self.deployer.publish(
+        publish(
+            self.host,
             Event(
                 "success",
                 "config",
@@ -94,7 +99,7 @@ class Configurator:
                 label(outcome.previous),
                 "ok" if outcome.applied else "staged",
                 0,
-            )
+            ),
         )
 
     def _change(
@@ -112,7 +117,7 @@ class Configurator:
         # Checked before the lock and again under it: a refusal writes nothing.
         current = gens.values()
         envfile.check(edit(dict(current)), unchanged=current)
-        with app_lock(app, "config", wait=wait_lock, on_wait=self.deployer.say):
+        with app_lock(app, "config", wait=wait_lock, on_wait=self.host.say):
             previous = gens.current()
             old = gens.read(previous)
             new = envfile.check(edit(dict(old)), unchanged=old)
@@ -132,7 +137,7 @@ class Configurator:
         try:
             outcome = self._rollback(name, to=to, timeout=timeout, wait_lock=wait_lock)
         except DeployFailed as e:
-            raise self.deployer.failed("config", e) from None
+            raise failed(self.host, "config", e) from None
         self._published(outcome)
         return outcome
 
@@ -142,7 +147,7 @@ class Configurator:
         app = self.app(name)
         gens = Generations(app)
         self._rollback_target(app, gens, to)  # refused before the lock: nothing written
-        with app_lock(app, "config rollback", wait=wait_lock, on_wait=self.deployer.say):
+        with app_lock(app, "config rollback", wait=wait_lock, on_wait=self.host.say):
             current = gens.current()
             target = self._rollback_target(app, gens, to)
             return self._apply(app, gens, target, current, restart=True, timeout=timeout)
@@ -166,10 +171,10 @@ class Configurator:
 
     def _running_release(self, app: AppPaths) -> str | None:
         """The current release, if the service runs it now (online only)."""
-        if not self.deployer.online or not app.exists():
+        if not self.host.online or not app.exists():
             return None
         version = app.current_version()
-        if version is None or not self.deployer.systemd.state(app.service_name).running:
+        if version is None or not self.host.systemd.state(app.service_name).running:
             return None
         return version
 
@@ -188,25 +193,25 @@ class Configurator:
         if version is not None:
             # Units first: an app installed before `config` existed names no
             # configuration file yet (units.default_environment_files).
-            release = self.deployer.release_of(app, version)
-            self.deployer.setup.write_units(app, release)
+            release = release_of(app, version)
+            self.host.setup.write_units(app, release)
         gens.switch(number)
         summary = envfile.describe(change)
         if version is None:
             app.record("config", label(previous), label(number), f"staged: {summary}")
-            self.deployer.say(
+            self.host.say(
                 f"{app.name} configuration generation {number} is current; "
                 "the next start runs with it"
             )
             return ConfigOutcome(app.name, number, previous, change, staged=True)
-        WatchWindow(self.deployer).end(app)  # a configuration change ends a watch, as a deploy does
-        readiness = self.deployer.readiness_for(app.read_settings(), release, timeout)
-        self.deployer.say(f"{app.name}: configuration generation {number} ({summary}); restarting")
-        result = self.deployer.verify(app, release, readiness)
+        WatchWindow(self.host).end(app)  # a configuration change ends a watch, as a deploy does
+        readiness = readiness_for(app.read_settings(), release, timeout)
+        self.host.say(f"{app.name}: configuration generation {number} ({summary}); restarting")
+        result = verify(self.host, app, release, readiness)
         if not isinstance(result, Failure):
             gens.set_mark(number, GenMark.GOOD)
             app.record("config", label(previous), label(number), f"ok: {summary}")
-            self.deployer.say(f"{app.name} is up with generation {number} (pid {result.main_pid})")
+            self.host.say(f"{app.name} is up with generation {number} (pid {result.main_pid})")
             return ConfigOutcome(app.name, number, previous, change, applied=True)
         self._undo(app, gens, release, number, previous, result, readiness, summary)
 
@@ -235,10 +240,10 @@ class Configurator:
             + failure.summary()
         )
         try:
-            self.deployer.say(f"generation {number} failed; restoring generation {previous}")
+            self.host.say(f"generation {number} failed; restoring generation {previous}")
             gens.switch(previous)
             try:
-                restored = self.deployer.verify(app, release, readiness.restoring(readiness.health))
+                restored = verify(self.host, app, release, readiness.restoring(readiness.health))
             except HostError as e:
                 restored = Failure(version=release.version, reason=e.message)
             if isinstance(restored, Failure):
@@ -293,29 +298,3 @@ def replace_values(new: Mapping[str, str]) -> Edit:
         return dict(new)
 
     return edit
-
-
-def stage_with_deploy(
-    app: AppPaths, env: Mapping[str, str], say: Callable[[str], None], deployer: Deployer
-) -> Callable[[], None] | None:
-    """``install --env``: ``env`` set on top of the app's configuration as its current
-    generation for this deploy; return what undoes it, or None if nothing changed."""
-    gens = Generations(app)
-    previous = gens.current()
-    old = gens.read(previous)
-    new = {**old, **env}
-    if new == old:
-        return None
-    number = gens.create(new)
-    gens.switch(number)
-    summary = envfile.describe(envfile.diff(old, new))
-    app.record("config", label(previous), label(number), f"with the deploy: {summary}")
-    say(f"configuration generation {number} ({summary})")
-
-    def undo() -> None:
-        say(f"configuration generation {previous} restored")
-        gens.set_mark(number, GenMark.FAILED)
-        gens.switch(previous)
-        deployer.forget_config_undo()
-
-    return undo

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -203,3 +204,34 @@ def mark_current_good(app: AppPaths) -> None:
     number = gens.current() if gens.dir.is_dir() else None
     if number is not None and gens.info(number).mark is not GenMark.GOOD:
         gens.set_mark(number, GenMark.GOOD)
+
+
+def stage_with_deploy(
+    app: AppPaths, env: Mapping[str, str], say: Callable[[str], None]
+) -> Callable[[], None] | None:
+    """``install --env``: ``env`` set on top of the app's configuration as its current
+    generation for this deploy; return what undoes it (once: later calls do
+    nothing), or None if nothing changed."""
+    gens = Generations(app)
+    previous = gens.current()
+    old = gens.read(previous)
+    new = {**old, **env}
+    if new == old:
+        return None
+    number = gens.create(new)
+    gens.switch(number)
+    summary = envfile.describe(envfile.diff(old, new))
+    app.record("config", label(previous), label(number), f"with the deploy: {summary}")
+    say(f"configuration generation {number} ({summary})")
+    undone = False
+
+    def undo() -> None:
+        nonlocal undone
+        if undone:
+            return
+        say(f"configuration generation {previous} restored")
+        gens.set_mark(number, GenMark.FAILED)
+        gens.switch(previous)
+        undone = True
+
+    return undo

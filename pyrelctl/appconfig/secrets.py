@@ -15,7 +15,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from pyrelctl.deploy.deployer import Deployer
+from pyrelctl.deploy.host import Host
+from pyrelctl.deploy.settings import release_of
 from pyrelctl.errors import BadInput, NotInstalled
 from pyrelctl.hostfiles import ensure_dir, write_atomic
 from pyrelctl.layout import AppPaths, app_lock
@@ -42,37 +43,35 @@ def check_name(name: str) -> str:
     return name
 
 
-def _apply(deployer: Deployer, app: AppPaths) -> bool:
+def _apply(host: Host, app: AppPaths) -> bool:
     """Re-render the unit with the app's current secrets; whether a restart is needed."""
     current = app.current_version()
     if current is None:
         return False
-    deployer.setup.write_units(app, deployer.release_of(app, current))
-    if not deployer.online:
+    host.setup.write_units(app, release_of(app, current))
+    if not host.online:
         return False
-    return deployer.systemd.state(app.service_name).running
+    return host.systemd.state(app.service_name).running
 
 
-def set_secret(
-    deployer: Deployer, name: str, secret: str, value: bytes, *, wait_lock: bool = True
-) -> bool:
+def set_secret(host: Host, name: str, secret: str, value: bytes, *, wait_lock: bool = True) -> bool:
     """Store ``value`` as secret ``secret`` of app ``name``; return whether the
     running service must be restarted to see it."""
-    app = deployer.layout.app(name).require()
+    app = host.layout.app(name).require()
     check_name(secret)
     if len(value) > MAX_SIZE:
         raise BadInput(f"secret {secret} is larger than {MAX_SIZE} bytes (systemd's limit)")
-    with app_lock(app, "secret set", wait=wait_lock, on_wait=deployer.say):
+    with app_lock(app, "secret set", wait=wait_lock, on_wait=host.say):
         ensure_dir(app.etc, 0o700)
         ensure_dir(app.credentials_dir, 0o700)
         write_atomic(app.credentials_dir / secret, value, mode=0o600)
-        return _apply(deployer, app)
+        return _apply(host, app)
 
 
-def remove_secret(deployer: Deployer, name: str, secret: str, *, wait_lock: bool = True) -> bool:
-    app = deployer.layout.app(name).require()
+def remove_secret(host: Host, name: str, secret: str, *, wait_lock: bool = True) -> bool:
+    app = host.layout.app(name).require()
     check_name(secret)
-    with app_lock(app, "secret rm", wait=wait_lock, on_wait=deployer.say):
+    with app_lock(app, "secret rm", wait=wait_lock, on_wait=host.say):
         path = app.credentials_dir / secret
         if not path.is_file():
             raise NotInstalled(
@@ -80,7 +79,7 @@ def remove_secret(deployer: Deployer, name: str, secret: str, *, wait_lock: bool
                 hint=f"see them with: pyrelctl secret list {name}",
             )
         path.unlink()
-        return _apply(deployer, app)
+        return _apply(host, app)
 
 
 def list_secrets(app: AppPaths) -> list[SecretInfo]:

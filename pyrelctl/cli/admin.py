@@ -98,7 +98,7 @@ def secret_set(obj: Ctx, app: str, name: str, source: Any, restart: bool, no_wai
     deployer = obj.deployer()
     from pyrelctl.appconfig import secrets as credentials
 
-    needs_restart = credentials.set_secret(deployer, app, name, value, wait_lock=not no_wait)
+    needs_restart = credentials.set_secret(deployer.host, app, name, value, wait_lock=not no_wait)
     if needs_restart and restart:
         deployer.control(app, "restart", wait_lock=not no_wait)
         needs_restart = False
@@ -137,7 +137,7 @@ def secret_rm(obj: Ctx, app: str, name: str, no_wait: bool) -> None:
     """Delete secret NAME of APP (the running service keeps its copy until restarted)."""
     from pyrelctl.appconfig import secrets as credentials
 
-    needs_restart = credentials.remove_secret(obj.deployer(), app, name, wait_lock=not no_wait)
+    needs_restart = credentials.remove_secret(obj.deployer().host, app, name, wait_lock=not no_wait)
     obj.emit(
         {"app": app, "secret": name, "removed": True, "restart_needed": needs_restart},
         lambda: echo(f"removed secret {name} of {app}"),

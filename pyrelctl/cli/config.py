@@ -35,7 +35,7 @@ MASK = "********"
 def _configurator(obj: Ctx) -> Configurator:
     from pyrelctl.appconfig.apply import Configurator
 
-    return Configurator(obj.deployer())
+    return Configurator(obj.deployer().host)
 
 
 def _apply_options(f: Any) -> Any:

@@ -25,7 +25,7 @@ from pyrelctl.defaults import DEFAULT_KEEP, DEFAULT_MAX_BYTES
 from pyrelctl.errors import BadInput
 
 if TYPE_CHECKING:
-    from pyrelctl.deploy.deployer import InstallOptions
+    from pyrelctl.deploy.options import InstallOptions
 
 
 @click.command()
@@ -185,7 +185,7 @@ def install(
     if listen and listen_reset:
         raise BadInput("give either --listen or --listen-reset, not both")
     from pyrelctl.allowances import parse_allowance
-    from pyrelctl.deploy.deployer import InstallOptions
+    from pyrelctl.deploy.options import InstallOptions
     from pyrelctl.durations import parse_duration
     from pyrelctl.sockets import make_socket
 
@@ -241,7 +241,7 @@ def _dry_run(obj: Ctx, artifact: Path, opts: InstallOptions) -> None:
     """install --dry-run: say what an install would do (deploy/preview.py)."""
     from pyrelctl.deploy.preview import preview
 
-    seen = preview(obj.deployer(), artifact, opts)
+    seen = preview(obj.deployer().host, artifact, opts)
 
     def human() -> None:
         if seen.previous == seen.version:
@@ -402,7 +402,7 @@ def watch_command(
     obj: Ctx, app: str, version: str, until: float, max_restarts: int, previous: str | None
 ) -> None:
     """The watch window's own process, run by its transient unit (see install --watch)."""
-    from pyrelctl.deploy.watch import WatchWindow
+    from pyrelctl.deploy import watchrun
 
-    result = WatchWindow(obj.deployer()).run(app, version, until, max_restarts, previous)
+    result = watchrun.run(obj.deployer().host, app, version, until, max_restarts, previous)
     echo(f"{app} {version}: watch {result}")

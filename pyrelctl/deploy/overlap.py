@@ -55,7 +55,7 @@ from pyrelctl.units import ServiceSpec, default_environment_files, overlap_unit
 
 if TYPE_CHECKING:
     from pyrelctl.deploy import health
-    from pyrelctl.deploy.deployer import Deployer
+    from pyrelctl.deploy.host import Host
 
 INSTANCE = "overlap"
 
@@ -104,9 +104,9 @@ def renice(pids: Iterable[int], nice: int) -> int:
 class Overlap:
     """The overlap unit of one app: written, started, verified, stopped, removed."""
 
-    def __init__(self, deployer: Deployer, app: AppPaths) -> None:
-        self.deployer = deployer
-        self.systemd = deployer.systemd
+    def __init__(self, host: Host, app: AppPaths) -> None:
+        self.host = host
+        self.systemd = host.systemd
         self.app = app
         self.unit = app.overlap_name
         self.path = app.overlap_file
@@ -137,7 +137,7 @@ class Overlap:
             lambda: self.systemd.unit_pids(service),
         )
         runner = self._command_runner(release, files)
-        watcher = Watcher(self.systemd, self.deployer.say)
+        watcher = Watcher(self.systemd, self.host.say)
         return watcher.restart_and_verify(
             self.unit,
             release.version,
@@ -154,7 +154,7 @@ class Overlap:
         if release.kind is Kind.MIX:
             node = node_name(self._service_node())
             write_atomic(self.env_file, f"RELEASE_NODE={node}\n".encode(), mode=0o600)
-            files = (*files, str(Path("/", self.env_file.relative_to(self.deployer.layout.root))))
+            files = (*files, str(Path("/", self.env_file.relative_to(self.host.layout.root))))
         spec = ServiceSpec(
             app=app.name,
             release=release,
@@ -209,7 +209,7 @@ class Overlap:
         from pyrelctl.units import mix_environment
 
         node = mix_environment(self.app.name)["RELEASE_NODE"]
-        root = self.deployer.layout.root
+        root = self.host.layout.root
         for path in (self.app.etc / "env", root / unit_path(self.app.name).lstrip("/")):
             with contextlib.suppress(OSError, PyrelctlError):
                 text = path.read_text(encoding="utf-8")
@@ -218,9 +218,9 @@ class Overlap:
 
     def _command_runner(self, release: Release, files: Sequence[str]) -> health.CommandRunner:
         """A ``[health] command`` runs from the new release, with its node name."""
-        from pyrelctl.hooks import run_as_service
+        from pyrelctl.deploy.hooks import run_as_service
 
-        root = self.deployer.layout.root
+        root = self.host.layout.root
         release_dir = self.app.release(release.version)
 
         def run_check(argv: Sequence[str], timeout: float) -> tuple[int, str]:

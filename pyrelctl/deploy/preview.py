@@ -2,7 +2,7 @@
 
 It runs every check of an install that can refuse the artifact (the
 signature, archive members, manifest, SHA256SUMS, the app name, what the
-host allows: deployer.py's steps before the first write), then renders the
+host allows: the install's steps before the first write, admission.py), then renders the
 units as the install would write them, from the app's remembered settings
 and this command's options, and compares them with the files on disk.
 
@@ -20,8 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pyrelctl import admission, checksums, signatures
+from pyrelctl import checksums, signatures
 from pyrelctl.archive import Artifact
+from pyrelctl.deploy import admission
+from pyrelctl.deploy.settings import settings_for
 from pyrelctl.manifest import detect
 from pyrelctl.names import app_name_from_release
 from pyrelctl.openartifact import open_artifact
@@ -30,7 +32,8 @@ from pyrelctl.socketunit import effective_socket
 from pyrelctl.units import socket_unit
 
 if TYPE_CHECKING:
-    from pyrelctl.deploy.deployer import Deployer, InstallOptions
+    from pyrelctl.deploy.host import Host
+    from pyrelctl.deploy.options import InstallOptions
 
 
 @dataclass(frozen=True)
@@ -74,9 +77,9 @@ def _check_interpreter(artifact: Artifact) -> None:
     pyrelease.find_interpreter(pyspec.parse_spec(doc.get("python")))
 
 
-def preview(deployer: Deployer, artifact_path: Path, opts: InstallOptions) -> Preview:
-    """Check ``artifact_path`` as :meth:`Deployer.install` does and render its units."""
-    layout = deployer.layout
+def preview(host: Host, artifact_path: Path, opts: InstallOptions) -> Preview:
+    """Check ``artifact_path`` as an install does (deployer.py) and render its units."""
+    layout = host.layout
     verification = signatures.Verification(layout, opts.app, artifact_path, opts.signature)
     with open_artifact(
         artifact_path,
@@ -90,8 +93,8 @@ def preview(deployer: Deployer, artifact_path: Path, opts: InstallOptions) -> Pr
         own_name = app_name_from_release(release.name)
         app = layout.app(opts.app if opts.app is not None else own_name)
         signer = verification.confirm(app, own_name)
-        settings = deployer.settings_for(app, opts)
-        admission.check_host(deployer, app, release, settings)
+        settings = settings_for(app, opts)
+        admission.check_host(host, app, release, settings)
         previous = app.current_version()
         if signer is not None and not opts.allow_downgrade:
             admission.refuse_downgrade(app, release, previous)
@@ -99,7 +102,7 @@ def preview(deployer: Deployer, artifact_path: Path, opts: InstallOptions) -> Pr
     def on_host(path: Path) -> str:
         return str(Path("/", path.relative_to(layout.root)))
 
-    rendered = {app.service_file: deployer.setup.render(app, release, settings)}
+    rendered = {app.service_file: host.setup.render(app, release, settings)}
     socket = effective_socket(settings, release)
     if socket is not None:
         rendered[app.socket_file] = socket_unit(app.name, socket).render()

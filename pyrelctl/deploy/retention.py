@@ -1,12 +1,15 @@
 """Which releases a rollback goes to and a prune removes: pure decisions on an app's marks.
 
-Both read the release index once and change nothing; deploy.py acts on the
-answer under the app's lock.
+Both read the release index once and change nothing; the orchestrator acts
+on the answer under the app's lock (:func:`prune` removes what the plan says).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from pyrelctl.errors import BadInput, NotInstalled
+from pyrelctl.hostfiles import remove_tree
 from pyrelctl.layout import AppPaths, Mark
 
 
@@ -63,3 +66,13 @@ def prune_plan(app: AppPaths, keep: int) -> tuple[str, ...]:
     protected = {current, good[-1] if good else None}
     survivors = [v for v in reversed(versions) if marks[v] is not Mark.FAILED][:keep]
     return tuple(v for v in versions if v not in protected and v not in survivors)
+
+
+def prune(app: AppPaths, keep: int, say: Callable[[str], None]) -> tuple[str, ...]:
+    """Remove the releases :func:`prune_plan` gives up; return their versions."""
+    doomed = prune_plan(app, keep)
+    for version in doomed:
+        say(f"pruning {app.name} {version}")
+        remove_tree(app.release(version))
+        app.forget(version)
+    return doomed

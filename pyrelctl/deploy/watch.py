@@ -12,9 +12,10 @@ release more than ``--watch-restarts`` times (``NRestarts``, default 2) or
 the unit ended up failed, it rolls back by itself to the release that ran
 before the deploy (what ``install`` replaced, which after a ``rollback`` is not
 the newest older release; the newest older good one if that is gone or was
-marked failed meanwhile), through the same path as ``pyrelctl rollback``, under the app's
-lock: the release is marked failed, ``auto-rollback (watch)`` goes into the
-history, the host's notification hooks and the metrics hear of it.
+marked failed meanwhile), through the same path as ``pyrelctl rollback``
+(watchrun.py, switch.py), under the app's lock: the release is marked
+failed, ``auto-rollback (watch)`` goes into the history, the host's
+notification hooks and the metrics hear of it.
 
 A deploy, rollback or configuration change of the app ends a running watch
 (a new window starts with the new release if it asks for one). The watch
@@ -35,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from pyrelctl.layout import AppPaths
 
 if TYPE_CHECKING:
-    from pyrelctl.deploy.deployer import Deployer
+    from pyrelctl.deploy.host import Host
     from pyrelctl.release import Release
 
 #: Seconds between two looks at the service.
@@ -175,10 +176,10 @@ def running_in_watch() -> bool:
 
 
 class WatchWindow:
-    """Starts, ends and runs the watch of one deployer's apps."""
+    """Starts and ends the watch of a host's apps (watchrun.py runs it)."""
 
-    def __init__(self, deployer: Deployer) -> None:
-        self.deployer = deployer
+    def __init__(self, host: Host) -> None:
+        self.host = host
 
     def start(
         self,
@@ -199,12 +200,12 @@ class WatchWindow:
         argv = start_argv(app.name, release.version, seconds, restarts, previous)
         proc = run(argv, check=False)
         if proc.returncode != 0:
-            self.deployer.say(f"warning: the watch did not start: {proc.stderr.strip()}")
+            self.host.say(f"warning: the watch did not start: {proc.stderr.strip()}")
             return
         until = float(argv[argv.index("--until") + 1])
         state = WatchState(release.version, until, restarts, unit_name(app.name), previous)
         app.update_index(INDEX_KEY, watch=state.to_json())
-        self.deployer.say(
+        self.host.say(
             f"watching {app.name} {release.version} for {seconds:g} s: more than {restarts} "
             "restarts roll it back"
         )
@@ -214,60 +215,8 @@ class WatchWindow:
         if running_in_watch() or recorded(app) is None:
             return
         unit = unit_name(app.name)
-        systemd = self.deployer.systemd
+        systemd = self.host.systemd
         if systemd.state(unit).active_state in ("active", "activating"):
             systemd.stop(unit)
-            self.deployer.say(f"the watch of {app.name} ends (a new deploy)")
+            self.host.say(f"the watch of {app.name} ends (a new deploy)")
         app.update_index(INDEX_KEY, watch=None)
-
-    def run(
-        self, name: str, version: str, until: float, max_restarts: int, previous: str | None
-    ) -> str:
-        """The watch unit's work (``pyrelctl _watch``)."""
-        deployer = self.deployer
-        app = deployer.layout.app(name).require()
-        result = loop(
-            app,
-            version,
-            until,
-            max_restarts,
-            state=lambda: deployer.systemd.state(app.service_name),
-            rollback=lambda reason: self._rollback(app, version, previous, reason),
-            say=deployer.say,
-        )
-        if result == "ok":
-            app.record("watch", version, version, "ok: stayed up")
-        if app.read_index().get(INDEX_KEY, {}).get("watch") is not None:
-            app.update_index(INDEX_KEY, watch=None)
-        return result
-
-    def _rollback(self, app: AppPaths, version: str, previous: str | None, reason: str) -> None:
-        """Roll ``app`` back from ``version``, which the watch saw failing, to
-        ``previous`` (see :func:`restore_target`)."""
-        from pyrelctl.errors import BadInput, DeployFailed, NotInstalled
-        from pyrelctl.layout import Mark, app_lock
-        from pyrelctl.notify import Event
-
-        deployer = self.deployer
-        with app_lock(app, "watch rollback", wait=True, on_wait=deployer.say):
-            current = app.current_version()
-            if current != version:
-                return  # someone deployed meanwhile
-            app.update_index(version, mark=Mark.FAILED, failed_at=time.time())
-            app.record("watch", version, None, f"failed: {reason}")
-            try:
-                target = restore_target(app, current, previous)
-            except (BadInput, NotInstalled) as e:
-                deployer.say(f"nothing to roll back to: {e.message}")
-                return
-            try:
-                outcome = deployer.switch_back(app, current, target, "auto-rollback (watch)")
-            except DeployFailed as e:
-                deployer.failed("watch", e)
-                raise
-        deployer.publish(
-            Event(
-                "rollback", "watch", app.name, version, outcome.version, "rolled-back", 3,
-                summary=f"{app.name} {version}: {reason}; rolled back to {outcome.version}\n",
-            )
-        )  # fmt: skip

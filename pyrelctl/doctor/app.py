@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pyrelctl import allowances, checksums, mixcookie
+from pyrelctl.deploy.settings import release_of
 from pyrelctl.doctor.checks import Checks, file_mode
 from pyrelctl.doctor.findings import MAX_LISTED, Finding, Severity
 from pyrelctl.errors import PyrelctlError
@@ -168,8 +169,8 @@ class AppChecks(Checks):
     def _unit_file(self, app: AppPaths, version: str) -> Iterator[Finding]:
         fix = self._reinstall(app, version)
         try:
-            release = self._deployer.release_of(app, version)
-            wanted = self._deployer.setup.render(app, release)
+            release = release_of(app, version)
+            wanted = self._setup.render(app, release)
         except PyrelctlError as e:
             yield Finding(
                 "unit-file",

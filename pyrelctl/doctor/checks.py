@@ -9,7 +9,8 @@ import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from pyrelctl.deploy.deployer import Deployer
+from pyrelctl.appsetup import AppSetup
+from pyrelctl.deploy.settings import release_of
 from pyrelctl.doctor.findings import Finding, Severity
 from pyrelctl.errors import PyrelctlError
 from pyrelctl.layout import AppPaths, Layout
@@ -45,7 +46,7 @@ class Checks:
         self._which = which
         self._systemd: Systemd | None = None
         # Rendering never calls systemd: an offline client makes sure of it.
-        self._deployer = Deployer(layout, OfflineSystemd())
+        self._setup = AppSetup(layout, OfflineSystemd())
 
     # -- helpers -------------------------------------------------------------
 
@@ -63,7 +64,7 @@ class Checks:
 
     def _release(self, app: AppPaths, version: str) -> Release | None:
         try:
-            return self._deployer.release_of(app, version)
+            return release_of(app, version)
         except PyrelctlError:
             return None
 

@@ -18,7 +18,8 @@ import pytest
 import pyrelctl.cli.common
 from devtools.releases import make_generic_release
 from pyrelctl import operate
-from pyrelctl.deploy.deployer import Deployer, InstallOptions
+from pyrelctl.deploy.deployer import Deployer
+from pyrelctl.deploy.options import InstallOptions
 from pyrelctl.layout import Layout
 from pyrelctl.systemd import OfflineSystemd
 from tests.cli.conftest import Result, run

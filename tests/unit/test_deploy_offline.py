@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from devtools.releases import make_generic_release
-from pyrelctl.deploy.deployer import Deployer, InstallOptions
+from pyrelctl.deploy.deployer import Deployer
+from pyrelctl.deploy.options import InstallOptions
 from pyrelctl.errors import BadInput, NotInstalled, SystemdError
 from pyrelctl.layout import Layout, Mark
 from pyrelctl.systemd import OfflineSystemd

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from devtools.releases import make_generic_release
-from pyrelctl.deploy.deployer import Deployer, InstallOptions
+from pyrelctl.deploy.deployer import Deployer
+from pyrelctl.deploy.options import InstallOptions
 from pyrelctl.doctor import (
     MIN_SYSTEMD,
     Doctor,
@@ -226,11 +227,10 @@ def _refused_config(host: OnlineLayout, variables: dict[str, str]) -> None:
     """What a configuration change the service did not come up with leaves: the
     generation made current, then undone and marked failed, by the functions that
     do it (an install --env that failed; `config set` undoes the same way)."""
-    from pyrelctl.appconfig.apply import stage_with_deploy
+    from pyrelctl.appconfig.generations import stage_with_deploy
 
     app = host.app("hello")
-    deployer = Deployer(host, OfflineSystemd())
-    undo = stage_with_deploy(app, variables, lambda _: None, deployer)
+    undo = stage_with_deploy(app, variables, lambda _: None)
     assert undo is not None
     undo()
 

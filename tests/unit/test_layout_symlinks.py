@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from devtools.releases import make_generic_release
-from pyrelctl.deploy.deployer import Deployer, InstallOptions
+from pyrelctl.deploy.deployer import Deployer
+from pyrelctl.deploy.options import InstallOptions
 from pyrelctl.errors import HostError
 from pyrelctl.hostfiles import ensure_dir, write_atomic
 from pyrelctl.layout import AppPaths, Layout, app_lock

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from pyrelctl import hooks
 from pyrelctl.buildconfig import read_config, render_manifest
+from pyrelctl.deploy import hooks
 from pyrelctl.errors import BadInput
 from pyrelctl.layout import Layout
 from pyrelctl.manifest import detect, parse_manifest

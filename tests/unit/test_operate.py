@@ -22,7 +22,8 @@ from hypothesis import strategies as st
 
 from devtools.releases import make_generic_release
 from pyrelctl import operate
-from pyrelctl.deploy.deployer import Deployer, InstallOptions
+from pyrelctl.deploy.deployer import Deployer
+from pyrelctl.deploy.options import InstallOptions
 from pyrelctl.errors import BadInput, NotInstalled, NotRoot, NotRunning
 from pyrelctl.layout import Layout
 from pyrelctl.operate import Operator

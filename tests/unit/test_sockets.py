@@ -12,7 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from devtools.releases import make_generic_release
-from pyrelctl.deploy.deployer import Deployer, InstallOptions
+from pyrelctl.deploy.deployer import Deployer
+from pyrelctl.deploy.options import InstallOptions
+from pyrelctl.deploy.settings import release_of
 from pyrelctl.errors import BadInput
 from pyrelctl.layout import Layout
 from pyrelctl.release import DEFAULT_STOP_TIMEOUT, Kind, Release, mix_commands
@@ -232,7 +234,7 @@ def test_offline_install_writes_enables_and_uninstall_removes_the_socket(tmp_pat
     wants = units / "sockets.target.wants/web.socket"
     assert os.readlink(wants) == "/etc/systemd/system/web.socket"
     # Recorded with the release: a rollback to it brings its socket back.
-    release = deployer.release_of(deployer.layout.app("web"), "1")
+    release = release_of(deployer.layout.app("web"), "1")
     assert release.socket == Socket(listen=("127.0.0.1:8000",))
 
     # The host moves the port; the setting is remembered for later releases.

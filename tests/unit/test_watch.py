@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from devtools.releases import make_generic_release
-from pyrelctl.deploy.deployer import Deployer, InstallOptions
+from pyrelctl.deploy.deployer import Deployer
+from pyrelctl.deploy.options import InstallOptions
 from pyrelctl.deploy.watch import loop
 from pyrelctl.durations import parse_duration
 from pyrelctl.errors import BadInput

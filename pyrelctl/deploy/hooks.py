@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pyrelctl import mixcookie
+from pyrelctl.deploy.host import Host
 from pyrelctl.deploy.readiness import Failure
+from pyrelctl.deploy.settings import release_of
 from pyrelctl.errors import HostError
 from pyrelctl.layout import AppPaths
 from pyrelctl.pyspec import venv_argv
@@ -24,7 +26,6 @@ from pyrelctl.units import default_environment_files
 if TYPE_CHECKING:
     from pyrelctl import notify
     from pyrelctl.deploy import health
-    from pyrelctl.deploy.deployer import Deployer
 
 #: Longest a pre_switch or post_switch hook may run (migrations can be slow).
 HOOK_TIMEOUT = 900.0
@@ -173,20 +174,18 @@ def run_notification(
     return f"{name} hook {' '.join(argv)} exited with status {status}: {last}".strip()
 
 
-def notify_release(deployer: Deployer, event: notify.Event) -> None:
+def notify_release(host: Host, event: notify.Event) -> None:
     """After an outcome: the current release's own on_* hook, run as the service."""
     from pyrelctl.errors import PyrelctlError
 
-    app = deployer.layout.app(event.app)
+    app = host.layout.app(event.app)
     try:
         current = app.current_version()
         if current is None:
             return
-        release = deployer.release_of(app, current)
-        problem = run_notification(
-            deployer.layout.root, app, release, event.event, event.environment()
-        )
+        release = release_of(app, current)
+        problem = run_notification(host.layout.root, app, release, event.event, event.environment())
     except PyrelctlError as e:
         problem = e.message
     if problem is not None:
-        deployer.say(f"warning: {problem}")
+        host.say(f"warning: {problem}")

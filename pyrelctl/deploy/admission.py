@@ -9,9 +9,10 @@ release is not an older one in disguise (:func:`refuse_downgrade`).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pyrelctl import allowances, hostclaims
+from pyrelctl.deploy.host import Host
 from pyrelctl.errors import BadInput
 from pyrelctl.layout import AppPaths
 from pyrelctl.release import Release
@@ -19,21 +20,16 @@ from pyrelctl.sockets import check_nothing_at, check_paths_for, check_release_so
 from pyrelctl.socketunit import SETTING as SOCKET_SETTING
 from pyrelctl.socketunit import effective_socket
 
-if TYPE_CHECKING:
-    from pyrelctl.deploy.deployer import Deployer
 
-
-def check_host(
-    deployer: Deployer, app: AppPaths, release: Release, settings: dict[str, Any]
-) -> None:
+def check_host(host: Host, app: AppPaths, release: Release, settings: dict[str, Any]) -> None:
     """Refuse (BadInput) a release the host has not agreed to run as ``app``;
     ``settings``: the app's, with what this command sets."""
     loaded: list[str] = []
-    if deployer.online and not hostclaims.manages(app):
+    if host.online and not hostclaims.manages(app):
         loaded = [
             unit
             for unit in (app.service_name, app.socket_name)
-            if deployer.systemd.state(unit).load_state not in ("not-found", "")
+            if host.systemd.state(unit).load_state not in ("not-found", "")
         ]
     hostclaims.check_free(app, loaded_units=loaded)
     host_socket = bool(settings.get(SOCKET_SETTING))
@@ -41,10 +37,10 @@ def check_host(
     check_paths_for(socket, app.name)
     if not host_socket:
         check_release_socket(release.socket, app.name)
-    check_nothing_at(socket, deployer.layout.root)
+    check_nothing_at(socket, host.layout.root)
     widened = allowances.check(app.name, release, settings, host_socket=host_socket)
     if widened:
-        deployer.say(
+        host.say(
             f"sandbox widened for {app.name}, as the host allows: "
             + ", ".join(w.describe() for w in widened)
         )
