@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -267,3 +268,44 @@ def test_the_proxy_variables_are_used(
         again = install(capsys, host, f"{direct.url}/{NAME}")
         assert again.code == 0, again.err
         assert len(proxy.requests) == 2 and len(direct.requests) == 2
+
+
+def test_the_bytes_are_in_an_unnamed_file_and_a_killed_pulls_leftovers_go(
+    host: Host,
+    served: ArtifactServer,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """While the install runs, .downloads holds no file of the artifact's
+    bytes: only a private directory with a link to /proc/PID/fd/N (and the
+    small .sig). A directory left by a process that is gone is removed by
+    the next pull; one of a live process is not."""
+    from pyrelctl.deploy.deployer import Deployer
+
+    downloads = host.root / "var/lib/pyrelctl/.downloads"
+    downloads.mkdir(parents=True, mode=0o700)
+    dead = downloads / "2147483646.abc"  # above any pid_max: no such process
+    (dead / "sub").mkdir(parents=True)
+    alive = downloads / f"{os.getpid()}.keep"
+    alive.mkdir()
+    seen: list[tuple[str, str, int]] = []
+    original = Deployer.install
+
+    def install_spy(self: Deployer, artifact: Path, opts: object) -> object:
+        assert not dead.exists()
+        for path in sorted(downloads.rglob("*")):
+            if path.is_symlink():
+                seen.append((path.name, os.readlink(path), os.stat(path).st_nlink))
+            elif path.is_file():
+                seen.append((path.name, "file", path.stat().st_size))
+        assert artifact.read_bytes() == host.data
+        return original(self, artifact, opts)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Deployer, "install", install_spy)
+    result = install(capsys, host, f"{served.url}/{NAME}")
+    assert result.code == 0, result.err
+    [(link, target, links), (sig, kind, size)] = seen
+    assert link == NAME and re.fullmatch(rf"/proc/{os.getpid()}/fd/\d+", target)
+    assert links == 0  # the file the link opens has no name anywhere
+    assert (sig, kind, size) == (f"{NAME}.sig", "file", len(host.signature))
+    assert sorted(p.name for p in downloads.iterdir()) == [alive.name]
