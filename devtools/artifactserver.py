@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ssl
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -50,8 +51,17 @@ PIECE = 256
 class ArtifactServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, port: int, routes: Mapping[str, Route] | None, directory: Path | None):
+    def __init__(
+        self,
+        port: int,
+        routes: Mapping[str, Route] | None,
+        directory: Path | None,
+        tls: ssl.SSLContext | None = None,
+    ):
         super().__init__(("127.0.0.1", port), _Handler)
+        self.scheme = "http" if tls is None else "https"
+        if tls is not None:
+            self.socket = tls.wrap_socket(self.socket, server_side=True)
         self.routes = dict(routes or {})
         self.directory = directory
         self.requests: list[str] = []  # the request lines seen, in order
@@ -59,8 +69,8 @@ class ArtifactServer(ThreadingHTTPServer):
 
     @property
     def url(self) -> str:
-        """The base URL, ``http://127.0.0.1:PORT``."""
-        return f"http://127.0.0.1:{self.server_address[1]}"
+        """The base URL, ``http://127.0.0.1:PORT`` (https with ``tls``)."""
+        return f"{self.scheme}://127.0.0.1:{self.server_address[1]}"
 
     def route(self, path: str) -> Route | None:
         if path in self.routes:
@@ -119,10 +129,13 @@ class _Handler(BaseHTTPRequestHandler):
 
 @contextlib.contextmanager
 def serve(
-    routes: Mapping[str, Route] | None = None, directory: Path | None = None
+    routes: Mapping[str, Route] | None = None,
+    directory: Path | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> Iterator[ArtifactServer]:
-    """Serve ``routes`` (and ``directory``) on a free loopback port in a thread."""
-    server = ArtifactServer(0, routes, directory)
+    """Serve ``routes`` (and ``directory``) on a free loopback port in a thread,
+    over TLS with ``tls`` (a server context with its certificate loaded)."""
+    server = ArtifactServer(0, routes, directory, tls)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -309,3 +309,72 @@ def test_the_bytes_are_in_an_unnamed_file_and_a_killed_pulls_leftovers_go(
     assert links == 0  # the file the link opens has no name anywhere
     assert (sig, kind, size) == (f"{NAME}.sig", "file", len(host.signature))
     assert sorted(p.name for p in downloads.iterdir()) == [alive.name]
+
+
+def certificate(directory: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key (PEM files)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "releases test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
+
+
+def test_https_checks_the_servers_certificate(
+    host: Host, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """https needs no option; a certificate the host does not trust is a
+    failed transfer (exit 1), one it trusts (SSL_CERT_FILE) installs, and a
+    redirect from https down to http is refused."""
+    import ssl
+
+    cert, key = certificate(tmp_path)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "no-such-bundle.pem"))
+    with serve(host.routes(), tls=tls) as server:
+        url = f"{server.url}/{NAME}"
+        assert url.startswith("https://")
+        untrusted = run(capsys, "--root", host.root, "install", url)
+        assert untrusted.code == 1, untrusted.err
+        assert "TLS failed" in untrusted.err and "certificate verify failed" in untrusted.err
+        host.untouched()
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        down = f"http://127.0.0.1:1/{NAME}"
+        server.routes[f"/down/{NAME}.sig"] = Route(status=302, location=f"{down}.sig")
+        downgraded = run(capsys, "--root", host.root, "install", f"{server.url}/down/{NAME}")
+        assert downgraded.code == 2 and "pyrelctl stays with https://" in downgraded.err
+        host.untouched()
+        trusted = run(capsys, "--root", host.root, "install", url)
+        assert trusted.code == 0, trusted.err
