@@ -22,6 +22,7 @@ cycle, and on a new module nobody placed. The layers, lowest first:
     app lock (``layout``), atomic writes and state files that refuse a
     planted link (``hostfiles``), what an app name claims (``hostclaims``),
     the host's allowances, keys (``signatures``) and hooks (``notify``),
+    an artifact fetched from a URL for an install (``download``),
     the mix cookie, the configuration generations (``appconfig.envfile``,
     ``appconfig.generations``).
 ``systemd``

@@ -11,3 +11,5 @@ DEFAULT_MAX_BYTES = 8 * 1024**3
 DEFAULT_TIMEOUT = 60.0
 #: Seconds a started release must stay up (``--grace``).
 DEFAULT_GRACE = 3.0
+#: Seconds a URL's server may take to answer or stay silent (``--fetch-timeout``).
+DEFAULT_FETCH_TIMEOUT = 30.0

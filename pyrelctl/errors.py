@@ -62,6 +62,12 @@ class CommandFailed(HostError):
         self.stderr = stderr
 
 
+class FetchFailed(HostError):
+    """Fetching an artifact from a URL failed (no answer, a stall, a server
+    error, a cut transfer): another try may work. A URL that names nothing
+    acceptable is :class:`BadInput`."""
+
+
 class SystemdError(HostError):
     """A call to systemd failed, or a unit did not reach the state asked for."""
 

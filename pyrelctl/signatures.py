@@ -60,13 +60,7 @@ class Verification:
         self.artifact = artifact
         self.explicit = signature is not None
         self.signature = signature or default_signature(artifact)
-        host_wide = layout.root / HOST_SIGNERS
-        if app is not None:
-            self.signers = trusted_signers(layout.app(app))
-        else:
-            self.signers = _by_file_name(layout, artifact) or (
-                host_wide if host_wide.is_file() else None
-            )
+        self.signers = applicable_signers(layout, app, artifact)
         self.signer: str | None = None
 
     @property
@@ -113,6 +107,16 @@ class Verification:
                 hint=f"list the signer's key in {app.etc / 'allowed_signers'}",
             )
         return self.signer
+
+
+def applicable_signers(layout: Layout, app: str | None, artifact: Path) -> Path | None:
+    """The allowed_signers an install of ``artifact`` is checked against, known
+    before it is read: ``app``'s (``--app``), else that of the app the file is
+    named after, else the host's; None when none applies."""
+    if app is not None:
+        return trusted_signers(layout.app(app))
+    host_wide = layout.root / HOST_SIGNERS
+    return _by_file_name(layout, artifact) or (host_wide if host_wide.is_file() else None)
 
 
 def _by_file_name(layout: Layout, artifact: Path) -> Path | None:

@@ -51,6 +51,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "pyrelctl.appconfig",
         "pyrelctl.appconfig.envfile",
         "pyrelctl.appconfig.generations",
+        "pyrelctl.download",
         "pyrelctl.hostclaims",
         "pyrelctl.hostfiles",
         "pyrelctl.layout",

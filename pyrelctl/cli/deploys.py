@@ -3,6 +3,7 @@ prune, uninstall."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,7 +22,7 @@ from pyrelctl.cli.common import (
     timeout_option,
 )
 from pyrelctl.completion import complete_app, complete_rollback_target
-from pyrelctl.defaults import DEFAULT_KEEP, DEFAULT_MAX_BYTES
+from pyrelctl.defaults import DEFAULT_FETCH_TIMEOUT, DEFAULT_KEEP, DEFAULT_MAX_BYTES
 from pyrelctl.errors import BadInput
 
 if TYPE_CHECKING:
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 
 
 @click.command()
-@click.argument("artifact", type=click.Path(path_type=Path))
+@click.argument("artifact", type=click.Path())
 @click.option(
     "--app",
     "app_name",
@@ -69,10 +70,29 @@ if TYPE_CHECKING:
 )
 @click.option(
     "--signature",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=click.Path(dir_okay=False),
     metavar="PATH",
-    help="The artifact's ssh-keygen signature (default ARTIFACT.sig); required once "
-    "/etc/pyrelctl/[APP/]allowed_signers exists.",
+    help="The artifact's ssh-keygen signature (default ARTIFACT.sig; a URL for a URL); "
+    "required once /etc/pyrelctl/[APP/]allowed_signers exists.",
+)
+@click.option(
+    "--insecure-unsigned",
+    is_flag=True,
+    help="Install a URL without a signature: only for an app this host trusts no key for.",
+)
+@click.option(
+    "--allow-http",
+    is_flag=True,
+    help="Accept an http:// URL (https only by default): anyone on the way can read the "
+    "release, and change it unless it is signed.",
+)
+@click.option(
+    "--fetch-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_FETCH_TIMEOUT,
+    show_default=True,
+    metavar="S",
+    help="Seconds a URL's server may take to answer, or stay silent mid-transfer.",
 )
 @click.option(
     "--listen",
@@ -148,7 +168,7 @@ if TYPE_CHECKING:
 @pass_ctx
 def install(
     obj: Ctx,
-    artifact: Path,
+    artifact: str,
     app_name: str | None,
     no_start: bool,
     dry_run: bool,
@@ -160,7 +180,10 @@ def install(
     health_reset: bool,
     keep: int,
     max_size: int,
-    signature: Path | None,
+    signature: str | None,
+    insecure_unsigned: bool,
+    allow_http: bool,
+    fetch_timeout: float,
     listen: tuple[str, ...],
     listen_reset: bool,
     allow: tuple[str, ...],
@@ -173,7 +196,8 @@ def install(
     strategy: str | None,
     no_wait: bool,
 ) -> None:
-    """Install ARTIFACT (a release directory, .tar.gz, .tgz or .tar) and make it current.
+    """Install ARTIFACT (a release directory, .tar.gz, .tgz or .tar, or an https:// URL
+    of one) and make it current.
 
     The new release must come up and stay up for --grace seconds: started
     beside the running one first (--strategy overlap, the default with a
@@ -181,6 +205,9 @@ def install(
     the previous release is restored (or, overlapping, was never stopped)
     and pyrelctl exits with 3 (4 if the previous release fails too, 1 when
     there was no previous release).
+
+    A URL is fetched with its signature (URL.sig) and installed as a file,
+    the signature checked before anything is read: see docs/deploys.md.
     """
     if listen and listen_reset:
         raise BadInput("give either --listen or --listen-reset, not both")
@@ -209,7 +236,7 @@ def install(
         reset_health=health_reset,
         listen=make_socket(listen).listen if listen else (),
         reset_listen=listen_reset,
-        signature=signature,
+        signature=None if signature is None else Path(signature),
         allow=tuple(parse_allowance(a) for a in allow),
         reset_allow=allow_reset,
         allow_downgrade=allow_downgrade,
@@ -218,6 +245,28 @@ def install(
         watch_restarts=watch_restarts,
         strategy=strategy,
     )
+    if "://" in artifact:  # only then are urllib and ssl imported (bench/: start-up)
+        from pyrelctl import download
+
+        if download.is_url(artifact):
+            fetch = download.PullOptions(
+                max_bytes=max_size,
+                timeout=fetch_timeout,
+                app=app_name,
+                signature=signature,
+                allow_http=allow_http,
+                insecure_unsigned=insecure_unsigned,
+            )
+            with download.pull(obj.layout, artifact, fetch, obj.say) as pulled:
+                opts = replace(opts, signature=pulled.signature)
+                _install(obj, pulled.artifact, opts, dry_run)
+            return
+    if insecure_unsigned or allow_http:
+        raise BadInput("--insecure-unsigned and --allow-http are for a URL")
+    _install(obj, Path(artifact), opts, dry_run)
+
+
+def _install(obj: Ctx, artifact: Path, opts: InstallOptions, dry_run: bool) -> None:
     if dry_run:
         _dry_run(obj, artifact, opts)
         return
