@@ -52,6 +52,7 @@ from pyrelctl.errors import BadInput, CommandFailed, HostError
 from pyrelctl.manifest import MANIFEST, detect
 from pyrelctl.names import APP_NAME_RE, check_version
 from pyrelctl.openartifact import open_artifact
+from pyrelctl.procs.manifest import commands as procs_commands
 from pyrelctl.pyspec import WHEELHOUSE, canonical_name, wheel_name_version
 from pyrelctl.wheels import (
     ZIP_EPOCH,
@@ -357,6 +358,10 @@ def build(
         programs = [("start", config.start[0])]
         programs += [
             (f"hooks.{key}", argv[0]) for key, argv in sorted(config.settings.hooks.items())
+        ]
+        programs += [
+            (what, argv[0])
+            for what, argv in procs_commands(config.settings.processes, config.settings.timers)
         ]
         for what, program in programs:
             if program == f"bin/{name}" or program in ("python", "python3") or program in scripts:

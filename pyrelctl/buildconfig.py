@@ -17,6 +17,7 @@ from typing import Any
 from pyrelctl.errors import BadInput
 from pyrelctl.manifest import SETTINGS_TABLES, Settings, parse_settings
 from pyrelctl.names import APP_NAME_RE
+from pyrelctl.procs.manifest import toml_lines as procs_toml_lines
 from pyrelctl.release import DEFAULT_STOP_TIMEOUT, HealthCheck, HealthKind, ServiceType
 from pyrelctl.sockets import Socket
 
@@ -208,4 +209,5 @@ def render_manifest(
     if settings.socket:
         lines += ["", "[socket]", f"listen = {_toml(list(settings.socket.listen))}"]
         lines.append(f"name = {_toml(settings.socket.name)}")
+    lines += procs_toml_lines(settings.processes, settings.timers)
     return "\n".join(lines) + "\n"

@@ -9,8 +9,8 @@ Kinds (DESIGN.md, "Release kinds"):
 
 * ``mix``: ``releases/start_erl.data`` plus ``bin/<name>``, as written by
   ``mix release``. An optional ``release.toml`` (added with a rel overlay)
-  may set ``[service]``, ``[health]``, ``[hooks]``, ``[environment]`` and
-  ``[socket]``.
+  may set ``[service]``, ``[health]``, ``[hooks]``, ``[environment]``,
+  ``[socket]``, ``[processes.NAME]`` and ``[timers.NAME]``.
 * ``generic``: ``release.toml`` with a ``[commands]`` table.
 * ``python``: ``release.toml`` with ``kind = "python"``, made by ``pyrelctl build``.
 """
@@ -26,6 +26,9 @@ from typing import Any
 from pyrelctl.archive import Artifact, MemberType
 from pyrelctl.errors import BadInput
 from pyrelctl.names import check_app_name, check_version, is_env_name
+from pyrelctl.procs.manifest import commands as procs_commands
+from pyrelctl.procs.manifest import parse_tables
+from pyrelctl.procs.values import Process, Timer
 from pyrelctl.release import (
     DEFAULT_STOP_TIMEOUT,
     VERBS,
@@ -66,6 +69,8 @@ _SECTIONS: dict[str, frozenset[str]] = {
     "environment": frozenset(),  # free-form: any variable name
     "socket": frozenset({"listen", "name"}),
     "python": frozenset(),  # python releases only; checked by pyspec.parse_spec
+    "processes": frozenset(),  # named tables, checked by procs.manifest
+    "timers": frozenset(),
 }
 
 
@@ -251,6 +256,8 @@ def parse_manifest(
         _check_program(artifact, "health.command", settings.health.command)
     for key, argv in settings.hooks.items():
         _check_program(artifact, f"hooks.{key}", argv, python_name=python_name)
+    for what, argv in procs_commands(settings.processes, settings.timers):
+        _check_program(artifact, what, argv, python_name=python_name)
     return Release(
         name=name,
         version=version,
@@ -266,6 +273,8 @@ def parse_manifest(
         stop_timeout=settings.stop_timeout,
         watch=settings.watch,
         strategy=settings.strategy,
+        processes=settings.processes,
+        timers=settings.timers,
     )
 
 
@@ -298,7 +307,7 @@ def check_description(text: str, where: str = MANIFEST, key: str = "release.desc
 
 #: The tables release.toml shares with ``[tool.pyrelctl]`` of a Python
 #: project (buildconfig.read_config), parsed by :func:`parse_settings` for both.
-SETTINGS_TABLES = ("service", "health", "hooks", "environment", "socket")
+SETTINGS_TABLES = ("service", "health", "hooks", "environment", "socket", "processes", "timers")
 
 
 @dataclass(frozen=True)
@@ -316,6 +325,8 @@ class Settings:
     description: str = ""
     watch: float = 0.0
     strategy: str = ""
+    processes: tuple[Process, ...] = ()
+    timers: tuple[Timer, ...] = ()
 
 
 #: The values of ``[service] strategy`` (deploy/strategy.py says what each does).
@@ -362,7 +373,10 @@ def parse_settings(
         raise BadInput(
             f'{where}: service.strategy must be "restart" or "overlap", not {strategy!r}'
         )
+    processes, timers = parse_tables(doc, where, argv=_argv, text=check_unit_text)
     return Settings(
+        processes=processes,
+        timers=timers,
         service_type=service_type,
         stop_timeout=stop_timeout,
         watch=watch,

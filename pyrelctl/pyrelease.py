@@ -59,10 +59,18 @@ Say = Callable[[str], None]
 
 
 def _hooks(release_dir: Path) -> list[tuple[str, Sequence[str]]]:
-    """``[hooks]`` of an unpacked release's release.toml (detection checked it)."""
+    """``[hooks]``, processes' and timers' commands of an unpacked release's
+    release.toml (detection checked them): each program is a script of the
+    venv, or bin/NAME."""
     with (release_dir / "release.toml").open("rb") as f:
-        hooks = tomllib.load(f).get("hooks", {})
-    return [(f"hooks.{key}", argv) for key, argv in sorted(hooks.items())]
+        doc = tomllib.load(f)
+    hooks = doc.get("hooks", {})
+    tables = [
+        (f"{table}.{name}.command", entry["command"])
+        for table in ("processes", "timers")
+        for name, entry in sorted(doc.get(table, {}).items())
+    ]
+    return [*((f"hooks.{key}", argv) for key, argv in sorted(hooks.items())), *tables]
 
 
 def find_interpreter(spec: PythonSpec) -> Path:

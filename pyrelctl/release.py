@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from pyrelctl.procs.values import Process, Timer, processes_from_json, timers_from_json
 from pyrelctl.sockets import Socket, socket_from_json
 
 #: The verbs a release may declare, in the order ``unit``/``--help`` show them.
@@ -95,6 +96,9 @@ class Release:
     #: How it replaces the running release (``[service] strategy``, deploy/strategy.py):
     #: "restart", "overlap", or "" for pyrelctl's choice.
     strategy: str = ""
+    #: ``[processes.NAME]`` and ``[timers.NAME]`` (procs/manifest.py), sorted by name.
+    processes: tuple[Process, ...] = ()
+    timers: tuple[Timer, ...] = ()
 
     def command(self, verb: str) -> tuple[str, ...] | None:
         return self.commands.get(verb)
@@ -162,4 +166,6 @@ def release_from_json(data: dict[str, Any]) -> Release:
         stop_timeout=int(data.get("stop_timeout", DEFAULT_STOP_TIMEOUT)),
         watch=float(data.get("watch", 0.0)),
         strategy=str(data.get("strategy", "")),
+        processes=processes_from_json(data.get("processes", ())),
+        timers=timers_from_json(data.get("timers", ())),
     )

@@ -220,13 +220,17 @@ def history(obj: Ctx, app: str) -> None:
 @click.argument("app", shell_complete=complete_app)
 @pass_ctx
 def unit(obj: Ctx, app: str) -> None:
-    """Print APP's generated unit files, and the drop-ins that amend them."""
+    """Print APP's generated unit files (the web process's, its other processes'
+    and its timers'), and the drop-ins that amend them."""
+    from pyrelctl.procs.host import unit_files as procs_unit_files
+
     paths = obj.layout.app(app).require()
     files = [
         paths.service_file,
         *sorted(paths.dropin_dir.glob("*.conf")),
         paths.socket_file,
         *sorted(paths.layout.unit_dir.glob(f"{paths.socket_name}.d/*.conf")),
+        *procs_unit_files(paths),  # the release's processes and timers, with drop-ins
     ]
     shown = [f for f in files if f.is_file()]
     if not shown:

@@ -1,0 +1,89 @@
+"""What a release's processes and timers claim on the host, and the files they have there.
+
+Pure reads below ``--root``: the deploy calls :func:`foreign_units` before it
+writes a unit of a process or timer (exit 2, nothing written), and
+``pyrelctl unit`` shows :func:`unit_files`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pyrelctl.errors import BadInput
+from pyrelctl.hostclaims import UNIT_PATH, generated_for
+from pyrelctl.layout import AppPaths
+from pyrelctl.names import APP_NAME_RE
+from pyrelctl.procs.units import wants_dir
+from pyrelctl.release import Release
+
+#: Every unit an app named STEM (``APP-NAME``) would have: they must not exist
+#: unless this app generated them (procs/units.py says why they could).
+_STEM_UNITS = (
+    "{stem}.service",
+    "{stem}.socket",
+    "{stem}.timer",
+    "{stem}.path",
+    "{stem}@.service",
+    "{stem}@overlap.service",
+)
+
+
+def foreign_units(app: AppPaths, release: Release) -> list[Path]:
+    """Paths that hold a name the release's processes and timers need, and are
+    not this app's: another app's units, the host's (in any unit directory,
+    where they would shadow or be shadowed), or an app of pyrelctl's named
+    ``APP-NAME``."""
+    layout = app.layout
+    found: list[Path] = []
+    for name in sorted({p.name for p in release.processes} | {t.name for t in release.timers}):
+        stem = f"{app.name}-{name}"
+        # An app of that name (none can be: longer than 31 or with "_").
+        if APP_NAME_RE.fullmatch(stem):
+            other = layout.app(stem)
+            if other.releases.is_dir() or other.index_file.exists():
+                found.append(other.releases.parent)
+        for directory in UNIT_PATH:
+            for pattern in _STEM_UNITS:
+                path = layout.root / directory / pattern.format(stem=stem)
+                if not os.path.lexists(path):
+                    continue
+                # This app's own, from an earlier release: the deploy rewrites it.
+                if directory == "etc/systemd/system" and generated_for(path) == app.name:
+                    continue
+                found.append(path)
+    return found
+
+
+def check_units_free(app: AppPaths, release: Release) -> None:
+    """Refuse a release whose process or timer units another app or the host holds."""
+    foreign = foreign_units(app, release)
+    if foreign:
+        raise BadInput(
+            f"{release.name} {release.version}: a process or timer of {app.name} would "
+            f"replace or shadow {foreign[0]}",
+            hint="rename the process or timer in release.toml, or install the app under "
+            "another name (--app)",
+        )
+
+
+def unit_files(app: AppPaths) -> list[Path]:
+    """This app's process and timer unit files on disk, with their drop-ins,
+    and the links that start them with the app (for ``pyrelctl unit``)."""
+    unit_dir = app.layout.unit_dir
+    found: list[Path] = []
+    for path in sorted(unit_dir.glob(f"{app.name}-*")):
+        if path.suffix in (".service", ".timer") and generated_for(path) == app.name:
+            found.append(path)
+            found += sorted(unit_dir.glob(f"{path.name}.d/*.conf"))
+    return found
+
+
+def wanted_units(app: AppPaths) -> list[str]:
+    """The units ``APP.service.wants/`` starts with the app (processes' instances,
+    timers), sorted: what ``pyrelctl unit`` and ``status`` list."""
+    directory = wants_dir(app.layout.unit_dir, app.name)
+    try:
+        return sorted(p.name for p in directory.iterdir() if p.is_symlink())
+    except FileNotFoundError:
+        return []
