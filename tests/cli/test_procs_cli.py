@@ -82,3 +82,20 @@ def test_unit_prints_the_processes_and_timers(
         "override.conf",
     ]
     assert "# worker" in result.out and "Nice=5" in result.out
+
+
+def test_an_install_says_the_processes_and_timers_do_not_run_yet(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Until the deploy writes their units (docs/deploys.md, "The plan"), an
+    # install that accepts the tables says that they do nothing yet.
+    root = tmp_path / "root"
+    root.mkdir()
+    extra = '[processes.w]\ncommand = ["bin/app", "w"]\n'
+    result = run(capsys, "--root", root, "install", "--no-start", release(tmp_path, extra=extra))
+    assert result.code == 0, result
+    assert "[processes] and [timers] are checked but not run yet" in result.out + result.err
+    (tmp_path / "b").mkdir()
+    plain = run(capsys, "--root", root, "install", "--no-start", release(tmp_path / "b", "b"))
+    assert plain.code == 0, plain
+    assert "not run yet" not in plain.out + plain.err
