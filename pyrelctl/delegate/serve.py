@@ -340,6 +340,15 @@ def _journalctl(argv: list[str], out_fd: int, err_fd: int, sock: socket.socket) 
 Runner = Callable[[list[str], int, int, str], int]
 
 
+def _journal(line: str) -> None:
+    """One line to the helper's own stderr (its unit's journal), shown, never obeyed:
+    it quotes what the caller sent."""
+    from pyrelctl.cli.common import echo
+    from pyrelctl.terminal import LINE_LIMIT
+
+    echo(line, err=True, limit=LINE_LIMIT)
+
+
 def serve(
     sock: socket.socket,
     layout: Layout,
@@ -348,7 +357,7 @@ def serve(
     log: Callable[[str], None] | None = None,
 ) -> int:
     """Answer one connection; the exit status of what ran (also sent to the caller)."""
-    say = log or (lambda line: print(line, file=sys.stderr, flush=True))
+    say = log or _journal
     peer = peer_of(sock)
     who = f"uid {peer.uid} ({peer.user or 'no name'}, pid {peer.pid})"
     try:
@@ -416,7 +425,7 @@ def _install(
 def main() -> int:
     """The helper unit's entry point: the connection is descriptor 3 (sd_listen_fds)."""
     if os.environ.get("LISTEN_PID") != str(os.getpid()) or os.environ.get("LISTEN_FDS") != "1":
-        print("pyrelctl.delegate.serve runs from pyrelctl-delegate.socket", file=sys.stderr)
+        _journal("pyrelctl.delegate.serve runs from pyrelctl-delegate.socket")
         return int(ExitCode.BAD_INPUT)
     for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
         os.environ.pop(name, None)  # not for the commands it runs
