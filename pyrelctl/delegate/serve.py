@@ -44,6 +44,12 @@ from pyrelctl.errors import BadInput, ExitCode, NotInstalled, PyrelctlError
 from pyrelctl.layout import Layout, ensure_dir
 
 MAX_SIGNATURE = 64 * 1024
+#: The largest artifact a granted user may hand over (root installs larger ones):
+#: each connection's copy is on root's disk until the install ends.
+MAX_ARTIFACT = 2 * 1024**3
+#: Seconds a caller has to send its request: a connection that says nothing
+#: must not hold one of the socket's few helper slots (MaxConnections=).
+REQUEST_TIMEOUT = 10.0
 #: Below the state root: root's, on disk (not a tmpfs /tmp), removed after each install.
 UPLOADS = ".uploads"
 #: The environment variable that names the caller in history and notifications (layout.who).
@@ -349,6 +355,13 @@ def _journal(line: str) -> None:
     echo(line, err=True, limit=LINE_LIMIT)
 
 
+def _refuse(sock: socket.socket, say: Callable[[str], None], who: str, e: BadInput) -> int:
+    say(f"{who}: refused: {e.message}")
+    with contextlib.suppress(OSError):
+        wire.send_reply(sock, {"exit": int(e.exit_code), "error": e.message})
+    return int(e.exit_code)
+
+
 def serve(
     sock: socket.socket,
     layout: Layout,
@@ -360,12 +373,14 @@ def serve(
     say = log or _journal
     peer = peer_of(sock)
     who = f"uid {peer.uid} ({peer.user or 'no name'}, pid {peer.pid})"
+    sock.settimeout(REQUEST_TIMEOUT)
     try:
         request = wire.receive_request(sock)
+    except TimeoutError:
+        return _refuse(sock, say, who, BadInput("no request in time"))
     except BadInput as e:
-        say(f"{who}: refused: {e.message}")
-        wire.send_reply(sock, {"exit": int(ExitCode.BAD_INPUT), "error": e.message})
-        return int(ExitCode.BAD_INPUT)
+        return _refuse(sock, say, who, e)
+    sock.settimeout(None)
     try:
         try:
             job = authorize(layout, peer, request)
@@ -406,7 +421,7 @@ def _install(
     files = dict(zip(request.files, request.fds[2:], strict=True))
     if "artifact" not in files:
         raise BadInput("no artifact sent")
-    limit = int(job.argv[job.argv.index("--max-size") + 1])
+    limit = min(int(job.argv[job.argv.index("--max-size") + 1]), MAX_ARTIFACT)
     with _uploads(layout) as directory:
         artifact = directory / f"{job.app}-upload{_artifact_suffix(job.artifact_name)}"
         signature = artifact.with_name(artifact.name + ".sig")

@@ -214,3 +214,15 @@ def test_an_install_is_for_the_app_the_artifact_is_named_after() -> None:
         serve._app_of_artifact(("shop", "blog"), peer, "build.tar.gz")
     with pytest.raises(BadInput, match="no grant"):
         serve._app_of_artifact((), peer, "shop-1.0.tar.gz")
+
+
+def test_a_silent_connection_is_let_go(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A local user connecting and saying nothing must not hold a helper slot."""
+    from pyrelctl.layout import Layout
+
+    monkeypatch.setattr(serve, "REQUEST_TIMEOUT", 0.2)
+    caller, helper = _pair()
+    lines: list[str] = []
+    assert serve.serve(helper, Layout(tmp_path), log=lines.append) == 2
+    assert wire.receive_reply(caller) == {"exit": 2, "error": "no request in time"}
+    assert "no request in time" in lines[0]
