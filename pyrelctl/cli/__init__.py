@@ -152,18 +152,30 @@ class LazyGroup(click.Group):
         self, ctx: click.Context, args: list[str]
     ) -> tuple[str | None, click.Command | None, list[str]]:
         name, command, rest = super().resolve_command(ctx, args)
-        if name in _DELEGABLE and command is not None:
-            command = _Delegating(command)
+        if name not in _DELEGABLE | _ROOT_ONLY or command is None:
+            return name, command, rest
+        if not isinstance(command, click.Group):
+            return name, _Delegating(command), rest
+        # config, secret: groups, which shell completion must still see as
+        # groups; refused here unless completing, asking for help or --root.
+        obj = ctx.find_object(Ctx)
+        if not (ctx.resilient_parsing or {"-h", "--help", "--root"} & set(rest) or obj is None):
+            from pyrelctl.delegate import client
+
+            client.refuse_root_only(name, offline=obj.layout.offline)
         return name, command, rest
 
 
-#: The commands a user without root may run by grant (delegate/policy.py's RULES).
+#: The commands a user without root may run by grant (delegate/policy.py's RULES),
+#: and those the issue names as root's alone (policy.ROOT_ONLY).
 _DELEGABLE = frozenset({"install", "rollback", "status", "releases", "history", "logs"})
+_ROOT_ONLY = frozenset({"config", "secret", "uninstall", "prune", "grant", "revoke", "grants"})
 
 
 class _Delegating(click.Command):
     """A delegable command: parsed here as usual, then run by the root helper when the
-    caller is not root and holds a grant (pyrelctl.delegate.client), else here."""
+    caller is not root and holds a grant (pyrelctl.delegate.client), else here; a
+    root-only one is refused for a caller without root on a host with grants."""
 
     def __init__(self, real: click.Command) -> None:
         super().__init__(real.name, params=real.params)
@@ -191,6 +203,7 @@ class _Delegating(click.Command):
         from pyrelctl.delegate import client
 
         name = self.real.name or ""
+        client.refuse_root_only(name, offline=obj.layout.offline)
         if not client.wanted(name, ctx.params, offline=obj.layout.offline):
             return self.real.invoke(ctx)
         code = client.forward(

@@ -31,6 +31,18 @@ def wanted(command: str, params: dict[str, Any], *, offline: bool) -> bool:
     return os.path.exists(wire.SOCKET_PATH)
 
 
+def refuse_root_only(command: str, *, offline: bool) -> None:
+    """On a host with grants, tell a user without root that ``command`` is root's (exit 2).
+
+    Without this it would meet the permission error of the first root-only
+    file it touches (exit 1), which says nothing about grants.
+    """
+    if command not in policy.ROOT_ONLY or offline or os.geteuid() == 0:
+        return
+    if os.path.exists(wire.SOCKET_PATH):
+        policy.check(command, {}, {})
+
+
 def _open_readable(path: Path, what: str) -> int:
     """``path`` opened for reading with the caller's rights, a regular file."""
     try:

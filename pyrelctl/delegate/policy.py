@@ -57,6 +57,7 @@ RULES: Mapping[str, Rule] = {
         allowed={
             "artifact": None,
             "signature": None,
+            "dry_run": None,  # the checks and the rendered units; changes nothing
             "timeout": None,
             "no_wait": None,
             "keep": _keep,
@@ -85,6 +86,9 @@ RULES: Mapping[str, Rule] = {
 
 #: The commands an unprivileged ``pyrelctl`` forwards to the root helper.
 DELEGABLE = frozenset(RULES)
+#: Commands the issue names as root's alone: on a host with grants, a user
+#: without root is told so (exit 2) instead of meeting a permission error.
+ROOT_ONLY = frozenset({"config", "secret", "uninstall", "prune", "grant", "revoke", "grants"})
 
 
 def check(command: str, given: Mapping[str, Any], flags: Mapping[str, str]) -> None:

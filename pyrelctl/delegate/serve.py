@@ -177,6 +177,7 @@ def authorize(layout: Layout, peer: Peer, request: wire.Request) -> Job:
             "--max-size", str(params["max_size"]),
         ]  # fmt: skip
         tail += ["--no-wait"] if params["no_wait"] else []
+        tail += ["--dry-run"] if params["dry_run"] else []
         # The artifact and signature are the helper's copies (_install()).
         return Job(
             command, app, [*head, command, *tail], artifact_name=Path(params["artifact"]).name

@@ -208,3 +208,38 @@ def test_without_a_grant_reads_fall_back_and_changes_are_refused(
         reply, _, _ = _ask(root, tmp, argv)
         assert reply["exit"] == 2 and "needs root" in reply["error"]
     assert os.readlink(root / "opt/hello/current") == "releases/1.0"
+
+
+def test_root_only_commands_are_refused_without_root_on_a_host_with_grants(
+    hello_root: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A user without root meets "needs root" (exit 2), not a permission error, and
+    nothing runs: the deployer is never built. The host is --root's, seen as online."""
+    import pyrelctl.cli.common
+
+    helper = tmp_path / "delegate.sock"
+    helper.touch()
+    monkeypatch.setattr(wire, "SOCKET_PATH", str(helper))
+    monkeypatch.setattr(Layout, "offline", property(lambda self: False))
+
+    def never(*args: object) -> None:
+        raise AssertionError("a refused command ran")
+
+    monkeypatch.setattr(pyrelctl.cli.common.Ctx, "deployer", never)
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    for argv in (
+        ["prune", "hello", "--keep", "1"],
+        ["uninstall", "hello"],
+        ["config", "set", "hello", "A=1"],
+        ["secret", "set", "hello", "token"],
+        ["grant", "hello", "--user", "ci"],
+    ):
+        result = run(capsys, "--root", hello_root, *argv)
+        assert result.code == 2, (argv, result.err)
+        assert f"`pyrelctl {argv[0]}` needs root" in result.err
+    assert run(capsys, "--root", hello_root, "config", "--help").code == 0
+    assert os.readlink(hello_root / "opt/hello/current") == "releases/1.0"
+    assert not (hello_root / "etc/pyrelctl/hello/config").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from tests.cli.test_signatures import keypair, sign
 from tests.system.conftest import VENV
 
 APP, OTHER = "granted", "notgranted"
+HOOK, HOOK_LOG = "/etc/pyrelctl/hooks.d/10-grant-test", "/run/grant-hook.log"
 HOME = "/home/ci"
 
 
@@ -80,6 +82,7 @@ def granted_host(
             pyrelctl("uninstall", "--purge", app)
         for user in ("ci", "stranger"):
             machine.run(["userdel", "--remove", user], check=False)
+        machine.run(["rm", "-f", HOOK, HOOK_LOG])
 
 
 def test_a_granted_user_deploys_its_app_and_nothing_else(
@@ -99,10 +102,18 @@ def test_a_granted_user_deploys_its_app_and_nothing_else(
         "666", "root"
     ]  # fmt: skip
 
-    # A signed release of its app: deployed, recorded as ci.
+    # A signed release of its app: deployed, recorded as ci (history, notifications).
+    machine.run(["mkdir", "-p", "/etc/pyrelctl/hooks.d"])
+    record = f'#!/bin/sh\necho "$PYRELCTL_ACTION $PYRELCTL_USER" >> {HOOK_LOG}\n'
+    machine.run(["sh", "-c", f"cat > {HOOK} && chmod 755 {HOOK}"], input=record)
+    started = time.monotonic()
+    timed = pyrelctl("install", granted_host["1.1"], "--dry-run")
+    print("TIMING dry-run root", time.monotonic() - started, timed.returncode)  # DEBUG
     done = ci("install", art["1.1"], "--grace", "0.5")
     assert done.returncode == 2 and "--grace" in done.stderr  # the host's decision
+    started = time.monotonic()
     done = ci("install", art["1.1"])
+    print("TIMING ci install", time.monotonic() - started)  # DEBUG
     assert done.returncode == 0, done.stderr
     assert f"{APP} 1.1 installed and running" in done.stdout
     assert current(machine, APP) == "releases/1.1"
@@ -120,6 +131,8 @@ def test_a_granted_user_deploys_its_app_and_nothing_else(
     done = ci("rollback", APP)
     assert done.returncode == 0, done.stderr
     assert current(machine, APP) == "releases/1.0"
+    told = machine.run(["cat", HOOK_LOG]).stdout.splitlines()
+    assert told == ["install ci (by grant)", "rollback ci (by grant)"], told
 
     # Refused, exit 2, nothing changed.
     refusals: list[tuple[str, ...]] = [
@@ -150,6 +163,7 @@ def test_a_granted_user_deploys_its_app_and_nothing_else(
         ("prune", APP, "--keep", "1"),
     ):
         done = ci(*argv, input="x\n")
+        print("NONDELEGABLE", argv, done.returncode, done.stderr.strip())  # DEBUG
         assert done.returncode in (1, 2), (argv, done.stderr)
     assert current(machine, APP) == "releases/1.0"
     assert current(machine, OTHER) == "releases/1.0"

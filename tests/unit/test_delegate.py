@@ -125,7 +125,10 @@ def test_rollback_and_reads() -> None:
 
 
 def test_the_cli_forwards_exactly_the_delegable_commands() -> None:
+    from pyrelctl.cli import _ROOT_ONLY
+
     assert policy.DELEGABLE == _DELEGABLE
+    assert policy.ROOT_ONLY == _ROOT_ONLY
 
 
 # -- the wire ------------------------------------------------------------------------
