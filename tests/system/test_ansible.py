@@ -508,6 +508,13 @@ def test_a_granted_user_deploys_without_become(
         assert ".sig does not exist" in refused.records[-1]["result"]["msg"], refused
         assert releases(web1, "roll")["current"] == before
 
+        predicted = ansible._run([*_adhoc(ansible, signed), "--check", "--diff", *as_ci])
+        assert predicted.returncode == 0, predicted
+        seen = predicted.records[-1]["result"]
+        assert seen["changed"] is True and seen["version"] == "3.0.0", seen
+        assert seen["diff"][0]["after"] == "releases/3.0.0\n", seen
+        assert releases(web1, "roll")["current"] == before
+
         done = ansible._run([*_adhoc(ansible, signed), *as_ci])
         assert done.returncode == 0, done
         result = done.records[-1]["result"]
