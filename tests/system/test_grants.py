@@ -195,3 +195,44 @@ def test_a_user_without_a_grant_reads_what_it_could_before(
     assert f"{APP} 1.0 started" not in logs.stdout
     helper = machine.journalctl("-u", "pyrelctl-delegate@*", "-o", "cat").stdout
     assert "(stranger, pid" in helper and "no grant" in helper
+
+
+def test_a_group_grant_follows_the_user_database(
+    machine: Machine, pyrelctl: MachineCommand, granted_host: dict[str, Path]
+) -> None:
+    """Groups are read from the user database at each command, not from the caller's
+    process: adding `stranger` to the group lets it deploy, removing it stops it at
+    once, even for a process that still has the group."""
+    machine.run(["groupadd", "deployers"])
+    try:
+        assert pyrelctl("grant", APP, "--group", "deployers").returncode == 0
+        stranger = as_user(machine, "stranger")
+        art = f"{HOME}/{granted_host['1.1'].name}"
+        machine.run(["chmod", "755", HOME])
+        assert stranger("rollback", APP).returncode == 2
+        machine.run(["usermod", "--append", "--groups", "deployers", "stranger"])
+        done = stranger("install", art)
+        assert done.returncode == 0, done.stderr
+        assert current(machine, APP) == "releases/1.1"
+        gid = machine.run(["getent", "group", "deployers"]).stdout.split(":")[2]
+        machine.run(["gpasswd", "--delete", "stranger", "deployers"])
+        # Its process still carries the group (as a session from before the removal
+        # would): the database, not the process, decides.
+        uid, own = (machine.run(["id", opt, "stranger"]).stdout.strip() for opt in ("-u", "-g"))
+        still = MachineCommand(
+            machine,
+            ("setpriv", f"--reuid={uid}", f"--regid={own}", f"--groups={gid}", "--",
+             os.fspath(VENV / "bin" / "pyrelctl")),
+        )  # fmt: skip
+        assert (
+            gid
+            in still.machine.run(
+                ["setpriv", f"--reuid={uid}", f"--regid={own}", f"--groups={gid}", "--", "id", "-G"]
+            ).stdout.split()
+        )
+        done = still("rollback", APP)
+        assert done.returncode == 2 and "no grant" in done.stderr, done.stderr
+        assert current(machine, APP) == "releases/1.1"
+    finally:
+        pyrelctl("revoke", APP, "--group", "deployers")
+        machine.run(["groupdel", "deployers"], check=False)
