@@ -374,6 +374,11 @@ def who() -> str:
     """Who runs this command, as the history names them."""
     import getpass  # only for the history entry, written after the restart
 
+    # Set by the root helper of `pyrelctl grant` (delegate/serve.py) for the
+    # command it runs for a granted user, whom the kernel named (SO_PEERCRED).
+    granted = os.environ.get("PYRELCTL_DELEGATED_USER")
+    if granted:
+        return f"{granted} (by grant)"
     sudo = os.environ.get("SUDO_USER")
     try:
         user = getpass.getuser()

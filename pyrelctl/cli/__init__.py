@@ -14,6 +14,7 @@ command loads what it uses and no other command's code (bench/, issue 7).
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -51,6 +52,9 @@ COMMANDS = {
     "metrics": "reads:metrics",
     "prune": "deploys:prune",
     "uninstall": "deploys:uninstall",
+    "grant": "grants:grant",
+    "revoke": "grants:revoke",
+    "grants": "grants:grants_command",
     "_watch": "deploys:watch_command",
 }
 
@@ -143,6 +147,75 @@ class LazyGroup(click.Group):
         assert isinstance(command, click.Command), where
         _take_global_options(command)
         return command
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        name, command, rest = super().resolve_command(ctx, args)
+        if name not in _DELEGABLE | _ROOT_ONLY or command is None:
+            return name, command, rest
+        if not isinstance(command, click.Group):
+            return name, _Delegating(command), rest
+        # config, secret: groups, which shell completion must still see as
+        # groups; refused here unless completing, asking for help or --root.
+        obj = ctx.find_object(Ctx)
+        if not (ctx.resilient_parsing or {"-h", "--help", "--root"} & set(rest) or obj is None):
+            from pyrelctl.delegate import client
+
+            client.refuse_root_only(name, offline=obj.layout.offline)
+        return name, command, rest
+
+
+#: The commands a user without root may run by grant (delegate/policy.py's RULES),
+#: and those the issue names as root's alone (policy.ROOT_ONLY).
+_DELEGABLE = frozenset({"install", "rollback", "status", "releases", "history", "logs"})
+_ROOT_ONLY = frozenset({"config", "secret", "uninstall", "prune", "grant", "revoke", "grants"})
+
+
+class _Delegating(click.Command):
+    """A delegable command: parsed here as usual, then run by the root helper when the
+    caller is not root and holds a grant (pyrelctl.delegate.client), else here; a
+    root-only one is refused for a caller without root on a host with grants."""
+
+    def __init__(self, real: click.Command) -> None:
+        super().__init__(real.name, params=real.params)
+        self.real = real
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        argv = list(args)
+        ctx = self.real.make_context(info_name, args, parent=parent, **extra)
+        ctx.meta["pyrelctl.argv"] = [info_name or "", *argv]
+        ctx.command = self
+        return ctx
+
+    def invoke(self, ctx: click.Context) -> Any:
+        ctx.command = self.real
+        obj = ctx.find_object(Ctx)
+        assert obj is not None
+        if obj.layout.offline or os.geteuid() == 0:
+            return self.real.invoke(ctx)
+        from pyrelctl.delegate import client
+
+        name = self.real.name or ""
+        client.refuse_root_only(name, offline=obj.layout.offline)
+        if not client.wanted(name, ctx.params, offline=obj.layout.offline):
+            return self.real.invoke(ctx)
+        code = client.forward(
+            name,
+            ctx.meta["pyrelctl.argv"],
+            ctx.params,
+            as_json=obj.as_json,
+            verbosity=obj.verbosity,
+        )
+        if code is None:
+            return self.real.invoke(ctx)
+        sys.exit(code)
 
 
 def _group_options(f: Any) -> Any:

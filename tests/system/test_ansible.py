@@ -477,3 +477,59 @@ def test_the_collection_passes_ansible_test_sanity() -> None:
     assert proc.returncode == 0, output[-6000:]
     assert 'Running sanity test "validate-modules"' in output
     assert 'Running sanity test "pylint"' in output
+
+
+def test_a_granted_user_deploys_without_become(
+    ansible: Ansible, scratch: Path, fleet: dict[str, Machine], rolled_out: Run
+) -> None:
+    """Issue 31: the collection connects as `ci`, whom root granted `roll`, with no
+    become; the signature travels with src; the host records ci as the deployer."""
+    from tests.cli.test_signatures import keypair, sign
+
+    web1 = fleet["web1"]
+    dest = scratch / "ansible-granted"
+    dest.mkdir()
+    key = keypair(dest, "release")
+    signed = make_generic_release(dest, name="roll", version="3.0.0")
+    sign(key, signed)
+    unsigned = make_generic_release(dest / "u", name="roll", version="3.1.0")
+    public = Path(f"{key}.pub").read_text().split()
+    before = releases(web1, "roll")["current"]
+    web1.run(["useradd", "--create-home", "ci"])
+    web1.run(["sh", "-c", "cat > /etc/pyrelctl/roll/allowed_signers"],
+             input=f"release {public[0]} {public[1]}\n")  # fmt: skip
+    try:
+        assert web1.run([PYRELCTL, "grant", "roll", "--user", "ci"]).returncode == 0
+        as_ci = ("--limit", "web1", "-e", "machine_user=ci")
+
+        refused = ansible._run([*_adhoc(ansible, unsigned), *as_ci])
+        assert refused.returncode != 0, refused
+        assert refused.records[-1]["result"]["rc"] == 2, refused
+        assert ".sig does not exist" in refused.records[-1]["result"]["msg"], refused
+        assert releases(web1, "roll")["current"] == before
+
+        predicted = ansible._run([*_adhoc(ansible, signed), "--check", "--diff", *as_ci])
+        assert predicted.returncode == 0, predicted
+        seen = predicted.records[-1]["result"]
+        assert seen["changed"] is True and seen["version"] == "3.0.0", seen
+        assert seen["diff"][0]["after"] == "releases/3.0.0\n", seen
+        assert releases(web1, "roll")["current"] == before
+
+        done = ansible._run([*_adhoc(ansible, signed), *as_ci])
+        assert done.returncode == 0, done
+        result = done.records[-1]["result"]
+        assert result["version"] == "3.0.0" and result["changed"] is True, result
+        assert releases(web1, "roll")["current"] == "3.0.0"
+        history = json.loads(web1.run([PYRELCTL, "--json", "history", "roll"]).stdout)
+        assert history["history"][-1]["user"] == "ci (by grant)"
+    finally:
+        web1.run([PYRELCTL, "revoke", "roll", "--user", "ci"], check=False)
+        web1.run(["rm", "-f", "/etc/pyrelctl/roll/allowed_signers"])
+        web1.run(["userdel", "--remove", "ci"], check=False)
+
+
+def _adhoc(ansible: Ansible, artifact: Path) -> list[str]:
+    """`ansible web1 -m pyrelctl_release -a {src: ARTIFACT}`, without become."""
+    module = "pyrelctl.deploy.pyrelctl_release"
+    args = json.dumps({"src": os.fspath(artifact), "executable": os.fspath(PYRELCTL)})
+    return [os.fspath(VENV / "bin" / "ansible"), "web1", "-m", module, "-a", args]

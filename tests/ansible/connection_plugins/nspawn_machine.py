@@ -23,7 +23,7 @@ DOCUMENTATION = """
 name: nspawn_machine
 short_description: enter a systemd-nspawn container of the test suite with nsenter
 description:
-  - Runs commands in the namespaces of the container's PID 1, as root.
+  - Runs commands in the namespaces of the container's PID 1, as root (or machine_user).
 author: pyrelctl developers
 options:
   machine_pid:
@@ -38,6 +38,13 @@ options:
     required: true
     vars:
       - name: machine_mount_ns
+  machine_user:
+    description:
+      - A user of the container to run as (setpriv, its own groups, no sudo), as an
+        ssh connection as that user would; root when unset.
+    type: str
+    vars:
+      - name: machine_user
 extends_documentation_fragment:
   - connection_pipelining
 """
@@ -80,6 +87,16 @@ class Connection(ConnectionBase):  # type: ignore[misc]  # ansible-core ships no
                 f"PID {pid} is no longer the container's PID 1 (mount namespace {found}, "
                 f"expected {expected}): refusing to enter it"
             )
+        user = self.get_option("machine_user")
+        if user:
+            # The container's user database names the group (useradd may make none).
+            drop = (
+                'u=$1; shift; exec setpriv --reuid="$u" --regid="$(id -g "$u")" '
+                '--init-groups -- "$@"'
+            )
+            env = [f"{k}={v}" for k, v in {**_ENV, "HOME": f"/home/{user}"}.items()]
+            argv = ["/bin/sh", "-c", drop, "setpriv", user, "env", "-i", *env, *argv]
+            return [self._nsenter, f"--target={pid}", "--all", "--", *argv]
         env = [f"{k}={v}" for k, v in _ENV.items()]
         return [self._nsenter, f"--target={pid}", "--all", "--", "env", "-i", *env, *argv]
 

@@ -1,6 +1,7 @@
 # Copyright: pyrelctl developers
 # MIT License (see https://opensource.org/licenses/MIT)
-"""Controller side of pyrelctl_release: copy ``src`` to the host, then run the module.
+"""Controller side of pyrelctl_release: copy ``src`` (and ``src.sig``) to the host, then
+run the module.
 
 The tarball goes into the task's temporary directory on the host (removed
 afterwards, also in check mode, where the module unpacks it into a
@@ -52,7 +53,14 @@ class ActionModule(ActionBase):
                 self._connection._shell.tmpdir, os.path.basename(source)
             )
             self._transfer_file(source, remote)
-            self._fixup_perms2((self._connection._shell.tmpdir, remote))
+            sent = [remote]
+            if os.path.isfile(source + ".sig"):
+                # Its ssh-keygen signature goes along, where pyrelctl looks for it
+                # (ARTIFACT.sig): a host that trusts keys for the app needs it, and
+                # a user deploying by grant (no become) installs signed releases only.
+                self._transfer_file(source + ".sig", remote + ".sig")
+                sent.append(remote + ".sig")
+            self._fixup_perms2((self._connection._shell.tmpdir, *sent))
             args["artifact"] = remote
             result.update(
                 self._execute_module(module_name=MODULE, module_args=args, task_vars=task_vars)

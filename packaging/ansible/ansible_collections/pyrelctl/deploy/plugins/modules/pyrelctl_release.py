@@ -183,7 +183,8 @@ attributes:
     membership:
       - pyrelctl.deploy.pyrelctl
 requirements:
-  - pyrelctl on the managed host, run as root.
+  - pyrelctl on the managed host, run as root, or without become as a user that root
+    granted the app (C(pyrelctl grant APP --user USER); signed releases only).
 notes:
   - Installing a version that is already current does not redeploy; pyrelctl re-renders the
     unit and starts the service if it is not running.

@@ -79,7 +79,8 @@ attributes:
     membership:
       - pyrelctl.deploy.pyrelctl
 requirements:
-  - pyrelctl on the managed host, run as root.
+  - pyrelctl on the managed host, run as root, or without become as a user that root
+    granted the app (C(pyrelctl grant APP --user USER); signed releases only).
 seealso:
   - module: pyrelctl.deploy.pyrelctl_release
   - module: pyrelctl.deploy.pyrelctl_facts
