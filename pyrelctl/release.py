@@ -26,6 +26,7 @@ from typing import Any
 
 from pyrelctl.archive import Artifact, MemberType
 from pyrelctl.errors import BadInput
+from pyrelctl.mixlogger import LoggerMode, logger_version
 from pyrelctl.names import check_app_name, check_version, is_env_name
 from pyrelctl.sockets import Socket, parse_socket_table, socket_from_json
 
@@ -112,6 +113,11 @@ class Release:
     #: How it replaces the running release (``[service] strategy``, deploy/strategy.py):
     #: "restart", "overlap", or "" for pyrelctl's choice.
     strategy: str = ""
+    #: mix: ``MAJOR.MINOR`` of the release's Elixir Logger (``lib/logger-VSN``),
+    #: "" if unknown; with :attr:`logger` it decides the VM's logging flags.
+    elixir_logger: str = ""
+    #: mix: who sets up the VM's logging (``[service] logger``, mixlogger.py).
+    logger: LoggerMode = LoggerMode.PYRELCTL
 
     def command(self, verb: str) -> tuple[str, ...] | None:
         return self.commands.get(verb)
@@ -131,6 +137,7 @@ _SECTIONS: dict[str, frozenset[str]] = {
             "memory_deny_write_execute",
             "bind_privileged_ports",
             "writable_paths",
+            "logger",  # mix releases only
         }
     ),
     "health": frozenset({"http", "tcp", "command"}),
@@ -319,6 +326,7 @@ def parse_manifest(
             _check_program(artifact, f"commands.{verb}", argv)
 
     settings = parse_settings(doc, meta.get("description", ""))
+    logger = _parse_logger(_table(doc, "service"), kind)
     python_name = name if kind is Kind.PYTHON else None
     if settings.health is not None and settings.health.kind is HealthKind.COMMAND:
         _check_program(artifact, "health.command", settings.health.command)
@@ -339,7 +347,22 @@ def parse_manifest(
         stop_timeout=settings.stop_timeout,
         watch=settings.watch,
         strategy=settings.strategy,
+        logger=logger,
     )
+
+
+def _parse_logger(service: Mapping[str, Any], kind: Kind) -> LoggerMode:
+    """``[service] logger``: who sets up a mix release's logging."""
+    if "logger" not in service:
+        return LoggerMode.PYRELCTL
+    if kind is not Kind.MIX:
+        raise BadInput(f"{MANIFEST}: service.logger applies to mix releases only")
+    try:
+        return LoggerMode(service["logger"])
+    except (ValueError, TypeError):
+        raise BadInput(
+            f'{MANIFEST}: service.logger must be "pyrelctl" or "release", not {service["logger"]!r}'
+        ) from None
 
 
 def check_writable_path(path: str, what: str) -> str:
@@ -547,10 +570,16 @@ def detect(artifact: Artifact) -> Release:
         version = check_version(fields[1])
         name = _mix_name(artifact, version)
         if artifact.has(MANIFEST):
-            return parse_manifest(
+            release = parse_manifest(
                 artifact.read(MANIFEST), artifact, mix_name=name, mix_version=version
             )
-        return Release(name=name, version=version, kind=Kind.MIX, commands=mix_commands(name))
+        else:
+            release = Release(
+                name=name, version=version, kind=Kind.MIX, commands=mix_commands(name)
+            )
+        return dataclasses.replace(
+            release, elixir_logger=logger_version(m.path for m in artifact.members)
+        )
     if artifact.has(MANIFEST):
         return parse_manifest(artifact.read(MANIFEST), artifact)
     raise BadInput(
@@ -607,4 +636,6 @@ def release_from_json(data: dict[str, Any]) -> Release:
         stop_timeout=int(data.get("stop_timeout", DEFAULT_STOP_TIMEOUT)),
         watch=float(data.get("watch", 0.0)),
         strategy=str(data.get("strategy", "")),
+        elixir_logger=str(data.get("elixir_logger", "")),
+        logger=LoggerMode(data.get("logger", LoggerMode.PYRELCTL)),
     )
