@@ -111,16 +111,16 @@ def _version(text: str) -> tuple[int, int] | None:
 
 def _handler(priority: int, level: str) -> str:
     """One ``logger_std_h`` handler for ``level`` alone, its lines prefixed
-    ``<priority>``. The template mimics Elixir's ``$metadata[$level]
-    $message`` with the ``request_id`` a Phoenix app sets, when set."""
-    template = f'{{request_id,["request_id=",request_id," "],[]}},"[{level}] ",msg,"\\n"'
+    ``<priority>``. The template is Elixir's ``[$level] $message`` without
+    metadata: ``logger_formatter`` prints a binary value (Phoenix's
+    ``request_id``) as ``<<"...">>``."""
     return (
         f"{{handler,pyrelctl_{level},logger_std_h,#{{"
         "filter_default=>log,filters=>["
         "{remote_gl,{fun logger_filters:remote_gl/2,stop}},"
         "{sasl,{fun logger_filters:domain/2,{stop,sub,[otp,sasl]}}},"
         f"{{level,{{fun logger_filters:level/2,{{stop,neq,{level}}}}}}}],"
-        f'formatter=>{{logger_formatter,#{{template=>["<{priority}>",{template}],'
+        f'formatter=>{{logger_formatter,#{{template=>["<{priority}>[{level}] ",msg,"\\n"],'
         f"single_line=>true,max_size=>{MAX_SIZE}}}}}}}}}"
     )
 

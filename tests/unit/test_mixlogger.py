@@ -52,8 +52,7 @@ def test_one_handler_per_level_prefixed_with_its_syslog_priority() -> None:
     for priority, level in enumerate(LEVELS):
         block = term[term.index(f"pyrelctl_{level},") :].split("{handler,", 1)[0]
         assert f"{{stop,neq,{level}}}" in block  # only its own level passes
-        assert f'template=>["<{priority}>",' in block
-        assert f'"[{level}] ",msg,"\\n"]' in block
+        assert f'template=>["<{priority}>[{level}] ",msg,"\\n"]' in block
         assert "single_line=>true" in block and "remote_gl" in block
     # syslog(3): err is 3, warning 4, info 6.
     assert (LEVELS.index("error"), LEVELS.index("warning"), LEVELS.index("info")) == (3, 4, 6)
