@@ -16,7 +16,9 @@ cycle, and on a new module nobody placed. The layers, lowest first:
     (``tarartifact`` with ``tarheaders``, ``dirartifact``) and the opener
     that chooses one (``openartifact``); checksums; the values of a release
     (``release``), release.toml and detection (``manifest``, the
-    ``[python]`` table in ``pyspec``), its sockets (``sockets``).
+    ``[python]`` table in ``pyspec``), its sockets (``sockets``), a mix
+    release's logging flags (``mixlogger``), its processes and timers as
+    declared (``procs.values``, ``procs.manifest``, ``procs.calendar``).
 ``host``
     Where things live on the host and how they change: the paths and the
     app lock (``layout``), atomic writes and state files that refuse a
@@ -24,13 +26,17 @@ cycle, and on a new module nobody placed. The layers, lowest first:
     the host's allowances, keys (``signatures``) and hooks (``notify``),
     an artifact fetched from a URL for an install (``download``),
     the mix cookie, the configuration generations (``appconfig.envfile``,
-    ``appconfig.generations``).
+    ``appconfig.generations``), who may deploy an app without root and
+    how the request travels (``delegate``: ``grants``, ``policy``,
+    ``wire``, ``client``).
 ``systemd``
     Units rendered from a release (``units``, templates in ``units/``),
     written only when changed (``unitfiles``), the socket unit
     (``socketunit``), the systemd client, the one module that imports
     pystemd (``systemd``), transient units for commands and sandboxed
-    steps (``transient``, ``sandboxrun``), the journal, the metrics.
+    steps (``transient``, ``sandboxrun``), the journal, the metrics, the
+    units of processes and timers (``procs.units``, ``procs.host``), the
+    units of the delegation socket (``delegate.setup``).
 ``build``
     Python releases: ``pyrelctl build`` (``build``, ``buildconfig``,
     ``buildlock``, ``buildsteps``, ``wheels``) and preparing one at install,
@@ -47,7 +53,9 @@ cycle, and on a new module nobody placed. The layers, lowest first:
     stop, rpc, eval, remote...), ``doctor``, secrets (``appconfig.secrets``).
 ``cli``
     The click commands: parse, call one layer below, print (``cli``,
-    ``completion``, ``__main__``). No module below imports click.
+    ``cli.grants``, ``completion``, ``__main__``), and ``delegate.serve``,
+    the root side of a granted user's command, which runs the same
+    commands. No module below imports click.
 ``bench``
     The benchmarks (bench/), which drive the installed CLI in a container.
 

@@ -17,6 +17,7 @@ Kinds (DESIGN.md, "Release kinds"):
 
 from __future__ import annotations
 
+import dataclasses
 import posixpath
 import tomllib
 from collections.abc import Mapping
@@ -25,6 +26,7 @@ from typing import Any
 
 from pyrelctl.archive import Artifact, MemberType
 from pyrelctl.errors import BadInput
+from pyrelctl.mixlogger import LoggerMode, logger_version
 from pyrelctl.names import check_app_name, check_version, is_env_name
 from pyrelctl.procs.manifest import commands as procs_commands
 from pyrelctl.procs.manifest import parse_tables
@@ -61,6 +63,7 @@ _SECTIONS: dict[str, frozenset[str]] = {
             "memory_deny_write_execute",
             "bind_privileged_ports",
             "writable_paths",
+            "logger",  # mix releases only
         }
     ),
     "health": frozenset({"http", "tcp", "command"}),
@@ -251,6 +254,7 @@ def parse_manifest(
             _check_program(artifact, f"commands.{verb}", argv)
 
     settings = parse_settings(doc, meta.get("description", ""))
+    logger = _parse_logger(_table(doc, "service"), kind)
     python_name = name if kind is Kind.PYTHON else None
     if settings.health is not None and settings.health.kind is HealthKind.COMMAND:
         _check_program(artifact, "health.command", settings.health.command)
@@ -275,7 +279,22 @@ def parse_manifest(
         strategy=settings.strategy,
         processes=settings.processes,
         timers=settings.timers,
+        logger=logger,
     )
+
+
+def _parse_logger(service: Mapping[str, Any], kind: Kind) -> LoggerMode:
+    """``[service] logger``: who sets up a mix release's logging."""
+    if "logger" not in service:
+        return LoggerMode.PYRELCTL
+    if kind is not Kind.MIX:
+        raise BadInput(f"{MANIFEST}: service.logger applies to mix releases only")
+    try:
+        return LoggerMode(service["logger"])
+    except (ValueError, TypeError):
+        raise BadInput(
+            f'{MANIFEST}: service.logger must be "pyrelctl" or "release", not {service["logger"]!r}'
+        ) from None
 
 
 def check_writable_path(path: str, what: str) -> str:
@@ -477,10 +496,16 @@ def detect(artifact: Artifact) -> Release:
         version = check_version(fields[1])
         name = _mix_name(artifact, version)
         if artifact.has(MANIFEST):
-            return parse_manifest(
+            release = parse_manifest(
                 artifact.read(MANIFEST), artifact, mix_name=name, mix_version=version
             )
-        return Release(name=name, version=version, kind=Kind.MIX, commands=mix_commands(name))
+        else:
+            release = Release(
+                name=name, version=version, kind=Kind.MIX, commands=mix_commands(name)
+            )
+        return dataclasses.replace(
+            release, elixir_logger=logger_version(m.path for m in artifact.members)
+        )
     if artifact.has(MANIFEST):
         return parse_manifest(artifact.read(MANIFEST), artifact)
     raise BadInput(

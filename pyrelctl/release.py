@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from pyrelctl.mixlogger import LoggerMode
 from pyrelctl.procs.values import Process, Timer, processes_from_json, timers_from_json
 from pyrelctl.sockets import Socket, socket_from_json
 
@@ -99,6 +100,11 @@ class Release:
     #: ``[processes.NAME]`` and ``[timers.NAME]`` (procs/manifest.py), sorted by name.
     processes: tuple[Process, ...] = ()
     timers: tuple[Timer, ...] = ()
+    #: mix: ``MAJOR.MINOR`` of the release's Elixir Logger (``lib/logger-VSN``),
+    #: "" if unknown; with :attr:`logger` it decides the VM's logging flags.
+    elixir_logger: str = ""
+    #: mix: who sets up the VM's logging (``[service] logger``, mixlogger.py).
+    logger: LoggerMode = LoggerMode.PYRELCTL
 
     def command(self, verb: str) -> tuple[str, ...] | None:
         return self.commands.get(verb)
@@ -168,4 +174,6 @@ def release_from_json(data: dict[str, Any]) -> Release:
         strategy=str(data.get("strategy", "")),
         processes=processes_from_json(data.get("processes", ())),
         timers=timers_from_json(data.get("timers", ())),
+        elixir_logger=str(data.get("elixir_logger", "")),
+        logger=LoggerMode(data.get("logger", LoggerMode.PYRELCTL)),
     )

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import jinja2
 
-from pyrelctl import __version__, mixcookie
+from pyrelctl import __version__, mixcookie, mixlogger
 from pyrelctl.errors import BadInput
 from pyrelctl.manifest import check_description, check_program_word
 from pyrelctl.names import is_env_name
@@ -325,7 +325,22 @@ def service_unit(spec: ServiceSpec) -> UnitText:
             "socket": spec.socket is not None,
             "stop_timeout": release.stop_timeout,
             "overlap": False,
+            "log_environment": log_environment(spec),
         },
+    )
+
+
+def log_environment(spec: ServiceSpec) -> dict[str, str]:
+    """The service's own ``Environment=`` for its logging (mixlogger.py): a mix
+    release's log levels as journal priorities. Not in :func:`exec_settings`:
+    the transient units of rpc, eval, remote and hooks do without it."""
+    release = spec.release
+    if release.kind is not Kind.MIX:
+        return {}
+    return mixlogger.environment(
+        release.logger,
+        release.elixir_logger,
+        release.environment.get(mixlogger.VARIABLE),
     )
 
 

@@ -39,6 +39,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "pyrelctl.checksums",
         "pyrelctl.dirartifact",
         "pyrelctl.manifest",
+        "pyrelctl.mixlogger",
         "pyrelctl.openartifact",
         "pyrelctl.procs",
         "pyrelctl.procs.calendar",

@@ -55,6 +55,7 @@ from tests.system import (
     test_config,
     test_deploy,
     test_hardening,
+    test_mix_logs,
     test_overlap,
     test_security,
     test_watch,
@@ -237,6 +238,10 @@ class TestOnDebian13:
     )
     test_watch_rollback = staticmethod(
         test_watch.test_a_release_that_crashes_after_its_grace_is_rolled_back_by_the_watch
+    )
+    # Elixir 1.18's Logger writes through its own :logger handler, not a backend
+    test_mix_log_priorities = staticmethod(
+        test_mix_logs.test_log_levels_of_a_mix_release_are_journal_priorities
     )
     # systemd 257's `systemd-analyze security` rates more than 252's does
     test_mix_exposure = staticmethod(test_hardening.test_mix_release_is_hardened_and_still_serves)
