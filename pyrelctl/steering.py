@@ -206,6 +206,33 @@ def probe_socket(host: str) -> tuple[socket.socket, Probe]:
     return sock, Probe(host=host, port=sock.getsockname()[1])
 
 
+# -- net.ipv4.tcp_migrate_req ------------------------------------------------
+
+#: Per network namespace (a new one starts at 0 whatever the host's is).
+MIGRATE_REQ = Path("/proc/sys/net/ipv4/tcp_migrate_req")
+
+
+def migration_enabled(setting: Path = MIGRATE_REQ) -> bool:
+    """Whether connections queued on a closing listener of a group move to
+    another listener of it (Linux 5.14, Documentation/networking/ip-sysctl.rst)
+    instead of being reset. False where the kernel has no such setting."""
+    try:
+        return setting.read_text().strip() == "1"
+    except FileNotFoundError:
+        return False
+
+
+def set_migration(on: bool, setting: Path = MIGRATE_REQ) -> None:
+    """Turn migration on or off in this network namespace (root only)."""
+    try:
+        setting.write_text("1\n" if on else "0\n")
+    except OSError as e:
+        raise SteeringError(
+            f"cannot set net.ipv4.tcp_migrate_req: {e.strerror}",
+            hint="Linux 5.14 or later, as root, in the app's network namespace",
+        ) from e
+
+
 # -- finding a listener of the group to attach through ----------------------
 
 
