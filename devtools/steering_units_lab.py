@@ -143,6 +143,10 @@ def inside(n: int, server: str) -> None:
         # a serves; freeze it so that clients stay queued on its listener.
         pid = int(sh("systemctl", "show", "-p", "MainPID", "--value", "demo-a.service"))
         os.kill(pid, signal.SIGSTOP)
+        # Only once it is stopped: a client that arrives while the signal is on
+        # its way may still be accepted (and then cut), which is not the point here.
+        while Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "T":
+            time.sleep(0.01)
         clients = []
         for _ in range(n):
             client = socket.create_connection(("127.0.0.1", PORT))
@@ -193,6 +197,34 @@ def inside(n: int, server: str) -> None:
         journal_lines("-u", "demo-*"),
         "; -t demo",
         journal_lines("-t", "demo"),
+    )
+    sh("systemctl", "stop", "demo-a.service", "demo-a.socket", "demo-b.service", "demo-b.socket")
+    (UNITS / "demo.service").unlink()
+
+    # Both slots in one slice: `journalctl -u NAME.slice` matches _SYSTEMD_SLICE.
+    for x in "ab":
+        (UNITS / f"demo-{x}.service.d").mkdir(exist_ok=True)
+        (UNITS / f"demo-{x}.service.d" / "slice.conf").write_text("[Service]\nSlice=demo.slice\n")
+    # A template's instance as the target of a plain name's alias.
+    (UNITS / "tpl@.service").write_text("[Service]\nExecStart=/bin/sleep infinity\n")
+    (UNITS / "tpl.service").symlink_to(UNITS / "tpl@a.service")
+    reload = subprocess.run(["systemctl", "daemon-reload"], capture_output=True, text=True)
+    sh("systemctl", "start", "demo-a.socket", "demo-a.service", "demo-b.socket", "demo-b.service")
+    time.sleep(1)
+    print(
+        "slots in demo.slice: journal lines -u demo.slice",
+        journal_lines("-u", "demo.slice"),
+        "; -u demo-a",
+        journal_lines("-u", "demo-a"),
+        "; -u demo-b",
+        journal_lines("-u", "demo-b"),
+    )
+    started = subprocess.run(["systemctl", "start", "tpl.service"], capture_output=True, text=True)
+    print(
+        "alias tpl.service -> tpl@a.service:",
+        show("tpl.service", "Id,LoadState,ActiveState"),
+        f"; start: {started.returncode} {started.stderr.strip()[:160]!r}",
+        f"; daemon-reload said: {reload.stderr.strip()[:200]!r}",
     )
 
 
