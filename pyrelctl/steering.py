@@ -295,3 +295,37 @@ def group_member(pid: int, inodes: Iterable[int], *, proc: Path = Path("/proc"))
     if fd is None:
         raise SteeringError(f"process {pid} holds none of the listeners {sorted(inodes)}")
     return take_fd(pid, fd)
+
+
+@dataclass(frozen=True)
+class Group:
+    """The ``SO_REUSEPORT`` group listening on ``host:port`` in this network
+    namespace, reached through the copy of a listener that process ``pid``
+    holds (PID 1 for socket units)."""
+
+    host: str
+    port: int
+    pid: int = 1
+
+    def size(self) -> int:
+        """How many listeners the group has now."""
+        return len(listening_inodes(self.host, self.port))
+
+    def steer(
+        self, serving: int, *, probe: Probe | None = None, probe_to: int | None = None
+    ) -> None:
+        """Send every new connection to listener ``serving`` (and ``probe``'s to
+        ``probe_to``). Refuses an index the group does not have now: the kernel
+        would spread the connections over every listener instead."""
+        insns = program(serving, probe=probe, probe_to=probe_to)
+        inodes = listening_inodes(self.host, self.port)
+        highest = max(serving, probe_to if probe_to is not None else 0)
+        if highest >= len(inodes):
+            raise SteeringError(
+                f"{self.host}:{self.port} has {len(inodes)} listener(s), no index {highest}"
+            )
+        sock = group_member(self.pid, inodes)
+        try:
+            attach(sock, insns)
+        finally:
+            sock.close()

@@ -7,6 +7,7 @@ would spread the connections by hash, or send them all elsewhere.
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import subprocess
@@ -318,3 +319,40 @@ def test_take_fd_reports_a_process_that_is_gone() -> None:
     child.wait()
     with pytest.raises(OSError):
         steering.take_fd(child.pid, 0)
+
+
+def test_a_program_attached_before_listen_takes_the_socket_out_of_the_group() -> None:
+    # Why pyrelctl attaches through a listening member: a bound socket that
+    # gets a program first has a group of its own, and cannot listen then.
+    serving = listener()
+    port = serving.getsockname()[1]
+    early = socket.socket()
+    early.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    early.bind(("127.0.0.1", port))
+    steering.attach(early, steering.program(0))
+    with pytest.raises(OSError) as raised:
+        early.listen(16)
+    assert raised.value.errno == errno.EADDRINUSE
+    early.close()
+    serving.close()
+
+
+def test_group_steers_through_a_member_and_refuses_an_index_it_lacks(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    old, new = pair
+    group = steering.Group("127.0.0.1", old.getsockname()[1], pid=os.getpid())
+    assert group.size() == 2
+    try:
+        group.steer(1)
+    except steering.SteeringError as e:
+        pytest.skip(f"no pidfd_getfd here: {e}")
+    assert queued(old, new) == [0, N]
+    group.steer(0)
+    assert queued(old, new) == [N, 0]
+    with pytest.raises(steering.SteeringError, match="no index 2"):
+        group.steer(2)
+    probe = steering.Probe("127.0.0.1", 1234)
+    with pytest.raises(steering.SteeringError, match="no index 2"):
+        group.steer(0, probe=probe, probe_to=2)
+    assert queued(old, new) == [N, 0]  # a refused program changed nothing
