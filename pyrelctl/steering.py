@@ -29,10 +29,10 @@ it, through the app's own address: :func:`program` takes a :class:`Probe`,
 the source address and port a health probe connects from, and sends that
 one connection to the new listener while every other goes to the serving
 one. The program reads the SYN's IP and TCP headers (``SKF_NET_OFF``,
-filter(2)/Documentation/networking/filter.rst): IPv4 without IP options'
-length assumed (it reads the header length), IPv6 only when TCP follows the
-fixed header directly (no extension headers, which a loopback or LAN client
-does not send).
+Documentation/networking/filter.rst): IPv4 with or without IP options (it
+reads the header length), IPv6 only when TCP follows the fixed header
+directly (no extension headers, which a client on the host does not send).
+:class:`Group` attaches a program through a listener that PID 1 holds.
 
 This module builds, encodes and attaches the programs; it never decides
 which release is verified. Unix sockets have no ``SO_REUSEPORT`` group: see
