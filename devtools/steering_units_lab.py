@@ -97,6 +97,16 @@ def listeners() -> int:
     return len(steering.listening_inodes("127.0.0.1", PORT))
 
 
+def accept_queues() -> list[tuple[int, int]]:
+    """(inode, connections waiting to be accepted) of each listener on PORT."""
+    found = []
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1].endswith(f":{PORT:04X}") and fields[3] == "0A":
+            found.append((int(fields[9]), int(fields[4].split(":")[1], 16)))
+    return found
+
+
 def journal_lines(*args: str) -> int:
     return len(sh("journalctl", "-q", "-o", "cat", *args, check=False).splitlines())
 
@@ -136,7 +146,10 @@ def inside(n: int, server: str) -> None:
 
     for migrate in (False, True):
         steering.set_migration(migrate)
-        sh("systemctl", "start", "demo-a.socket", "demo-a.service", "demo-b.socket")
+        # One after the other: a's listener joins first (index 0).
+        sh("systemctl", "start", "demo-a.socket")
+        sh("systemctl", "start", "demo-a.service")
+        sh("systemctl", "start", "demo-b.socket")
         sh("systemctl", "start", "demo-b.service")
         sock, _ = member()
         steering.attach(sock, steering.program(0))
@@ -153,6 +166,7 @@ def inside(n: int, server: str) -> None:
             client.sendall(REQUEST)
             clients.append(client)
         time.sleep(0.2)
+        print(f"  tcp_migrate_req={steering.migration_enabled()}, accept queues: {accept_queues()}")
         steering.attach(sock, steering.program(1))  # the switch
         sock.close()
         # systemd sends SIGTERM, then SIGCONT: the frozen server dies without accepting.
@@ -185,6 +199,24 @@ def inside(n: int, server: str) -> None:
     sh("systemctl", "daemon-reload")
     print("alias moved to demo-b, daemon-reload:", show("demo.service", "Id,Names,MainPID"))
     print("  demo-a now:", show("demo-a.service", "Id,Names,ActiveState"))
+    # A drop-in under the alias's name, and the verbs through the alias.
+    (UNITS / "demo.service.d").mkdir(exist_ok=True)
+    (UNITS / "demo.service.d" / "env.conf").write_text("[Service]\nEnvironment=DROPIN=yes\n")
+    sh("systemctl", "daemon-reload")
+    print("  drop-in demo.service.d/: demo-b", show("demo-b.service", "Environment"))
+    pids = {x: show(f"demo-{x}.service", "MainPID") for x in "ab"}
+    sh("systemctl", "restart", "demo")
+    after = {x: show(f"demo-{x}.service", "MainPID") for x in "ab"}
+    print(f"  systemctl restart demo: MainPID before {pids}, after {after}")
+    sh("systemctl", "stop", "demo")
+    states = {x: sh("systemctl", "is-active", f"demo-{x}.service", check=False) for x in "ab"}
+    print(f"  systemctl stop demo: {states}")
+    sh("systemctl", "start", "demo")
+    enabled = subprocess.run(["systemctl", "enable", "demo"], capture_output=True, text=True)
+    print(f"  systemctl enable demo: {enabled.returncode} {enabled.stderr.strip()[:160]!r}")
+    (UNITS / "demo.service.d" / "env.conf").unlink()
+    (UNITS / "demo.service.d").rmdir()
+    sh("systemctl", "daemon-reload")
     time.sleep(1)
     print(
         "  journal lines: -u demo",
@@ -234,6 +266,8 @@ def main() -> None:
         return
     from devtools.machine import Machine
 
+    # A timeout's SIGTERM must still stop the container (the with block below).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 200
     with tempfile.TemporaryDirectory(prefix="steer-lab-", dir="/var/tmp") as tmp:
         scratch = Path(tmp)
