@@ -36,7 +36,8 @@ cycle, and on a new module nobody placed. The layers, lowest first:
     pystemd (``systemd``), transient units for commands and sandboxed
     steps (``transient``, ``sandboxrun``), the journal, the metrics, the
     units of processes and timers (``procs.units``, ``procs.host``), the
-    units of the delegation socket (``delegate.setup``).
+    units of the delegation socket (``delegate.setup``), and the steering
+    of new connections within a socket's ``SO_REUSEPORT`` group (``steering``).
 ``build``
     Python releases: ``pyrelctl build`` (``build``, ``buildconfig``,
     ``buildlock``, ``buildsteps``, ``wheels``) and preparing one at install,

@@ -79,6 +79,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "pyrelctl.procs.units",
         "pyrelctl.sandboxrun",
         "pyrelctl.socketunit",
+        "pyrelctl.steering",
         "pyrelctl.systemd",
         "pyrelctl.transient",
         "pyrelctl.unitfiles",
