@@ -26,8 +26,19 @@ def wanted(command: str, params: dict[str, Any], *, offline: bool) -> bool:
     if command not in policy.DELEGABLE or offline or os.geteuid() == 0:
         return False
     target = params.get("artifact") if command == "install" else params.get("app")
-    if not target or "://" in str(target):
-        return False  # `status` of every app, or a URL: the caller's own rights
+    if not target:
+        return False  # `status` of every app: the caller's own rights
+    if "://" in str(target):
+        if os.path.exists(wire.SOCKET_PATH):
+            # Root fetching an address a user chose would reach what only the
+            # host can reach (its loopback, its network): a granted user hands
+            # over a file it read itself.
+            raise BadInput(
+                "a granted user installs from a file, not from a URL",
+                hint="download the release and its .sig first (curl -fO URL -O URL.sig), "
+                "then: pyrelctl install FILE",
+            )
+        return False  # no grants on this host: the caller's own rights
     return os.path.exists(wire.SOCKET_PATH)
 
 

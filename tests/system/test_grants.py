@@ -145,6 +145,7 @@ def test_a_granted_user_deploys_its_app_and_nothing_else(
         ("install", art["1.1"], "--allow-downgrade"),
         ("install", art["1.1"], "--keep", "1"),
         ("rollback", OTHER),
+        ("install", f"http://127.0.0.1:9/{granted_host['1.1'].name}"),  # no URL of ci's
     ]
     machine.run(["sh", "-c", f"echo A=1 > {HOME}/env && chown ci {HOME}/env"])
     refusals.append(("install", art["1.1"], "--env-file", f"{HOME}/env"))
