@@ -11,6 +11,7 @@ import functools
 import os
 import tempfile
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -115,6 +116,23 @@ def pyrelctl(machine: Machine) -> MachineCommand:
     if not entry_point.is_file():
         pytest.fail(f"{entry_point} is missing: run `make venv`")
     return MachineCommand(machine, (os.fspath(entry_point),))
+
+
+@dataclass(frozen=True)
+class Checkout:
+    """Where the machine sees this checkout, and a Python there that runs its devtools."""
+
+    root: Path
+    python: Path
+
+
+@pytest.fixture(scope="session")
+def checkout() -> Checkout:
+    """The checkout bound into the machine at its own path, with the venv's Python.
+
+    The Debian 13 tier (test_trixie.py) points it at its clean copy and trixie's python3.
+    """
+    return Checkout(REPO_ROOT, VENV / "bin" / "python")
 
 
 @pytest.fixture

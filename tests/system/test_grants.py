@@ -4,7 +4,6 @@ app's signed releases through pyrelctl-delegate.socket, and nothing else."""
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -12,21 +11,21 @@ import pytest
 
 from devtools.machine import Machine, MachineCommand
 from tests.cli.test_signatures import keypair, sign
-from tests.system.conftest import VENV
 
 APP, OTHER = "granted", "notgranted"
 HOOK, HOOK_LOG = "/etc/pyrelctl/hooks.d/10-grant-test", "/run/grant-hook.log"
 HOME = "/home/ci"
 
 
-def as_user(machine: Machine, user: str) -> MachineCommand:
-    """`pyrelctl ARGS` run by ``user`` (no sudo, its own groups) inside the machine."""
+def as_user(pyrelctl: MachineCommand, user: str) -> MachineCommand:
+    """The same `pyrelctl ARGS` run by ``user`` (no sudo, its own groups) inside the machine."""
+    machine = pyrelctl.machine
     uid = machine.run(["id", "-u", user]).stdout.strip()
     gid = machine.run(["id", "-g", user]).stdout.strip()
     return MachineCommand(
         machine,
         ("setpriv", f"--reuid={uid}", f"--regid={gid}", "--init-groups", "--",
-         os.fspath(VENV / "bin" / "pyrelctl")),
+         *pyrelctl.prefix),
     )  # fmt: skip
 
 
@@ -87,7 +86,7 @@ def granted_host(
 def test_a_granted_user_deploys_its_app_and_nothing_else(
     machine: Machine, pyrelctl: MachineCommand, granted_host: dict[str, Path]
 ) -> None:
-    ci = as_user(machine, "ci")
+    ci = as_user(pyrelctl, "ci")
     art = {k: f"{HOME}/{v.name}" for k, v in granted_host.items()}
     # Before any grant there is no helper: ci's install fails with its own rights.
     done = ci("install", art["1.1"])
@@ -180,7 +179,7 @@ def test_a_user_without_a_grant_reads_what_it_could_before(
     machine: Machine, pyrelctl: MachineCommand, granted_host: dict[str, Path]
 ) -> None:
     assert pyrelctl("grant", APP, "--user", "ci").returncode == 0
-    stranger = as_user(machine, "stranger")
+    stranger = as_user(pyrelctl, "stranger")
     art = f"{HOME}/{granted_host['1.1'].name}"
     machine.run(["chmod", "755", HOME])
     for argv in (("install", art), ("rollback", APP)):
@@ -207,7 +206,7 @@ def test_a_group_grant_follows_the_user_database(
     machine.run(["groupadd", "deployers"])
     try:
         assert pyrelctl("grant", APP, "--group", "deployers").returncode == 0
-        stranger = as_user(machine, "stranger")
+        stranger = as_user(pyrelctl, "stranger")
         art = f"{HOME}/{granted_host['1.1'].name}"
         machine.run(["chmod", "755", HOME])
         assert stranger("rollback", APP).returncode == 2
@@ -223,7 +222,7 @@ def test_a_group_grant_follows_the_user_database(
         still = MachineCommand(
             machine,
             ("setpriv", f"--reuid={uid}", f"--regid={own}", f"--groups={gid}", "--",
-             os.fspath(VENV / "bin" / "pyrelctl")),
+             *pyrelctl.prefix),
         )  # fmt: skip
         assert (
             gid

@@ -15,22 +15,21 @@ from pathlib import Path
 import pytest
 
 from devtools.machine import Machine, MachineCommand
+from devtools.newhost import free_port
 from devtools.proc import wait_until
 from tests.cli.test_signatures import keypair
-from tests.system.conftest import REPO_ROOT, VENV
+from tests.system.conftest import REPO_ROOT, Checkout
 
-#: The container has a network namespace of its own: a fixed port is free there.
-PORT = 8931
-BASE = f"http://127.0.0.1:{PORT}"
 SERVER_UNIT = "pyrelctl-test-artifacts.service"
 DOCS = REPO_ROOT / "docs/deploys.md"
 
 
 @dataclass(frozen=True)
 class Served:
-    """The directory the server inside serves, and the keys that sign for it."""
+    """The directory the server inside serves, its URL, and the keys that sign for it."""
 
     directory: Path
+    base: str
     ops: Path
     intruder: Path
 
@@ -59,23 +58,27 @@ class Served:
 
 
 @pytest.fixture
-def served(machine: Machine, scratch: Path, tmp_path: Path) -> Iterator[Served]:
+def served(machine: Machine, checkout: Checkout, scratch: Path, tmp_path: Path) -> Iterator[Served]:
     directory = scratch / "served"
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir()
+    # A port free on the host: the Debian 13 tier's container shares the host's
+    # network (test_trixie.py); the Debian 12 one has its own, where it is free too.
+    port = free_port()
     machine.run(
-        ["systemd-run", f"--unit={SERVER_UNIT}", f"--working-directory={REPO_ROOT}",
-         f"--setenv=PYTHONPATH={REPO_ROOT}", VENV / "bin/python", "-m",
-         "devtools.artifactserver", directory, str(PORT)],
+        ["systemd-run", f"--unit={SERVER_UNIT}", f"--working-directory={checkout.root}",
+         f"--setenv=PYTHONPATH={checkout.root}", checkout.python, "-m",
+         "devtools.artifactserver", directory, str(port)],
     )  # fmt: skip
-    probe = f"import socket; socket.create_connection(('127.0.0.1', {PORT}), 1).close()"
+    probe = f"import socket; socket.create_connection(('127.0.0.1', {port}), 1).close()"
     try:
         wait_until(
             lambda: machine.run(["python3", "-c", probe], check=False).returncode == 0 or None,
             timeout=20,
             what="the artifact server inside",
         )
-        yield Served(directory, keypair(tmp_path, "ops"), keypair(tmp_path, "intruder"))
+        base = f"http://127.0.0.1:{port}"
+        yield Served(directory, base, keypair(tmp_path, "ops"), keypair(tmp_path, "intruder"))
     finally:
         machine.systemctl("stop", SERVER_UNIT, check=False)
 
@@ -102,8 +105,9 @@ def test_a_pull_installs_a_good_release_and_refuses_bad_ones_with_nothing_writte
     app = "pulled"
     cleanup(app)
     served.trust(machine, app)
+    base = served.base
     good = served.publish(make_release(name=app, version="1"))
-    first = pyrelctl("install", f"{BASE}/{good}", "--allow-http", "--grace", "0.5")
+    first = pyrelctl("install", f"{base}/{good}", "--allow-http", "--grace", "0.5")
     assert first.returncode == 0, first.stderr
     assert "signature good: signed by ops@example" in first.stderr
     assert machine.systemctl("is-active", f"{app}.service", check=False).stdout.strip() == "active"
@@ -113,12 +117,12 @@ def test_a_pull_installs_a_good_release_and_refuses_bad_ones_with_nothing_writte
     bad = served.publish(make_release(name=app, version="2"), key=served.intruder)
     next_ = served.publish(make_release(name=app, version="3"))
     refusals = [
-        ((f"{BASE}/{bad}",), 2, "not made by a key trusted"),
-        ((f"{BASE}/{next_}", "--max-size", "1K"), 2, "Content-Length"),
-        ((f"{BASE}/nolength/{next_}", "--max-size", "1K"), 2, "its body is larger than 1024"),
-        ((f"{BASE}/stall/{next_}", "--fetch-timeout", "1"), 1, "sent nothing for 1 s"),
-        ((f"{BASE}/redirect-file/{next_}",), 2, "redirects to file:///etc/passwd"),
-        ((f"{BASE}/{next_}".replace("http:", "https:"),), 1, "TLS failed"),
+        ((f"{base}/{bad}",), 2, "not made by a key trusted"),
+        ((f"{base}/{next_}", "--max-size", "1K"), 2, "Content-Length"),
+        ((f"{base}/nolength/{next_}", "--max-size", "1K"), 2, "its body is larger than 1024"),
+        ((f"{base}/stall/{next_}", "--fetch-timeout", "1"), 1, "sent nothing for 1 s"),
+        ((f"{base}/redirect-file/{next_}",), 2, "redirects to file:///etc/passwd"),
+        ((f"{base}/{next_}".replace("http:", "https:"),), 1, "TLS failed"),
     ]
     for args, code, expected in refusals:
         refused = pyrelctl("install", *args, "--allow-http")
@@ -128,7 +132,7 @@ def test_a_pull_installs_a_good_release_and_refuses_bad_ones_with_nothing_writte
         assert host_state(machine, app) == before, args
 
     # The same server and file, within the limits: installed.
-    ok = pyrelctl("install", f"{BASE}/{next_}", "--allow-http", "--grace", "0.5")
+    ok = pyrelctl("install", f"{base}/{next_}", "--allow-http", "--grace", "0.5")
     assert ok.returncode == 0, ok.stderr
     assert machine.run(["readlink", f"/opt/{app}/current"]).stdout.strip() == "releases/3"
     assert machine.run(["ls", "-A", "/var/lib/pyrelctl/.downloads"]).stdout == ""
@@ -136,9 +140,10 @@ def test_a_pull_installs_a_good_release_and_refuses_bad_ones_with_nothing_writte
     assert mode == ["700", "root"]
 
 
-def docs_units(app: str) -> dict[str, str]:
-    """The pull units of docs/deploys.md (path -> text), for ``app`` and this
-    server: the app's name, the URL and --allow-http changed, nothing else."""
+def docs_units(app: str, base: str, program: str) -> dict[str, str]:
+    """The pull units of docs/deploys.md (path -> text), for ``app``, the server
+    at ``base`` and the pyrelctl at ``program``: the app's name, the URL,
+    --allow-http and pyrelctl's path changed, nothing else."""
     text = DOCS.read_text()
     found = re.findall(r"```ini\n# (/etc/systemd/system/shop-pull\.\w+)\n(.*?)```", text, re.S)
     assert [path for path, _ in found] == [
@@ -149,8 +154,8 @@ def docs_units(app: str) -> dict[str, str]:
     for path, body in found:
         body = body.replace(
             "https://releases.example/shop/shop-latest.tar.gz",
-            f"{BASE}/shop-latest.tar.gz --allow-http",
-        ).replace("/usr/local/bin/pyrelctl", str(VENV / "bin/pyrelctl"))
+            f"{base}/shop-latest.tar.gz --allow-http",
+        ).replace("/usr/local/bin/pyrelctl", program)
         units[path.replace("shop", app)] = body.replace("shop", app)
     return units
 
@@ -165,7 +170,7 @@ def test_the_docs_pull_timer_deploys_and_stops_after_a_failed_release(
     app = "polled"
     cleanup(app)
     served.trust(machine, app)
-    units = docs_units(app)
+    units = docs_units(app, served.base, pyrelctl.prefix[0])
     for path, text in units.items():
         machine.run(["sh", "-c", f"cat > {path}"], input=text)
     try:

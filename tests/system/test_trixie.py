@@ -50,22 +50,30 @@ from devtools.newhost import clean_checkout, step, trust_host_authorities
 from devtools.proc import DevtoolsError
 from devtools.releases import build_mix_app
 from devtools.rootfs import TRIXIE, ensure_root
+from pyrelctl.release import Kind
 from tests.cli.test_bad_input import BAD
 from tests.system import (
     test_config,
     test_deploy,
+    test_grants,
     test_hardening,
     test_mix_logs,
     test_overlap,
+    test_procs_units,
+    test_pull,
     test_security,
     test_watch,
 )
-from tests.system.conftest import MIX_APP, MIX_FAILING, MIX_VERSIONS
+from tests.system.conftest import MIX_APP, MIX_FAILING, MIX_VERSIONS, Checkout
 from tests.system.test_deb import DEB, deb_dir  # noqa: F401 (a fixture, used by name)
 
-# The overlap test's own fixtures, for TestOnDebian13 to run it (pytest finds
+# The reused tests' own fixtures, for TestOnDebian13 to run them (pytest finds
 # fixtures by the names a module holds).
+from tests.system.test_grants import granted_host  # noqa: F401 (a fixture, used by name)
 from tests.system.test_overlap import app, serving  # noqa: F401 (fixtures, used by name)
+from tests.system.test_procs_units import release  # noqa: F401 (a fixture, used by name)
+from tests.system.test_pull import served  # noqa: F401 (a fixture, used by name)
+from tests.unit.test_procs_units import analyze_verify, rendered, verify_tables
 
 VENV = "/opt/pyrelctl-venv"
 
@@ -123,7 +131,8 @@ def trixie_pyrelctl(trixie: Trixie) -> MachineCommand:
     step(machine, "python3 -m venv", ["python3", "-m", "venv", VENV])
     step(machine, "pip install .", [f"{VENV}/bin/pip", "install", "."], cwd=trixie.checkout)
     machine.run(["ln", "-s", f"{VENV}/bin/pyrelctl", "/usr/local/bin/pyrelctl"])
-    return MachineCommand(machine, ("pyrelctl",))
+    # The README's path, absolute: the reused tests put it into unit files too.
+    return MachineCommand(machine, ("/usr/local/bin/pyrelctl",))
 
 
 @pytest.fixture(scope="module")
@@ -222,6 +231,11 @@ class TestOnDebian13:
     def mix_artifacts(self, trixie_mix: dict[str, Path]) -> dict[str, Path]:
         return trixie_mix
 
+    @pytest.fixture
+    def checkout(self, trixie: Trixie) -> Checkout:
+        # The clean copy bound in, run by trixie's python3 (devtools is stdlib only).
+        return Checkout(trixie.checkout, Path("/usr/bin/python3"))
+
     # install, upgrade, plain systemctl, rollback both ways, history, status
     test_mix_lifecycle = staticmethod(test_deploy.test_mix_release_lifecycle)
     # a failed upgrade: exit 3, the previous release restored and running
@@ -250,6 +264,37 @@ class TestOnDebian13:
         test_security.test_a_prefixed_start_command_is_refused_and_nothing_runs
     )
     test_host_names_refused = staticmethod(test_security.test_names_of_the_host_are_refused)
+    # delegated deploys: the socket-activated root helper, a user's and a group's grant
+    test_grant_deploys = staticmethod(
+        test_grants.test_a_granted_user_deploys_its_app_and_nothing_else
+    )
+    test_grant_group = staticmethod(test_grants.test_a_group_grant_follows_the_user_database)
+    # install URL: the refusals (size, stall, redirect, TLS, signature) and the docs' timer
+    test_pull_refusals = staticmethod(
+        test_pull.test_a_pull_installs_a_good_release_and_refuses_bad_ones_with_nothing_written
+    )
+    test_pull_timer = staticmethod(
+        test_pull.test_the_docs_pull_timer_deploys_and_stops_after_a_failed_release
+    )
+    # processes and a timer: run as the app, started and stopped with it
+    test_procs_run = staticmethod(
+        test_procs_units.test_processes_and_a_timer_run_as_the_app_and_go_with_it
+    )
+
+
+@pytest.mark.parametrize("kind", [Kind.MIX, Kind.PYTHON, Kind.GENERIC])
+def test_systemd_257_verifies_the_units_of_processes_and_timers(
+    trixie: Trixie, scratch: Path, kind: Kind
+) -> None:
+    """tests/unit's `systemd-analyze verify` check, with trixie's systemd-analyze:
+    the rendered units of a release's processes and timers draw no line at all."""
+    where = Path(tempfile.mkdtemp(prefix=f"verify-{kind}-", dir=scratch))
+    said = analyze_verify(
+        where,
+        rendered(kind, verify_tables(kind)),
+        lambda argv: trixie.machine.run(argv, check=False),
+    )
+    assert said == []
 
 
 _REFUSE_ALL = """
