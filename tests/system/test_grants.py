@@ -144,7 +144,6 @@ def test_a_granted_user_deploys_its_app_and_nothing_else(
         ("install", art["1.1"], "--allow-downgrade"),
         ("install", art["1.1"], "--keep", "1"),
         ("rollback", OTHER),
-        ("install", f"http://127.0.0.1:9/{granted_host['1.1'].name}"),  # no URL of ci's
     ]
     machine.run(["sh", "-c", f"echo A=1 > {HOME}/env && chown ci {HOME}/env"])
     refusals.append(("install", art["1.1"], "--env-file", f"{HOME}/env"))
@@ -152,6 +151,9 @@ def test_a_granted_user_deploys_its_app_and_nothing_else(
         done = ci(*argv)
         assert done.returncode == 2, (argv, done.stdout, done.stderr)
         assert done.stderr.startswith("error: "), (argv, done.stderr)
+    # A URL: root fetches no address ci chose (ci's own rights would fail as exit 1).
+    done = ci("install", f"https://127.0.0.1:9/{granted_host['1.1'].name}")
+    assert done.returncode == 2 and "not from a URL" in done.stderr, done.stderr
     # Commands a grant never covers: root's.
     for argv in (
         ("config", "set", APP, "A=1"),
