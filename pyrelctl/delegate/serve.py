@@ -294,14 +294,19 @@ def check_release(layout: Layout, app: str, artifact: Path, signature: Path) -> 
 class _Tolerant(io.TextIOWrapper):
     """The caller's stdout or stderr: a caller gone away must not stop a deploy halfway."""
 
+    # try/except, not contextlib.suppress: flush() also runs when the object is
+    # collected at interpreter exit, when module globals may already be None.
     def write(self, s: str) -> int:
-        with contextlib.suppress(OSError, ValueError):
+        try:
             return super().write(s)
-        return len(s)
+        except (OSError, ValueError):
+            return len(s)
 
     def flush(self) -> None:
-        with contextlib.suppress(OSError, ValueError):
+        try:  # noqa: SIM105 (see above)
             super().flush()
+        except (OSError, ValueError):
+            pass
 
 
 def _in_process(argv: list[str], out_fd: int, err_fd: int, user: str) -> int:
