@@ -65,8 +65,9 @@ test-deps: $(STAMP_APT)
 	@packaging/apt-ensure $(TEST_APT_PACKAGES)
 	@packaging/apt-current $$($(PYTHON) -c 'import sys; print("python3.%d" % sys.version_info[1])')
 
+# --durations: CI's log says where the suite's time goes (the ~30 minute budget).
 test: $(STAMP_VENV) test-deps
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest --durations=25
 
 # Everything but the system tests: seconds, for the edit-test loop.
 test-fast: $(STAMP_VENV)
