@@ -142,6 +142,20 @@ def _entries(
         yield name, entry
 
 
+def _shared(
+    table: str, name: str, entry: Mapping[str, Any], where: str, argv: ArgvCheck, text: TextCheck
+) -> tuple[tuple[str, ...], int | None, dict[str, str]]:
+    """What a process and a timer both declare: command, stop_timeout, environment."""
+    at = f"{where}: {table}.{name}"
+    return (
+        argv(f"{table}.{name}", "command", entry["command"], where),
+        _whole_seconds(entry["stop_timeout"], f"{at}.stop_timeout")
+        if "stop_timeout" in entry
+        else None,
+        _environment(entry.get("environment", {}), f"{at}.environment", text),
+    )
+
+
 def parse_processes(
     doc: Mapping[str, Any], where: str, argv: ArgvCheck, text: TextCheck
 ) -> tuple[Process, ...]:
@@ -156,17 +170,14 @@ def parse_processes(
             or not 0 <= instances <= MAX_INSTANCES
         ):
             raise BadInput(f"{at}.instances must be a whole number, 0 to {MAX_INSTANCES}")
+        command, stop_timeout, environment = _shared("processes", name, entry, where, argv, text)
         found.append(
             Process(
                 name=name,
-                command=argv(f"processes.{name}", "command", entry["command"], where),
+                command=command,
                 instances=instances,
-                stop_timeout=(
-                    _whole_seconds(entry["stop_timeout"], f"{at}.stop_timeout")
-                    if "stop_timeout" in entry
-                    else None
-                ),
-                environment=_environment(entry.get("environment", {}), f"{at}.environment", text),
+                stop_timeout=stop_timeout,
+                environment=environment,
             )
         )
     return tuple(found)
@@ -215,10 +226,11 @@ def parse_timers(
         timeout = parse_duration(entry.get("timeout", 0), f"{at}.timeout")
         if "timeout" in entry and timeout <= 0:
             raise BadInput(f"{at}.timeout must be more than 0")
+        command, stop_timeout, environment = _shared("timers", name, entry, where, argv, text)
         found.append(
             Timer(
                 name=name,
-                command=argv(f"timers.{name}", "command", entry["command"], where),
+                command=command,
                 on_calendar=calendar,
                 every=every,
                 randomized_delay=parse_duration(
@@ -226,12 +238,8 @@ def parse_timers(
                 ),
                 persistent=persistent and not every,
                 timeout=timeout,
-                stop_timeout=(
-                    _whole_seconds(entry["stop_timeout"], f"{at}.stop_timeout")
-                    if "stop_timeout" in entry
-                    else None
-                ),
-                environment=_environment(entry.get("environment", {}), f"{at}.environment", text),
+                stop_timeout=stop_timeout,
+                environment=environment,
             )
         )
     return tuple(found)
