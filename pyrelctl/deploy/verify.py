@@ -53,6 +53,11 @@ def verify(
         state = host.systemd.state(unit)
         if state.running:
             before[unit] = state.invocation_id
+        elif state.load_state == "loaded":
+            # A crash-looping instance of the release that failed: its start
+            # limit and restart count must not carry over (as for the web
+            # process in readiness.Watcher.restart_and_verify).
+            host.systemd.reset_failed(unit)
     runner = hooks.command_runner(host.layout.root, app, release)
     connect = None
     if alone:
