@@ -51,9 +51,8 @@ def verify(
     before = {}
     for unit in companions:
         state = host.systemd.state(unit)
-        if state.running:
-            before[unit] = state.invocation_id
-        elif state.load_state == "loaded":
+        before[unit] = state.invocation_id
+        if not state.running and state.load_state == "loaded":
             # A crash-looping instance of the release that failed: its start
             # limit and restart count must not carry over (as for the web
             # process in readiness.Watcher.restart_and_verify).
