@@ -11,16 +11,23 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from pyrelctl import mixcookie
 from pyrelctl.hostfiles import symlink_atomic
 from pyrelctl.layout import AppPaths, Layout
+from pyrelctl.procs import files as procs_files
 from pyrelctl.release import Kind, Release
 from pyrelctl.socketunit import SocketUnit, effective_socket
 from pyrelctl.systemd import Systemd
 from pyrelctl.unitfiles import write_unit
 from pyrelctl.units import ServiceSpec, UnitText, default_environment_files, service_unit
+
+#: How long stopping a unit the release no longer runs may hold the deploy:
+#: only a bound; systemd itself kills what is left at the unit's
+#: TimeoutStopSec (its process's stop_timeout).
+STOP_WAIT = 900.0
 
 
 def _quiet(_: str) -> None:
@@ -66,17 +73,21 @@ class AppSetup:
     def _service_unit(
         self, app: AppPaths, release: Release, settings: dict[str, Any] | None
     ) -> UnitText:
+        return service_unit(self._spec(app, release, settings))
+
+    def _spec(
+        self, app: AppPaths, release: Release, settings: dict[str, Any] | None
+    ) -> ServiceSpec:
         socket = effective_socket(app.read_settings() if settings is None else settings, release)
-        return service_unit(
-            ServiceSpec(
-                app=app.name,
-                release=release,
-                # The same definition serves the transient units of hooks
-                # and rpc/eval/remote (hooks.py, operate.py).
-                environment_files=default_environment_files(app.name, release),
-                credentials=tuple(app.secrets()),
-                socket=socket,
-            )
+        return ServiceSpec(
+            app=app.name,
+            release=release,
+            # The same definition serves the transient units of hooks
+            # and rpc/eval/remote (hooks.py, operate.py), and the units of
+            # the release's processes and timers (procs/units.py).
+            environment_files=default_environment_files(app.name, release),
+            credentials=tuple(app.secrets()),
+            socket=socket,
         )
 
     def socket_unit(self, app: AppPaths) -> SocketUnit:
@@ -93,8 +104,9 @@ class AppSetup:
         if settings is None:
             settings = app.read_settings()
         changed = self.socket_unit(app).write(effective_socket(settings, release))
-        unit = self._service_unit(app, release, settings)
-        changed |= write_unit(app, app.service_file, unit)
+        spec = self._spec(app, release, settings)
+        changed |= write_unit(app, app.service_file, service_unit(spec))
+        changed |= self._write_processes(app, spec, settings)
         if changed and self.online:
             self.say("units changed: systemctl daemon-reload")
             self.systemd.reload()
@@ -103,6 +115,34 @@ class AppSetup:
             # one just written does not, so the copy can go.
             mixcookie.forget_legacy(app.etc)
         return changed
+
+    def _write_processes(self, app: AppPaths, spec: ServiceSpec, settings: dict[str, Any]) -> bool:
+        """The units and links of the release's processes and timers (procs/files.py).
+
+        What the release no longer runs stops first: an instance of a process
+        it dropped (or beyond its count), the timer of a job it dropped (a run
+        in progress finishes: the job unit is not stopped). Its files go
+        after, so systemd still knows the units it stops.
+        """
+        scaled = settings.get(procs_files.SCALE_SETTING, {})
+        planned = procs_files.plan(app, spec, scaled if isinstance(scaled, dict) else {})
+        if self.online:
+            for unit in planned.gone:
+                self.say(f"stopping {unit}: not part of {spec.release.version}")
+                self.systemd.stop(unit, timeout=STOP_WAIT)
+        return procs_files.apply(app, planned)
+
+    def _remove_processes(self, app: AppPaths) -> list[Path]:
+        """Stop the app's process instances, its timers and any job that runs
+        (the app is going away: each gets its stop timeout), then remove their
+        units, links and the timers' stamps (procs/files.py)."""
+        if self.online:
+            jobs = [f"{p.stem}.service" for p in procs_files.own_units(app) if p.suffix == ".timer"]
+            for unit in [link.name for link in procs_files.own_links(app)] + jobs:
+                if self.systemd.state(unit).active_state not in ("inactive", "failed"):
+                    self.say(f"stopping {unit}")
+                    self.systemd.stop(unit, timeout=STOP_WAIT)
+        return procs_files.remove(app)
 
     def enable(self, app: AppPaths) -> None:
         """Enable the unit once, after its first good start; later installs respect a
@@ -134,7 +174,7 @@ class AppSetup:
         Drop-ins (``<app>.service.d/``, ``<app>.socket.d/``) are the operator's
         and stay.
         """
-        removed: list[str] = []
+        removed: list[str] = [str(p) for p in self._remove_processes(app)]
         overlap_dropins = app.overlap_file.with_name(f"{app.overlap_name}.d")
         if app.overlap_file.exists():  # stays between overlap deploys, stopped
             if self.online:

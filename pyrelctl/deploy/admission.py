@@ -15,6 +15,7 @@ from pyrelctl import allowances, hostclaims
 from pyrelctl.deploy.host import Host
 from pyrelctl.errors import BadInput
 from pyrelctl.layout import AppPaths
+from pyrelctl.procs.host import check_units_free
 from pyrelctl.release import Release
 from pyrelctl.sockets import check_nothing_at, check_paths_for, check_release_socket
 from pyrelctl.socketunit import SETTING as SOCKET_SETTING
@@ -32,6 +33,7 @@ def check_host(host: Host, app: AppPaths, release: Release, settings: dict[str, 
             if host.systemd.state(unit).load_state not in ("not-found", "")
         ]
     hostclaims.check_free(app, loaded_units=loaded)
+    check_units_free(app, release)  # the units of its processes and timers
     host_socket = bool(settings.get(SOCKET_SETTING))
     socket = effective_socket(settings, release)
     check_paths_for(socket, app.name)
@@ -54,6 +56,7 @@ def check_rollback(app: AppPaths, release: Release) -> Release:
     if not host_socket:
         check_release_socket(release.socket, app.name)
     allowances.check(app.name, release, settings, host_socket=host_socket)
+    check_units_free(app, release)  # the host may have taken a name since
     return release
 
 

@@ -93,11 +93,6 @@ class Deployer:
             verify=verification if verification.needed else None,
         ) as artifact:
             release = detect(artifact)
-            if release.processes or release.timers:
-                self.host.say(
-                    "note: the release's [processes] and [timers] are checked but not run "
-                    'yet (docs/deploys.md, "Processes and timers")'
-                )
             # Required where `pyrelctl build` made the release.
             checksums.verify_artifact(artifact, required=release.kind is Kind.PYTHON)
             own_name = app_name_from_release(release.name)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -168,6 +168,71 @@ class Watcher:
                     version, state, job.result, "crashed within the grace period", invocation
                 )
         return state
+
+    def verify_companions(
+        self,
+        units: Sequence[str],
+        version: str,
+        before: Mapping[str, str],
+        grace: float,
+        deadline: float,
+    ) -> Failure | None:
+        """After the web process is up: the release's other units, started or
+        restarted with it (``PartOf=``, ``Wants=``), are up too, or say which is not.
+
+        A process instance (``.service``) is up when it runs under an
+        invocation other than ``before``'s (the one it had before the restart,
+        running or not: it was started now, not left running on the old
+        release, and an earlier run's end is not this one's), has not been
+        restarted by systemd since (``NRestarts``: a crash that Restart=
+        already repaired counts), and has stayed so for ``grace`` seconds
+        since it became active. It must be running by ``deadline``. A timer
+        (``.timer``) is up when active. Instances start in the web process's
+        transaction, so usually the web process's own grace period has
+        already covered theirs and this returns at the first look.
+        """
+        seen: dict[str, str] = {}
+        while True:
+            waiting = []
+            now = time.time()
+            for unit in units:
+                state = self.systemd.state(unit)
+                if unit.endswith(".timer"):
+                    if state.active_state != "active":
+                        return self._failure(
+                            version, state, "", f"{unit} is {state.active_state}, not active"
+                        )
+                    continue
+                first = seen.get(unit)
+                if first is not None and (
+                    state.invocation_id != first or not state.running or state.n_restarts
+                ):
+                    if state.has_job and not state.n_restarts:
+                        # Not a crash: a job of the deploy's own transaction
+                        # restarts it (below).
+                        del seen[unit]
+                    else:
+                        return self._failure(
+                            version, state, "", f"{unit} crashed within the grace period", first
+                        )
+                fresh = bool(state.invocation_id) and state.invocation_id != before.get(unit)
+                ended = state.active_state in ("inactive", "failed") and not state.has_job
+                if state.n_restarts or (fresh and ended):
+                    return self._failure(version, state, "", f"{unit} exited after it started")
+                if not (state.running and fresh):
+                    waiting.append(unit)
+                    continue
+                seen[unit] = state.invocation_id
+                if now - state.active_enter_usec / 1e6 < grace:
+                    waiting.append(unit)
+            if not waiting:
+                return None
+            if time.monotonic() >= deadline and not all(u in seen for u in waiting):
+                unit = next(u for u in waiting if u not in seen)
+                state = self.systemd.state(unit)
+                now_in = f"{state.active_state}/{state.sub_state}"
+                return self._failure(version, state, "", f"{unit} did not start: {now_in}")
+            time.sleep(POLL_INTERVAL)
 
     def check_serving(
         self,

@@ -102,7 +102,15 @@ def switch(
         # is verified again, without a second grace period.
         try:
             overlap.serve_alone()
-            result = verify(host, app, release, dataclasses.replace(readiness, grace=0), alone=True)
+            result = verify(
+                host,
+                app,
+                release,
+                dataclasses.replace(readiness, grace=0),
+                alone=True,
+                # The processes start only now: they get the whole grace period.
+                companions_grace=readiness.grace,
+            )
             reason = overlap.cannot_run_twice(result) if isinstance(result, Failure) else None
             if reason is not None:
                 # It ran beside the old release, not beside itself.

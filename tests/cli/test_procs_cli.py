@@ -84,18 +84,47 @@ def test_unit_prints_the_processes_and_timers(
     assert "# worker" in result.out and "Nice=5" in result.out
 
 
-def test_an_install_says_the_processes_and_timers_do_not_run_yet(
+def test_an_install_writes_the_units_and_links_the_release_needs_and_no_more(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # Until the deploy writes their units (docs/deploys.md, "The plan"), an
-    # install that accepts the tables says that they do nothing yet.
+    # Offline (--root) the files are those a deploy leaves for systemd.
     root = tmp_path / "root"
     root.mkdir()
-    extra = '[processes.w]\ncommand = ["bin/app", "w"]\n'
-    result = run(capsys, "--root", root, "install", "--no-start", release(tmp_path, extra=extra))
+    units = root / "etc/systemd/system"
+    wants = units / "app.service.wants"
+    two = (
+        '[processes.w]\ncommand = ["bin/app", "w"]\ninstances = 2\n'
+        '[timers.t]\ncommand = ["bin/app"]\nevery = "5m"\n'
+    )
+    result = run(capsys, "--root", root, "install", "--no-start", release(tmp_path, extra=two))
     assert result.code == 0, result
-    assert "[processes] and [timers] are checked but not run yet" in result.out + result.err
+    assert sorted(p.name for p in wants.iterdir()) == [
+        "app-t.timer",
+        "app-w@1.service",
+        "app-w@2.service",
+    ]
+    assert {p.name for p in units.glob("app-*")} == {
+        "app-w@.service",
+        "app-t.timer",
+        "app-t.service",
+    }
+    assert str((wants / "app-w@2.service").readlink()) == "/etc/systemd/system/app-w@.service"
+    # Someone else's link in the app's .wants (systemctl add-wants) is not pyrelctl's.
+    (wants / "extra.service").symlink_to("/etc/systemd/system/extra.service")
+
+    # The next release has one instance and no timer: what it drops goes.
     (tmp_path / "b").mkdir()
-    plain = run(capsys, "--root", root, "install", "--no-start", release(tmp_path / "b", "b"))
-    assert plain.code == 0, plain
-    assert "not run yet" not in plain.out + plain.err
+    one = '[processes.w]\ncommand = ["bin/app", "w"]\n'
+    path = tarball(
+        tmp_path / "b" / "app-1.1.0.tar.gz",
+        release_members(manifest(name="app", version="1.1.0", extra=one)),
+    )
+    result = run(capsys, "--root", root, "install", "--no-start", path)
+    assert result.code == 0, result
+    assert sorted(p.name for p in wants.iterdir()) == ["app-w@1.service", "extra.service"]
+    assert {p.name for p in units.glob("app-*")} == {"app-w@.service"}
+
+    # uninstall removes the rest (not the operator's link).
+    assert run(capsys, "--root", root, "uninstall", "app").code == 0
+    assert list(units.glob("app-*")) == []
+    assert [p.name for p in wants.iterdir()] == ["extra.service"]

@@ -71,7 +71,7 @@ from tests.system.test_deb import DEB, deb_dir  # noqa: F401 (a fixture, used by
 # fixtures by the names a module holds).
 from tests.system.test_grants import granted_host  # noqa: F401 (a fixture, used by name)
 from tests.system.test_overlap import app, serving  # noqa: F401 (fixtures, used by name)
-from tests.system.test_procs_units import release  # noqa: F401 (a fixture, used by name)
+from tests.system.test_procs_units import procs_app, releases  # noqa: F401 (fixtures)
 from tests.system.test_pull import served  # noqa: F401 (a fixture, used by name)
 from tests.unit.test_procs_units import analyze_verify, rendered, verify_tables
 
@@ -276,9 +276,9 @@ class TestOnDebian13:
     test_pull_timer = staticmethod(
         test_pull.test_the_docs_pull_timer_deploys_and_stops_after_a_failed_release
     )
-    # processes and a timer: run as the app, started and stopped with it
-    test_procs_run = staticmethod(
-        test_procs_units.test_processes_and_a_timer_run_as_the_app_and_go_with_it
+    # processes and timers: deployed, failed, rolled back, configured with the app
+    test_procs_deploy = staticmethod(
+        test_procs_units.test_processes_and_timers_deploy_fail_and_roll_back_with_the_app
     )
 
 
