@@ -157,7 +157,8 @@ def test_concurrent_installs_are_serialised(
     waited = machine.run(["sh", "-c", "cat /tmp/q*.err"]).stdout
     assert "waiting for queued's lock" in waited  # someone had to wait, and said so
     history = json.loads(pyrelctl("--json", "history", app, check=True).stdout)["history"]
-    assert sorted(r["to"] for r in history) == ["0.0", "1.0", "2.0"]
+    # What each install said, should one of them be missing (seen once under load).
+    assert sorted(r["to"] for r in history) == ["0.0", "1.0", "2.0"], waited
     assert all(r["result"] == "ok" for r in history)
     # Serialised: each install started from what the previous one left.
     assert [r["from"] for r in history][1:] == [r["to"] for r in history][:-1]
