@@ -40,9 +40,10 @@ def build_version(workdir: Path, version: str, *, failing: bool = False) -> Path
     pyproject = project / "pyproject.toml"
     text = pyproject.read_text().replace('version = "1.0.0"', f'version = "{version}"', 1)
     if failing:
-        # [tool.pyrelctl] is the file's last table: this line lands in it.
-        assert text.rstrip().splitlines()[-1].startswith("socket = ")
-        text += 'environment = { PYSHOP_FAIL_AT_START = "1" }\n'
+        # Into [tool.pyrelctl], after its last key (its process and timer tables follow).
+        socket = 'socket = { listen = ["127.0.0.1:8000"] }\n'
+        assert socket in text
+        text = text.replace(socket, socket + 'environment = { PYSHOP_FAIL_AT_START = "1" }\n', 1)
 
     pyproject.write_text(text)
     result = run([PYRELCTL, "--json", "build", project, "-o", workdir / "artifacts"], timeout=600)
@@ -72,6 +73,16 @@ def app(machine: Machine, pyrelctl: MachineCommand) -> Iterator[str]:
     )
     yield APP
     pyrelctl("uninstall", "--purge", APP)
+
+
+WORKER = f"{APP}-worker@1.service"
+
+
+def worker_release(machine: Machine) -> str:
+    """The release the example's worker runs in (its main process's working directory)."""
+    pid = machine.systemctl("show", "-p", "MainPID", "--value", WORKER).stdout.strip()
+    assert pid not in ("", "0"), f"{WORKER} does not run"
+    return machine.run(["readlink", f"/proc/{pid}/cwd"]).stdout.strip().rsplit("/", 1)[-1]
 
 
 def not_root_only(machine: Machine, path: str) -> list[str]:
@@ -171,6 +182,15 @@ def test_python_release_lifecycle(
     assert denied.returncode == 1
     assert "Read-only file system" in denied.stdout or "Permission denied" in denied.stdout
 
+    # The example's worker (python -m pyshop.worker): the release's venv, the
+    # app's dynamic user and sandbox; its nightly job runs from the release too.
+    assert worker_release(machine) == "1.0.0"
+    machine.wait_for_journal(f"{APP}-worker@1", "pyshop 1.0.0 worker waiting for jobs")
+    assert machine.systemctl("show", "-p", "User", "--value", WORKER).stdout.strip() == APP
+    machine.systemctl("start", f"{APP}-report.service")  # oneshot: returns when it ran
+    report = machine.journalctl("-u", f"{APP}-report", "-o", "cat").stdout
+    assert "pyshop 1.0.0 nightly report done" in report, report
+
     # Log levels as journal priorities.
     rpc(
         pyrelctl,
@@ -211,6 +231,8 @@ def test_python_release_lifecycle(
     assert sum(summary["bodies"].values()) > 20
     assert machine.run(["readlink", "/opt/pyshop/current"]).stdout.strip() == "releases/1.1.0"
     assert rpc(pyrelctl, "STATS['version']") == "'1.1.0'"
+    assert worker_release(machine) == "1.1.0"  # restarted with the web process
+    worker_main = machine.systemctl("show", "-p", "MainPID", "--value", WORKER).stdout
 
     # A failing release: exit 3, its own journal lines; it failed beside 1.1.0,
     # which never stopped serving.
@@ -223,6 +245,8 @@ def test_python_release_lifecycle(
     assert machine.run(["readlink", "/opt/pyshop/current"]).stdout.strip() == "releases/1.1.0"
     assert machine.systemctl("is-active", APP, check=False).stdout.strip() == "active"
     assert rpc(pyrelctl, "STATS['version']") == "'1.1.0'"
+    # Nothing was switched, so the worker was not touched either.
+    assert machine.systemctl("show", "-p", "MainPID", "--value", WORKER).stdout == worker_main
     marks = {
         r["version"]: r["mark"]
         for r in json.loads(pyrelctl("--json", "releases", APP, check=True).stdout)["releases"]
