@@ -29,6 +29,7 @@ UNIT = b"org.freedesktop.systemd1.Unit"
 SERVICE = b"org.freedesktop.systemd1.Service"
 SOCKET = b"org.freedesktop.systemd1.Socket"
 JOB = b"org.freedesktop.systemd1.Job"
+TIMER = b"org.freedesktop.systemd1.Timer"
 PROPERTIES = b"org.freedesktop.DBus.Properties"
 
 
@@ -72,6 +73,19 @@ class UnitState:
             dumped = " (core dumped)" if self.exec_main_code == 3 else ""
             return f"killed by {name}{dumped}"
         return "not started"
+
+
+@dataclass(frozen=True)
+class TimerState:
+    """When a timer last elapsed and when it elapses next (``systemctl list-timers``).
+
+    Microseconds since the epoch; 0 for never (``LastTriggerUSec``) or for
+    nothing scheduled, a stopped timer's (``NextElapseUSecRealtime``).
+    """
+
+    name: str
+    last_trigger_usec: int = 0
+    next_elapse_usec: int = 0
 
 
 @dataclass(frozen=True)
@@ -204,6 +218,27 @@ class Systemd:
             state_change_usec=int(u.get(b"StateChangeTimestamp", 0)),
             need_daemon_reload=bool(u.get(b"NeedDaemonReload", False)),
             listen=tuple(_text(address) for _kind, address in listen),
+        )
+
+    def timer_state(self, unit: str) -> TimerState:
+        """A timer's last and next elapse (one D-Bus call after the unit is loaded).
+
+        A timer of ``every`` (``OnActiveSec=``/``OnUnitActiveSec=``) has its next
+        elapse on the monotonic clock (``NextElapseUSecMonotonic``), an
+        ``on_calendar`` one on the wall clock (``NextElapseUSecRealtime``): the
+        first is converted here, so both read as wall-clock times, as
+        ``systemctl list-timers`` shows them.
+        """
+        props = self._get_all(self._unit_path(unit), TIMER)
+        next_elapse = int(props.get(b"NextElapseUSecRealtime", 0))
+        monotonic = int(props.get(b"NextElapseUSecMonotonic", 0))
+        if monotonic and (not next_elapse or next_elapse >= 2**64 - 1):
+            # CLOCK_MONOTONIC microseconds: the distance from now, on the wall clock.
+            next_elapse = int((time.time() - time.monotonic()) * 1e6) + monotonic
+        return TimerState(
+            name=unit,
+            last_trigger_usec=int(props.get(b"LastTriggerUSec", 0)),
+            next_elapse_usec=0 if next_elapse >= 2**64 - 1 else next_elapse,
         )
 
     def unit_pids(self, unit: str) -> set[int]:

@@ -112,6 +112,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "pyrelctl.deploy.recovery",
         "pyrelctl.deploy.restore",
         "pyrelctl.deploy.retention",
+        "pyrelctl.deploy.scale",
         "pyrelctl.deploy.settings",
         "pyrelctl.deploy.strategy",
         "pyrelctl.deploy.switch",
