@@ -77,6 +77,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "pyrelctl.metrics",
         "pyrelctl.procs.files",
         "pyrelctl.procs.host",
+        "pyrelctl.procs.status",
         "pyrelctl.procs.units",
         "pyrelctl.sandboxrun",
         "pyrelctl.socketunit",

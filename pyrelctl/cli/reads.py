@@ -78,7 +78,7 @@ def status(obj: Ctx, app: str | None) -> None:
             }
         )
         if app:  # one app: a line per process instance and per timer (procs/)
-            from pyrelctl.procs.host import companions_status
+            from pyrelctl.procs.status import companions_status
 
             systemd = None if obj.layout.offline else obj.systemd
             instances, timers = companions_status(paths, systemd)
@@ -371,33 +371,12 @@ def logs(
 
 
 def _log_units(paths: AppPaths, process: str | None) -> list[str]:
-    """The units (and unit patterns) ``logs`` reads: the web process's and each
-    process's and timer's of the current release, by name: never ``APP-*``,
-    which would take in another app named ``APP-x``."""
-    # The next release's lines while an overlap deploy starts it beside the
-    # running one (deploy/overlap.py): a failed one's too.
-    web = [paths.service_name, paths.overlap_name]
-    if process == "web":
-        return web
+    """The units ``logs`` reads (procs.host.log_units), of the current release."""
     from pyrelctl.deploy.settings import release_of
-    from pyrelctl.procs.units import job_name, timer_name
+    from pyrelctl.procs.host import log_units
 
     current = paths.current_version()
-    release = release_of(paths, current) if current else None
-    named: dict[str, list[str]] = {}
-    for p in release.processes if release else ():
-        named[p.name] = [f"{paths.name}-{p.name}@*.service"]  # every instance
-    for t in release.timers if release else ():
-        named[t.name] = [job_name(paths.name, t.name), timer_name(paths.name, t.name)]
-    if process is None:
-        return web + [u for units in named.values() for u in units]
-    if process not in named:
-        has = ", ".join(["web", *named])
-        raise BadInput(
-            f"{paths.name} {current or ''} has no process or timer {process!r} ({has})",
-            hint=f"see them with: pyrelctl unit {paths.name}",
-        )
-    return named[process]
+    return log_units(paths, release_of(paths, current) if current else None, process)
 
 
 @click.command()

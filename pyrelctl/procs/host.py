@@ -1,26 +1,21 @@
 """What a release's processes and timers claim on the host, and the files they have there.
 
-Reads, nothing changed: the deploy calls :func:`foreign_units` before it
+Pure reads below ``--root``: the deploy calls :func:`foreign_units` before it
 writes a unit of a process or timer (exit 2, nothing written), ``pyrelctl
-unit`` shows :func:`unit_files`, ``pyrelctl status APP`` prints
-:func:`companions_status` (the only read here that asks systemd).
+unit`` shows :func:`unit_files`, ``pyrelctl logs`` reads :func:`log_units`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from pyrelctl.errors import BadInput
 from pyrelctl.hostclaims import UNIT_PATH, generated_for
 from pyrelctl.layout import AppPaths
 from pyrelctl.names import APP_NAME_RE
-from pyrelctl.procs.units import wants_dir
+from pyrelctl.procs.units import job_name, timer_name, wants_dir
 from pyrelctl.release import Release
-from pyrelctl.systemd import Systemd
 
 #: Every unit an app named STEM (``APP-NAME``) would have: they must not exist
 #: unless this app generated them (procs/units.py says why they could).
@@ -94,93 +89,30 @@ def wanted_units(app: AppPaths) -> list[str]:
         return []
 
 
-@dataclass(frozen=True)
-class InstanceStatus:
-    """One process instance, for ``pyrelctl status APP``."""
+def log_units(app: AppPaths, release: Release | None, process: str | None) -> list[str]:
+    """The units (and unit patterns) ``pyrelctl logs`` reads for ``release`` (the
+    current one): the web process's, and each process's and timer's, by name.
 
-    unit: str
-    active_state: str = "offline"
-    sub_state: str = ""
-    since: float | None = None
-    main_pid: int = 0
-    restarts: int = 0
-    #: The release its main process runs (/proc/PID/cwd), None if not known.
-    release: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-@dataclass(frozen=True)
-class TimerStatus:
-    """One timer and its job's last run, for ``pyrelctl status APP``."""
-
-    unit: str
-    active_state: str = "offline"
-    last: float | None = None  # LastTriggerUSec: when the job last started
-    next: float | None = None  # the next elapse, wall clock
-    #: The job's last run: systemd's Result ("success", "exit-code", ...) and
-    #: ExecMainStatus; "" while it never ran (since the boot).
-    result: str = ""
-    exit_status: int = 0
-    job_state: str = ""  # "activating" while a run is in progress
-
-    def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-def _seconds(usec: int) -> float | None:
-    return usec / 1e6 if usec else None
-
-
-def companions_status(
-    app: AppPaths, systemd: Systemd | None
-) -> tuple[list[InstanceStatus], list[TimerStatus]]:
-    """The state of every unit ``APP.service.wants/`` starts with the app: each
-    instance (and the release its main process runs) and each timer (its last
-    and next run, its job's last result). ``systemd`` None (offline): the
-    links alone."""
-    instances: list[InstanceStatus] = []
-    timers: list[TimerStatus] = []
-    for unit in wanted_units(app):
-        if not unit.startswith(f"{app.name}-"):
-            continue  # the operator's own `systemctl add-wants`
-        if unit.endswith(".timer"):
-            timers.append(_timer(app, unit, systemd))
-        elif unit.endswith(".service"):
-            instances.append(_instance(app, unit, systemd))
-    return instances, timers
-
-
-def _instance(app: AppPaths, unit: str, systemd: Systemd | None) -> InstanceStatus:
-    if systemd is None:
-        return InstanceStatus(unit)
-    state = systemd.state(unit)
-    release = app.process_version(state.main_pid)[0] if state.main_pid else None
-    return InstanceStatus(
-        unit=unit,
-        active_state=state.active_state,
-        sub_state=state.sub_state,
-        since=_seconds(state.state_change_usec),
-        main_pid=state.main_pid,
-        restarts=state.n_restarts,
-        release=release,
-    )
-
-
-def _timer(app: AppPaths, unit: str, systemd: Systemd | None) -> TimerStatus:
-    if systemd is None:
-        return TimerStatus(unit)
-    state = systemd.state(unit)
-    timer = systemd.timer_state(unit)
-    job = systemd.state(unit.removesuffix(".timer") + ".service")
-    ran = bool(job.invocation_id or timer.last_trigger_usec)
-    return TimerStatus(
-        unit=unit,
-        active_state=state.active_state,
-        last=_seconds(timer.last_trigger_usec),
-        next=_seconds(timer.next_elapse_usec) if state.active_state == "active" else None,
-        result=job.result if ran else "",
-        exit_status=job.exec_main_status,
-        job_state=job.active_state,
-    )
+    Never ``APP-*``, which would take in another app named ``APP-x``: a
+    process is ``APP-NAME@*.service`` (its instances), a timer its job and
+    itself. ``process`` picks one of them (``web``: the web process, with the
+    next release an overlap deploy starts beside it); a name the release
+    lacks is refused (exit 2).
+    """
+    web = [app.service_name, app.overlap_name]
+    if process == "web":
+        return web
+    named: dict[str, list[str]] = {}
+    for p in release.processes if release else ():
+        named[p.name] = [f"{app.name}-{p.name}@*.service"]
+    for t in release.timers if release else ():
+        named[t.name] = [job_name(app.name, t.name), timer_name(app.name, t.name)]
+    if process is None:
+        return web + [unit for units in named.values() for unit in units]
+    if process not in named:
+        which = f"{app.name} {release.version}" if release else app.name
+        raise BadInput(
+            f"{which} has no process or timer {process!r} (it has: {', '.join(['web', *named])})",
+            hint=f"see them with: pyrelctl unit {app.name}",
+        )
+    return named[process]
