@@ -230,15 +230,17 @@ class Systemd:
         ``systemctl list-timers`` shows them.
         """
         props = self._get_all(self._unit_path(unit), TIMER)
-        next_elapse = int(props.get(b"NextElapseUSecRealtime", 0))
-        monotonic = int(props.get(b"NextElapseUSecMonotonic", 0))
-        if monotonic and (not next_elapse or next_elapse >= 2**64 - 1):
-            # CLOCK_MONOTONIC microseconds: the distance from now, on the wall clock.
-            next_elapse = int((time.time() - time.monotonic()) * 1e6) + monotonic
+        realtime = _usec(props.get(b"NextElapseUSecRealtime"))
+        monotonic = _usec(props.get(b"NextElapseUSecMonotonic"))
+        elapses = [realtime] if realtime else []
+        if monotonic:
+            # CLOCK_MONOTONIC microseconds, put on the wall clock as systemctl
+            # list-timers does; with both, the earlier elapse is the next.
+            elapses.append(int((time.time() - time.monotonic()) * 1e6) + monotonic)
         return TimerState(
             name=unit,
-            last_trigger_usec=int(props.get(b"LastTriggerUSec", 0)),
-            next_elapse_usec=0 if next_elapse >= 2**64 - 1 else next_elapse,
+            last_trigger_usec=_usec(props.get(b"LastTriggerUSec")),
+            next_elapse_usec=min(elapses, default=0),
         )
 
     def unit_pids(self, unit: str) -> set[int]:
@@ -398,6 +400,13 @@ def _text(value: Any) -> str:
     if value is None:
         return ""
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _usec(value: Any) -> int:
+    """A timestamp in microseconds; 0 for none (systemd sends 0 or USEC_INFINITY)."""
+    if value is None or int(value) >= 2**64 - 1:
+        return 0
+    return int(value)
 
 
 def _uint64(value: Any) -> int | None:

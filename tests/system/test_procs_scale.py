@@ -35,6 +35,10 @@ instances = 2
 [timers.tick]
 command = ["sh", "-c", "echo tick from $(cat www/index.html)"]
 on_calendar = "*:*:0/2"
+
+[timers.hourly]
+command = ["sh", "-c", "echo hourly"]
+every = "1h"
 """
 
 
@@ -99,7 +103,7 @@ def test_scale_up_down_a_crashing_count_status_and_logs(
     for n in (2, 3, 4):
         assert machine.unit_property(worker(n), "ActiveState") == "inactive", n
     assert pid(worker(1)) == kept[worker(1)] and pid(WEB) == kept[WEB]
-    assert links() == [f"{APP}-tick.timer", worker(1)]
+    assert links() == [f"{APP}-hourly.timer", f"{APP}-tick.timer", worker(1)]
 
     # 1 -> 3 with crashing workers: exit 3, its journal, the count back to 1.
     machine.run(["touch", "/run/scaled-crash"])
@@ -110,7 +114,7 @@ def test_scale_up_down_a_crashing_count_status_and_logs(
     for n in (2, 3):
         assert machine.unit_property(worker(n), "ActiveState") in ("inactive", "failed"), n
     assert pid(worker(1)) == kept[worker(1)] and pid(WEB) == kept[WEB]
-    assert links() == [f"{APP}-tick.timer", worker(1)]
+    assert links() == [f"{APP}-hourly.timer", f"{APP}-tick.timer", worker(1)]
     assert settings() == {"worker": 1}
     history = json.loads(pyrelctl("--json", "history", APP).stdout)["history"]
     assert [r["result"].split(":")[0] for r in history if r["action"] == "scale"] == [
@@ -133,7 +137,10 @@ def test_scale_up_down_a_crashing_count_status_and_logs(
         (worker(1), "running", "1.0.0"),
         (worker(2), "running", "1.0.0"),
     ], doc["processes"]
-    (tick,) = doc["timers"]
+    hourly, tick = doc["timers"]
+    # every = "1h": systemd's next elapse is monotonic, shown on the wall clock.
+    assert hourly["unit"] == f"{APP}-hourly.timer" and hourly["last"] is None, hourly
+    assert 3000 < hourly["next"] - time.time() <= 3600, hourly
     assert tick["unit"] == f"{APP}-tick.timer" and tick["active_state"] == "active", tick
     assert tick["last"] and tick["next"] and tick["next"] > tick["last"], tick
     assert tick["result"] == "success", tick
