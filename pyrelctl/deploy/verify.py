@@ -51,8 +51,12 @@ def verify(
     before = {}
     for unit in companions:
         state = host.systemd.state(unit)
-        if state.running:
-            before[unit] = state.invocation_id
+        before[unit] = state.invocation_id
+        if not state.running and state.load_state == "loaded":
+            # A crash-looping instance of the release that failed: its start
+            # limit and restart count must not carry over (as for the web
+            # process in readiness.Watcher.restart_and_verify).
+            host.systemd.reset_failed(unit)
     runner = hooks.command_runner(host.layout.root, app, release)
     connect = None
     if alone:
