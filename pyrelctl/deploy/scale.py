@@ -192,6 +192,9 @@ class Scaler:
         readiness = readiness_for(app.read_settings(), release, timeout)
         started = time.monotonic()
         systemd = self.host.systemd
+        # The invocation each had before (an earlier run's, ended): only a run
+        # started now counts, as in a deploy's verify.
+        before = {unit: systemd.state(unit).invocation_id for unit in units}
         for unit in units:
             self.host.say(f"starting {unit}")
             # An instance stopped by an earlier scale may have failed then: a
@@ -202,7 +205,7 @@ class Scaler:
         if watch > 0:
             self.host.say(f"watching {len(units)} new instance(s) for {watch:g} s")
         watcher = Watcher(systemd, self.host.say)
-        return watcher.verify_companions(units, release.version, {}, watch, started + timeout)
+        return watcher.verify_companions(units, release.version, before, watch, started + timeout)
 
     def _undo(
         self,
