@@ -54,6 +54,9 @@ class UnitState:
     state_change_usec: int = 0
     need_daemon_reload: bool = False  # the unit file changed on disk since the last reload
     listen: tuple[str, ...] = ()  # a socket unit's addresses, as ``systemctl show -p Listen``
+    #: A job is queued or running for the unit (``systemctl list-jobs``): its
+    #: state is on the way somewhere (a restart's stop half, say).
+    has_job: bool = False
 
     @property
     def running(self) -> bool:
@@ -218,6 +221,7 @@ class Systemd:
             state_change_usec=int(u.get(b"StateChangeTimestamp", 0)),
             need_daemon_reload=bool(u.get(b"NeedDaemonReload", False)),
             listen=tuple(_text(address) for _kind, address in listen),
+            has_job=_job_id(u.get(b"Job")) != 0,
         )
 
     def timer_state(self, unit: str) -> TimerState:
@@ -407,6 +411,14 @@ def _usec(value: Any) -> int:
     if value is None or int(value) >= 2**64 - 1:
         return 0
     return int(value)
+
+
+def _job_id(value: Any) -> int:
+    # Unit.Job is (uint32 id, object path); (0, "/") when there is none.
+    try:
+        return int(value[0])
+    except (TypeError, ValueError, IndexError):
+        return 0
 
 
 def _uint64(value: Any) -> int | None:

@@ -207,11 +207,17 @@ class Watcher:
                 if first is not None and (
                     state.invocation_id != first or not state.running or state.n_restarts
                 ):
-                    return self._failure(
-                        version, state, "", f"{unit} crashed within the grace period", first
-                    )
+                    if state.has_job and not state.n_restarts:
+                        # Not a crash: a job of the deploy's own transaction
+                        # restarts it (below).
+                        del seen[unit]
+                    else:
+                        return self._failure(
+                            version, state, "", f"{unit} crashed within the grace period", first
+                        )
                 fresh = bool(state.invocation_id) and state.invocation_id != before.get(unit)
-                if state.n_restarts or (fresh and state.active_state in ("inactive", "failed")):
+                ended = state.active_state in ("inactive", "failed") and not state.has_job
+                if state.n_restarts or (fresh and ended):
                     return self._failure(version, state, "", f"{unit} exited after it started")
                 if not (state.running and fresh):
                     waiting.append(unit)
