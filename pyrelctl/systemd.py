@@ -29,6 +29,7 @@ UNIT = b"org.freedesktop.systemd1.Unit"
 SERVICE = b"org.freedesktop.systemd1.Service"
 SOCKET = b"org.freedesktop.systemd1.Socket"
 JOB = b"org.freedesktop.systemd1.Job"
+TIMER = b"org.freedesktop.systemd1.Timer"
 PROPERTIES = b"org.freedesktop.DBus.Properties"
 
 
@@ -75,6 +76,19 @@ class UnitState:
             dumped = " (core dumped)" if self.exec_main_code == 3 else ""
             return f"killed by {name}{dumped}"
         return "not started"
+
+
+@dataclass(frozen=True)
+class TimerState:
+    """When a timer last elapsed and when it elapses next (``systemctl list-timers``).
+
+    Microseconds since the epoch; 0 for never (``LastTriggerUSec``) or for
+    nothing scheduled, a stopped timer's (``NextElapseUSecRealtime``).
+    """
+
+    name: str
+    last_trigger_usec: int = 0
+    next_elapse_usec: int = 0
 
 
 @dataclass(frozen=True)
@@ -208,6 +222,29 @@ class Systemd:
             need_daemon_reload=bool(u.get(b"NeedDaemonReload", False)),
             listen=tuple(_text(address) for _kind, address in listen),
             has_job=_job_id(u.get(b"Job")) != 0,
+        )
+
+    def timer_state(self, unit: str) -> TimerState:
+        """A timer's last and next elapse (one D-Bus call after the unit is loaded).
+
+        A timer of ``every`` (``OnActiveSec=``/``OnUnitActiveSec=``) has its next
+        elapse on the monotonic clock (``NextElapseUSecMonotonic``), an
+        ``on_calendar`` one on the wall clock (``NextElapseUSecRealtime``): the
+        first is converted here, so both read as wall-clock times, as
+        ``systemctl list-timers`` shows them.
+        """
+        props = self._get_all(self._unit_path(unit), TIMER)
+        realtime = _usec(props.get(b"NextElapseUSecRealtime"))
+        monotonic = _usec(props.get(b"NextElapseUSecMonotonic"))
+        elapses = [realtime] if realtime else []
+        if monotonic:
+            # CLOCK_MONOTONIC microseconds, put on the wall clock as systemctl
+            # list-timers does; with both, the earlier elapse is the next.
+            elapses.append(int((time.time() - time.monotonic()) * 1e6) + monotonic)
+        return TimerState(
+            name=unit,
+            last_trigger_usec=_usec(props.get(b"LastTriggerUSec")),
+            next_elapse_usec=min(elapses, default=0),
         )
 
     def unit_pids(self, unit: str) -> set[int]:
@@ -367,6 +404,13 @@ def _text(value: Any) -> str:
     if value is None:
         return ""
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _usec(value: Any) -> int:
+    """A timestamp in microseconds; 0 for none (systemd sends 0 or USEC_INFINITY)."""
+    if value is None or int(value) >= 2**64 - 1:
+        return 0
+    return int(value)
 
 
 def _job_id(value: Any) -> int:

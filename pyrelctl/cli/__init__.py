@@ -40,6 +40,7 @@ COMMANDS = {
     "start": "deploys:start",
     "stop": "deploys:stop",
     "restart": "deploys:restart",
+    "scale": "deploys:scale",
     "rpc": "console:rpc",
     "eval": "console:eval_",
     "remote": "console:remote",

@@ -1,5 +1,5 @@
 """Commands that change what runs: install, rollback, start, stop, restart,
-prune, uninstall."""
+scale, prune, uninstall."""
 
 from __future__ import annotations
 
@@ -389,6 +389,55 @@ def _control(verb: str) -> click.Command:
 start = _control("start")
 stop = _control("stop")
 restart = _control("restart")
+
+
+@click.command()
+@click.argument("app", shell_complete=complete_app)
+@click.argument("counts", nargs=-1, required=True, metavar="NAME=N...")
+@timeout_option
+@click.option(
+    "--grace",
+    type=click.FloatRange(min=0),
+    default=None,
+    metavar="S",
+    help="Seconds each new instance must stay up (default: the app's grace, as a deploy's).",
+)
+@no_wait_option
+@pass_ctx
+def scale(
+    obj: Ctx, app: str, counts: tuple[str, ...], timeout: float, grace: float | None, no_wait: bool
+) -> None:
+    """Run N instances of APP's process NAME on this host (0 to 64), remembered for
+    later releases that declare NAME (`{"scale": {...}}` in its settings.json).
+
+    New instances start and must stay up for the grace period, as in a
+    deploy; surplus ones stop (their stop_timeout); nothing else restarts.
+    If a new instance fails, the old count comes back and pyrelctl exits
+    with 3. With --root, or while APP is stopped, only the settings and the
+    links in APP.service.wants/ change: the instances start with APP.
+    """
+    from pyrelctl.deploy.host import Host
+    from pyrelctl.deploy.scale import Scaler, parse_counts
+
+    wanted = parse_counts(counts)
+    host = Host(obj.layout, obj.systemd, obj.say)
+    outcome = Scaler(host).scale(app, wanted, timeout=timeout, grace=grace, wait_lock=not no_wait)
+
+    def human() -> None:
+        for note in outcome.notes:
+            obj.say(note)
+        counts_now = ", ".join(f"{n}={c}" for n, c in sorted(outcome.counts.items()))
+        if not outcome.changed:
+            echo(f"{app} {outcome.version}: {counts_now}; nothing changed")
+            return
+        if outcome.applied:
+            done = [f"{len(outcome.started)} started"] if outcome.started else []
+            done += [f"{len(outcome.stopped)} stopped"] if outcome.stopped else []
+            echo(f"{app} {outcome.version}: {counts_now} ({', '.join(done) or 'links only'})")
+        else:
+            echo(f"{app} {outcome.version}: {counts_now} (written; they start with {app})")
+
+    obj.emit(outcome.to_json(), human)
 
 
 @click.command()

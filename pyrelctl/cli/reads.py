@@ -14,7 +14,7 @@ from pyrelctl.cli.common import Ctx, echo, echo_exact, pass_ctx, size, state_jso
 from pyrelctl.completion import complete_app
 from pyrelctl.deploy.watch import recorded as recorded_watch
 from pyrelctl.errors import BadInput, ExitCode, HostError, PyrelctlError
-from pyrelctl.layout import Mark
+from pyrelctl.layout import AppPaths, Mark
 from pyrelctl.systemd import UnitState
 
 STATUS_COLUMNS = (
@@ -33,6 +33,10 @@ def status(obj: Ctx, app: str | None) -> None:
     start by hand or by a deploy: a release that keeps crashing shows here.
     An app pyrelctl cannot read (its `current` moved by another tool) is
     listed with its problem, the others as usual, and the exit status is 1.
+
+    For one APP, also a line per instance of its release's processes (the
+    release its main process runs, from /proc/PID/cwd) and per timer (its
+    last run, the job's result, its next run). With --root: the files only.
     """
     names = [obj.layout.app(app).require().name] if app else obj.layout.apps()
     docs: list[dict[str, Any]] = []
@@ -73,6 +77,13 @@ def status(obj: Ctx, app: str | None) -> None:
                 "overlap": state_json(overlap) if overlap else None,
             }
         )
+        if app:  # one app: a line per process instance and per timer (procs/)
+            from pyrelctl.procs.status import companions_status
+
+            systemd = None if obj.layout.offline else obj.systemd
+            instances, timers = companions_status(paths, systemd)
+            docs[-1]["processes"] = [i.to_json() for i in instances]
+            docs[-1]["timers"] = [t.to_json() for t in timers]
 
     def human() -> None:
         if not docs:
@@ -117,6 +128,7 @@ def status(obj: Ctx, app: str | None) -> None:
                     f"{d['app']}: watching {w['version']} until {when(w['until'])} "
                     f"(more than {w['max_restarts']} restarts roll it back)"
                 )
+            _companions(d)
 
     obj.emit(docs[0] if app else {"apps": docs}, human)
     if problems:
@@ -125,6 +137,52 @@ def status(obj: Ctx, app: str | None) -> None:
             f"{len(problems)} of {len(docs)} apps could not be read: {first.message}",
             hint=first.hint or "see: pyrelctl doctor",
         )
+
+
+def _companions(doc: dict[str, Any]) -> None:
+    """The lines of ``status APP`` for the release's process instances and timers."""
+    if doc.get("processes"):
+        echo()
+        table(
+            [
+                (
+                    p["unit"],
+                    f"{p['active_state']} ({p['sub_state']})" if p["sub_state"] else "offline",
+                    when(p["since"]),
+                    str(p["main_pid"] or "-"),
+                    str(p["restarts"]) if p["sub_state"] else "-",
+                    p["release"] or "-",
+                )
+                for p in doc["processes"]
+            ],
+            ("PROCESS", "STATE", "SINCE", "PID", "RESTARTS", "RELEASE"),
+        )
+    if doc.get("timers"):
+        echo()
+        table(
+            [
+                (
+                    t["unit"],
+                    t["active_state"],
+                    when(t["last"]),
+                    _job_result(t),
+                    when(t["next"]),
+                )
+                for t in doc["timers"]
+            ],
+            ("TIMER", "STATE", "LAST RUN", "RESULT", "NEXT RUN"),
+        )
+
+
+def _job_result(timer: dict[str, Any]) -> str:
+    """A timer's RESULT column: its job's last run, or the run in progress."""
+    if timer["job_state"] == "activating":
+        return "running"
+    if not timer["result"]:
+        return "-"
+    if timer["result"] == "success":
+        return "success"
+    return f"{timer['result']} (status {timer['exit_status']})"
 
 
 def _socket_json(state: UnitState | None) -> dict[str, Any] | None:
@@ -262,6 +320,12 @@ def unit(obj: Ctx, app: str) -> None:
 )
 @click.option("-U", "--until", metavar="TIME", help="Only lines up to TIME.")
 @click.option(
+    "--process",
+    "process",
+    metavar="NAME",
+    help="Only the lines of the release's process or timer NAME (web: the web process).",
+)
+@click.option(
     "-p",
     "--priority",
     metavar="PRIO",
@@ -276,20 +340,22 @@ def logs(
     since: str | None,
     until: str | None,
     priority: str | None,
+    process: str | None,
 ) -> None:
-    """Show APP's journal (journalctl -u APP).
+    """Show APP's journal (journalctl -u APP), and its processes' and timers'.
 
-    Every release's output and systemd's own lines about the unit, oldest
-    first; with -f, new lines as they come.
+    Every release's output and systemd's own lines about the units, oldest
+    first; with -f, new lines as they come. The processes and timers are
+    those the current release declares (-u 'APP-worker@*.service', ...);
+    --process NAME shows one of them.
     """
     paths = obj.layout.app(app).require()
     from pyrelctl import journal
 
+    units = _log_units(paths, process)
     argv = journal.journalctl_argv(
-        paths.service_name,
-        # The next release's lines while an overlap deploy starts it beside
-        # the running one (deploy/overlap.py): a failed one's too.
-        also=(paths.overlap_name,),
+        units[0],
+        also=units[1:],
         root=obj.layout.root if obj.layout.offline else None,
         follow=follow,
         lines=lines,
@@ -302,6 +368,15 @@ def logs(
         os.execvp(argv[0], argv)
     except FileNotFoundError as e:
         raise PyrelctlError("journalctl not found", hint="install systemd's journalctl") from e
+
+
+def _log_units(paths: AppPaths, process: str | None) -> list[str]:
+    """The units ``logs`` reads (procs.host.log_units), of the current release."""
+    from pyrelctl.deploy.settings import release_of
+    from pyrelctl.procs.host import log_units
+
+    current = paths.current_version()
+    return log_units(paths, release_of(paths, current) if current else None, process)
 
 
 @click.command()

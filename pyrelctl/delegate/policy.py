@@ -80,6 +80,7 @@ RULES: Mapping[str, Rule] = {
             "since": None,
             "until": None,
             "priority": None,
+            "process": None,  # one process or timer of the same app (issue 32)
         },
     ),
 }

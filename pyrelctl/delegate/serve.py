@@ -144,11 +144,16 @@ def authorize(layout: Layout, peer: Peer, request: wire.Request) -> Job:
     paths = layout.app(app)
     if command == "logs":
         from pyrelctl import journal
+        from pyrelctl.deploy.settings import release_of
+        from pyrelctl.procs.host import log_units
 
         paths.require()
+        current = paths.current_version()
+        release = release_of(paths, current) if current else None
+        units = log_units(paths, release, params["process"])
         argv = journal.journalctl_argv(
-            paths.service_name,
-            also=(paths.overlap_name,),
+            units[0],
+            also=units[1:],
             root=layout.root if layout.offline else None,
             follow=params["follow"],
             lines=params["lines"],

@@ -1,8 +1,8 @@
 """What a release's processes and timers claim on the host, and the files they have there.
 
 Pure reads below ``--root``: the deploy calls :func:`foreign_units` before it
-writes a unit of a process or timer (exit 2, nothing written), and
-``pyrelctl unit`` shows :func:`unit_files`.
+writes a unit of a process or timer (exit 2, nothing written), ``pyrelctl
+unit`` shows :func:`unit_files`, ``pyrelctl logs`` reads :func:`log_units`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pyrelctl.errors import BadInput
 from pyrelctl.hostclaims import UNIT_PATH, generated_for
 from pyrelctl.layout import AppPaths
 from pyrelctl.names import APP_NAME_RE
-from pyrelctl.procs.units import wants_dir
+from pyrelctl.procs.units import job_name, timer_name, wants_dir
 from pyrelctl.release import Release
 
 #: Every unit an app named STEM (``APP-NAME``) would have: they must not exist
@@ -87,3 +87,32 @@ def wanted_units(app: AppPaths) -> list[str]:
         return sorted(p.name for p in directory.iterdir() if p.is_symlink())
     except FileNotFoundError:
         return []
+
+
+def log_units(app: AppPaths, release: Release | None, process: str | None) -> list[str]:
+    """The units (and unit patterns) ``pyrelctl logs`` reads for ``release`` (the
+    current one): the web process's, and each process's and timer's, by name.
+
+    Never ``APP-*``, which would take in another app named ``APP-x``: a
+    process is ``APP-NAME@*.service`` (its instances), a timer its job and
+    itself. ``process`` picks one of them (``web``: the web process, with the
+    next release an overlap deploy starts beside it); a name the release
+    lacks is refused (exit 2).
+    """
+    web = [app.service_name, app.overlap_name]
+    if process == "web":
+        return web
+    named: dict[str, list[str]] = {}
+    for p in release.processes if release else ():
+        named[p.name] = [f"{app.name}-{p.name}@*.service"]
+    for t in release.timers if release else ():
+        named[t.name] = [job_name(app.name, t.name), timer_name(app.name, t.name)]
+    if process is None:
+        return web + [unit for units in named.values() for unit in units]
+    if process not in named:
+        which = f"{app.name} {release.version}" if release else app.name
+        raise BadInput(
+            f"{which} has no process or timer {process!r} (it has: {', '.join(['web', *named])})",
+            hint=f"see them with: pyrelctl unit {app.name}",
+        )
+    return named[process]

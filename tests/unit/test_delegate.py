@@ -101,7 +101,9 @@ def test_an_option_added_later_is_refused_until_allowed() -> None:
         policy.check("install", {"insecure": True}, {"insecure": "--insecure"})
 
 
-@pytest.mark.parametrize("command", ["config", "secret", "uninstall", "prune", "stop", "grant"])
+@pytest.mark.parametrize(
+    "command", ["config", "secret", "uninstall", "prune", "stop", "grant", "scale"]
+)
 def test_commands_that_are_not_delegable_are_refused(command: str) -> None:
     with pytest.raises(BadInput, match="needs root"):
         policy.check(command, {}, {})
@@ -118,7 +120,7 @@ def test_keep_and_size_only_towards_the_safe_side() -> None:
 
 def test_rollback_and_reads() -> None:
     policy.check("rollback", {"app": "shop", "to_version": "1.0"}, {})
-    policy.check("logs", {"app": "shop", "follow": True, "lines": 3}, {})
+    policy.check("logs", {"app": "shop", "follow": True, "lines": 3, "process": "worker"}, {})
     for option in ("config_only", "grace"):
         with pytest.raises(BadInput):
             policy.check("rollback", {"app": "shop", option: True}, {})
