@@ -306,6 +306,10 @@ class AppUnderLoad:
         stats = load.stats()
         # The release the command deployed, or the one it tried to.
         deployed = failing or ("" if after.startswith("nothing") else after)
+        booted: int | None = None
+        if deployed:
+            booted, where = boots.boots_since(journal, self.app.name, deployed)
+            log(f"{self.app.name} {deployed}: {booted} boots ({where or 'no line'})")
         answered = first_answer(samples, after, timed.started) - timed.started
         before = [  # answered before the command started
             x.outcome
@@ -321,7 +325,7 @@ class AppUnderLoad:
             memory_peak_kib=memory.peak_kib,
             # A failed deploy deploys nothing: no "answered" there.
             answered_s=float("nan") if failing else answered,
-            boots=boots.boots_since(journal, self.app.name, deployed) if deployed else None,
+            boots=booted,
             held_cuts=held.stats().cuts,
         )
         return Window(stats, samples, timed.started, timed.ended)

@@ -5,15 +5,20 @@ one in ``APP@overlap.service``, then again in ``APP.service``
 (docs/zero-downtime.md). For a BEAM that is two boots of about 2 s each
 beside the serving node. The bench counts them rather than infers them.
 
-What counts as one boot: one started invocation of ``APP.service`` or
-``APP@overlap.service`` (journald's trusted ``_SYSTEMD_INVOCATION_ID``;
-systemd gives every start, and every automatic restart, a new one) in which
-the release's own code ran and said so: devtools' test releases, generic
-and mix, print ``NAME VERSION started`` (or ``NAME VERSION crashing on
-purpose``) once per start. An entry without an invocation ID counts by its
-unit and PID instead. Only entries after a journal cursor taken before the
-deploy command count, so the start of the release serving before it does
-not.
+What counts as one boot: one process of the app's units (``APP.service``,
+``APP@overlap.service``) in which the release's own code ran and said so:
+devtools' test releases, generic and mix, print ``NAME VERSION started``
+(or ``NAME VERSION crashing on purpose``) once per start, from their main
+process (the launcher execs the server; the BEAM prints it), so every start
+and every automatic restart is one new PID. The PID rather than the
+invocation ID: journald may file a line it reads after its process exited
+under the unit's next invocation (pyrelctl/journal.py). The lines are
+found by the release's journal identifier (both units set
+``SyslogIdentifier=APP``) or by the units' trusted ``_SYSTEMD_UNIT``: the
+first bench run found no line of ``APP@overlap.service`` by
+``_SYSTEMD_UNIT`` alone. Only entries after a journal cursor taken before
+the deploy command count, so the start of the release serving before it
+does not.
 """
 
 from __future__ import annotations
@@ -32,25 +37,34 @@ def units(app: str) -> tuple[str, ...]:
     return (f"{app}.service", f"{app}@overlap.service")
 
 
-def count_boots(entries: Iterable[Mapping[str, Any]], app: str, version: str) -> int:
-    """How many distinct starts of ``app`` ``version`` the journal ``entries``
-    (``journalctl -o json`` objects) show, in ``app``'s units (see the module)."""
+def boot_entries(
+    entries: Iterable[Mapping[str, Any]], app: str, version: str
+) -> list[Mapping[str, Any]]:
+    """The journal ``entries`` (``journalctl -o json`` objects) in which
+    ``app`` ``version`` said it started, in ``app``'s units (see the module)."""
     lines = {f"{app} {version} {what}" for what in BOOT_LINES}
-    seen = set()
+    found = []
     for entry in entries:
-        unit = entry.get("_SYSTEMD_UNIT")
+        ours = entry.get("_SYSTEMD_UNIT") in units(app) or entry.get("SYSLOG_IDENTIFIER") == app
         message = entry.get("MESSAGE")
         # journald writes a message that is not UTF-8 as a list of bytes: never a boot line.
-        if unit not in units(app) or not isinstance(message, str):
-            continue
-        if message.strip() not in lines:
-            continue
-        invocation = entry.get("_SYSTEMD_INVOCATION_ID")
-        if invocation:
-            seen.add((unit, "invocation", invocation))
-        else:
-            seen.add((unit, "pid", entry.get("_PID")))
-    return len(seen)
+        if ours and isinstance(message, str) and message.strip() in lines:
+            found.append(entry)
+    return found
+
+
+def count_boots(entries: Iterable[Mapping[str, Any]], app: str, version: str) -> int:
+    """How many distinct starts of ``app`` ``version`` the journal ``entries`` show."""
+    return len({entry.get("_PID") for entry in boot_entries(entries, app, version)})
+
+
+def describe(entries: Iterable[Mapping[str, Any]]) -> str:
+    """Where each boot line was filed, for the bench's log."""
+    return "; ".join(
+        f"{e.get('_SYSTEMD_UNIT', '?')} pid {e.get('_PID', '?')} "
+        f"invocation {str(e.get('_SYSTEMD_INVOCATION_ID', '?'))[:8]}"
+        for e in entries
+    )
 
 
 def _journalctl(*args: str) -> str:
@@ -70,12 +84,15 @@ def entries_after(after: str, app: str) -> list[dict[str, Any]]:
     """The journal entries of ``app``'s units after the cursor ``after``."""
     # What journald has received but not written yet would be missed without this.
     subprocess.run(["journalctl", "--sync"], capture_output=True, check=False, timeout=30)
-    matches = [f"_SYSTEMD_UNIT={unit}" for unit in units(app)]  # the same field: OR
+    # The same field: OR; "+": OR between the two groups.
+    matches = [f"SYSLOG_IDENTIFIER={app}", "+", *(f"_SYSTEMD_UNIT={u}" for u in units(app))]
     since = [f"--after-cursor={after}"] if after else []
     out = _journalctl("-o", "json", *since, *matches)
     return [json.loads(line) for line in out.splitlines() if line.strip()]
 
 
-def boots_since(after: str, app: str, version: str) -> int:
-    """Starts of ``app`` ``version`` in the journal since the cursor ``after``."""
-    return count_boots(entries_after(after, app), app, version)
+def boots_since(after: str, app: str, version: str) -> tuple[int, str]:
+    """Starts of ``app`` ``version`` in the journal since the cursor ``after``,
+    and where their lines were filed (:func:`describe`)."""
+    entries = entries_after(after, app)
+    return count_boots(entries, app, version), describe(boot_entries(entries, app, version))

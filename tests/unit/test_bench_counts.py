@@ -30,22 +30,23 @@ def entry(
 
 def test_the_overlap_deploys_two_boots_are_two() -> None:
     journal = [
-        entry("shop 1.0.1 started", "shop@overlap.service", "aaa"),
-        entry("serving on the socket from systemd", "shop@overlap.service", "aaa"),
-        entry("shop 1.0.1 started", "shop.service", "bbb"),
+        entry("shop 1.0.1 started", "shop@overlap.service", "aaa", pid=11),
+        entry("serving on the socket from systemd", "shop@overlap.service", "aaa", pid=11),
+        entry("shop 1.0.1 started", "shop.service", "bbb", pid=12),
     ]
     assert count_boots(journal, "shop", "1.0.1") == 2
 
 
-def test_one_invocation_is_one_boot_and_other_releases_do_not_count() -> None:
+def test_one_process_is_one_boot_and_other_releases_do_not_count() -> None:
     journal = [
-        entry("shop 1.0.1 started", invocation="aaa"),
-        entry("shop 1.0.1 started", invocation="aaa"),  # said twice: one start
-        entry("shop 1.0.0 started", invocation="ccc"),  # the release rolled back to
-        entry("shop 1.0.1 started", "other.service", "ddd"),  # another app's unit
-        entry("shop 1.0.1 started", "shop@overlap2.service", "eee"),
-        entry([115, 104, 111, 112], invocation="fff"),  # not UTF-8: a list of bytes
-        entry("shop 1.0.1 started later", invocation="ggg"),
+        entry("shop 1.0.1 started", invocation="aaa", pid=1),
+        # Said twice, and filed under the next invocation: one process, one start.
+        entry("shop 1.0.1 started", invocation="bbb", pid=1),
+        entry("shop 1.0.0 started", invocation="ccc", pid=2),  # the release rolled back to
+        entry("shop 1.0.1 started", "other.service", "ddd", pid=3),  # another app's unit
+        entry("shop 1.0.1 started", "shop@overlap2.service", "eee", pid=4),
+        entry([115, 104, 111, 112], invocation="fff", pid=5),  # not UTF-8: a list of bytes
+        entry("shop 1.0.1 started later", invocation="ggg", pid=6),
     ]
     assert count_boots(journal, "shop", "1.0.1") == 1
     assert count_boots(journal, "shop", "1.0.0") == 1
@@ -54,14 +55,16 @@ def test_one_invocation_is_one_boot_and_other_releases_do_not_count() -> None:
 
 def test_restarts_of_a_crashing_release_each_count() -> None:
     journal = [
-        entry("shop 1.0.1-broken crashing on purpose\n", invocation=f"i{n}") for n in range(3)
+        entry("shop 1.0.1-broken crashing on purpose\n", invocation=f"i{n}", pid=n)
+        for n in range(3)
     ]
     assert count_boots(journal, "shop", "1.0.1-broken") == 3
 
 
-def test_without_an_invocation_id_each_pid_is_a_boot() -> None:
-    journal = [entry("shop 1.0.1 started", pid=1), entry("shop 1.0.1 started", pid=2)]
-    assert count_boots(journal, "shop", "1.0.1") == 2
+def test_a_line_of_the_apps_identifier_counts_without_its_unit() -> None:
+    tagged = {"MESSAGE": "shop 1.0.1 started", "SYSLOG_IDENTIFIER": "shop", "_PID": "7"}
+    other = {"MESSAGE": "shop 1.0.1 started", "SYSLOG_IDENTIFIER": "nginx", "_PID": "8"}
+    assert count_boots([tagged, other], "shop", "1.0.1") == 1
 
 
 # -- held connections -----------------------------------------------------------
