@@ -91,6 +91,25 @@ def entries_after(after: str, app: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in out.splitlines() if line.strip()]
 
 
+def diagnose(after: str, app: str, version: str) -> str:
+    """Every entry after ``after`` whose message names ``app`` ``version``, with the
+    fields that say where it was filed (for the bench's log)."""
+    since = [f"--after-cursor={after}"] if after else []
+    out = _journalctl("-o", "json", *since)
+    found = []
+    for line in out.splitlines():
+        e = json.loads(line)
+        if f"{app} {version}" in str(e.get("MESSAGE", "")):
+            found.append(
+                "|".join(
+                    str(e.get(k, "-"))[:40]
+                    for k in ("MESSAGE", "_SYSTEMD_UNIT", "SYSLOG_IDENTIFIER", "_PID", "_UID")
+                )
+            )
+    tail = _journalctl("-o", "cat", "-n", "3", f"--unit={app}@overlap.service")
+    return f"{len(found)} naming it: {'; '.join(found)} // overlap unit tail: {tail!r}"
+
+
 def boots_since(after: str, app: str, version: str) -> tuple[int, str]:
     """Starts of ``app`` ``version`` in the journal since the cursor ``after``,
     and where their lines were filed (:func:`describe`)."""
