@@ -310,8 +310,6 @@ class AppUnderLoad:
         if deployed:
             booted, where = boots.boots_since(journal, self.app.name, deployed)
             log(f"{self.app.name} {deployed}: {booted} boots ({where or 'no line'})")
-            if self.app.strategy == "overlap":
-                log(f"  journal: {boots.diagnose(journal, self.app.name, deployed)}")
         answered = first_answer(samples, after, timed.started) - timed.started
         before = [  # answered before the command started
             x.outcome
