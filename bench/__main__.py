@@ -223,6 +223,7 @@ def _meta(args: argparse.Namespace) -> dict[str, Any]:
 
 def _notes(args: argparse.Namespace, grace: float) -> list[str]:
     from bench.deploys import LEAST_IMPORTS
+    from bench.held import HELD
     from bench.status import SAMPLES_PER_RUN
 
     notes = []
@@ -253,7 +254,13 @@ def _notes(args: argparse.Namespace, grace: float) -> list[str]:
             "failed deploy tried to install; 'serving "
             "after': what answered right after the command exited. Capistrano: cap deploy / "
             "deploy:rollback over SSH (bench/capistrano), on a unit pyrelctl generated; it "
-            "leaves a failed deploy in place, so its recovery (deploy:rollback) is a row."
+            "leaves a failed deploy in place, so its recovery (deploy:rollback) is a row. "
+            "'boots' (issue 30): starts of the release the command deployed (or tried "
+            "to), one per run, from the journal: invocations of APP.service and "
+            "APP@overlap.service in which it printed 'NAME VERSION started' (bench/boots.py). "
+            f"'held cut': {HELD} long-lived connections (GET /hold) held through each "
+            "deploy window; the most times one of them was cut in one window / all cuts, "
+            "of N connections (bench/held.py)."
         )
     if "scale" in args.only:
         notes.append(

@@ -26,9 +26,10 @@ the load generator (bench.load) sends requests through these windows:
   start, which pyrelctl rolls back by itself (exit 3); Capistrano leaves it
   in place, so its next window is the operator's recovery,
   ``cap deploy:rollback`` back to the release before;
-* failed deploy, health check fails (generic, pyrelctl only): a release
-  that serves, but whose health check answers 503, refused after ``--timeout
-  4``;
+* failed deploy, health check fails (pyrelctl only): a release that is
+  ready and serves, but whose health check answers 503 (generic:
+  ``/unhealthy/VERSION``; mix: ``/health`` of a version built unhealthy),
+  refused after ``--timeout 4``;
 * manual rollback: ``pyrelctl rollback`` (``cap deploy:rollback``);
 * configuration change (generic, pyrelctl only): ``pyrelctl config set``.
 
@@ -36,7 +37,11 @@ Each deploy window starts the load LEAD seconds before the command and
 keeps it up TAIL seconds after the command exits. Every answer names the
 version that gave it, so a failed deploy's window counts the requests its
 failing release answered; right after each command one more request says
-what serves.
+what serves. Issue 30's columns, per deploy window: the boots of the
+release the command deployed (or tried to), counted from the journal
+(bench.boots), and a few long-lived connections held open from before the
+load starts to the window's end, each counting the times it was cut and
+reconnected (bench.held).
 """
 
 from __future__ import annotations
@@ -47,6 +52,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from bench import boots
+from bench.held import HeldConnections
 from bench.host import Host, Timed, log
 from bench.load import LoadGenerator, Sample
 from bench.memory import MemorySampler
@@ -66,6 +73,11 @@ P99_TWICE_STEADY = Target(Measure.P99_RATIO, 2.0)
 NONE_BY_FAILING = Target(Measure.FAILING_ANSWERS, 0)
 #: Issue 19: every strategy's upgrade and rollback no slower than Capistrano's.
 NO_SLOWER = Target(Measure.RATIO, 1.0)
+#: Issue 30, overlap: the new release boots once per deploy (today: beside the
+#: old one, then again in APP.service), and each long-lived connection is
+#: closed at most once (today: when APP.service stops, then APP@overlap).
+ONE_BOOT = Target(Measure.BOOTS, 1)
+HELD_CUT_ONCE = Target(Measure.HELD_CUTS, 1)
 
 UPGRADE = "upgrade"
 CRASH = "failed deploy, exits at start"
@@ -106,11 +118,12 @@ class App:
     def targets(self, scenario: str) -> tuple[Target, ...]:
         if not self.socket or self.strategy == "capistrano":
             return ()
+        issue30 = (ONE_BOOT, HELD_CUT_ONCE) if self.strategy == "overlap" else ()
         if self.strategy == "overlap" and scenario in (UPGRADE, ROLLBACK):
-            return (ZERO_FAILED, P99_TWICE_STEADY)
+            return (ZERO_FAILED, P99_TWICE_STEADY, *issue30)
         if self.strategy == "overlap" and scenario in FAILED_DEPLOYS:
-            return (ZERO_FAILED, P99_TWICE_STEADY, NONE_BY_FAILING)
-        return (ZERO_FAILED,)
+            return (ZERO_FAILED, P99_TWICE_STEADY, NONE_BY_FAILING, *issue30)
+        return (ZERO_FAILED, *issue30)
 
 
 PLAIN = App("av", 18111, socket=False, strategy="restart")
@@ -271,23 +284,32 @@ class AppUnderLoad:
 
     def _window(self, command: Callable[[], Timed] | None, failing: str = "") -> Window:
         """Run ``command`` under load (or, for None, hold the load for STEADY seconds)."""
+        if command is None:
+            with LoadGenerator(self.app.port, expect=f"{self.app.name} ") as load:
+                time.sleep(STEADY)  # a fixed window of load, not a wait for a condition
+            return Window(load.stats(), tuple(load.samples))
         after = ""
-        timed: Timed | None = None
-        with LoadGenerator(self.app.port, expect=f"{self.app.name} ") as load:
+        # Taken before the window: the boots of the window's release come after it.
+        journal = boots.cursor()
+        with (
+            HeldConnections(self.app.port, expect=f"{self.app.name} ") as held,
+            LoadGenerator(self.app.port, expect=f"{self.app.name} ") as load,
+        ):
             # Fixed windows of load, not waits for a condition: sleeping is the point.
-            if command is None:
-                time.sleep(STEADY)
-            else:
-                time.sleep(LEAD)
-                with MemorySampler(self.app.name) as memory:
-                    timed = command()
-                # Asked within the tail, so that the window is as long for every app.
-                after = serving(self.app.port, timeout=TAIL)
-                time.sleep(max(0.0, TAIL - (time.monotonic() - timed.ended)))
+            time.sleep(LEAD)
+            with MemorySampler(self.app.name) as memory:
+                timed = command()
+            # Asked within the tail, so that the window is as long for every app.
+            after = serving(self.app.port, timeout=TAIL)
+            time.sleep(max(0.0, TAIL - (time.monotonic() - timed.ended)))
         samples = tuple(load.samples)
         stats = load.stats()
-        if timed is None:
-            return Window(stats, samples)
+        # The release the command deployed, or the one it tried to.
+        deployed = failing or ("" if after.startswith("nothing") else after)
+        booted: int | None = None
+        if deployed:
+            booted, where = boots.boots_since(journal, self.app.name, deployed)
+            log(f"{self.app.name} {deployed}: {booted} boots ({where or 'no line'})")
         answered = first_answer(samples, after, timed.started) - timed.started
         before = [  # answered before the command started
             x.outcome
@@ -303,6 +325,8 @@ class AppUnderLoad:
             memory_peak_kib=memory.peak_kib,
             # A failed deploy deploys nothing: no "answered" there.
             answered_s=float("nan") if failing else answered,
+            boots=booted,
+            held_cuts=held.stats().cuts,
         )
         return Window(stats, samples, timed.started, timed.ended)
 
@@ -476,9 +500,10 @@ MIX_OVERLAP = App("mxo", 18133, socket=True, strategy="overlap", release="mix")
 
 class MixUnderLoad(AppUnderLoad):
     """The windows of a mix app (devtools.releases.build_mix_app, built in the run):
-    an upgrade, a release that exits at start, a rollback."""
+    an upgrade, a release that exits at start, a release that is ready and
+    serves but fails its health check (``/health``, built unhealthy), a rollback."""
 
-    scenarios = (UPGRADE, CRASH, ROLLBACK)
+    scenarios = (UPGRADE, CRASH, SICK, ROLLBACK)
 
     def __init__(self, host: Host, app: App, tarballs: dict[str, Path]) -> None:
         super().__init__(host, app)
@@ -488,24 +513,27 @@ class MixUnderLoad(AppUnderLoad):
         return str(self.tarballs[version])  # built crashing or not: see mix_versions
 
     def first_install_args(self) -> list[str]:
-        args = ["--app", self.app.name, "--health-http", self.app.url]
+        # /health: what a version built unhealthy fails (the others answer 200).
+        args = ["--app", self.app.name, "--health-http", f"{self.app.url}health"]
         if self.app.socket:
             args += ["--listen", f"127.0.0.1:{self.app.port}", *super().first_install_args()]
         return args
 
 
-def mix_versions(runs: int) -> tuple[list[str], list[str]]:
-    """Every version a mix app needs for ``runs`` runs, and those that crash."""
+def mix_versions(runs: int) -> tuple[list[str], list[str], list[str]]:
+    """Every version a mix app needs for ``runs`` runs, those that crash, and
+    those that fail their health check."""
     good = [f"1.0.{i}" for i in range(runs + 1)]
     broken = [MixUnderLoad.crash_version(i) for i in range(1, runs + 1)]
-    return good + broken, broken
+    sick = [MixUnderLoad.sick_version(i) for i in range(1, runs + 1)]
+    return good + broken + sick, broken, sick
 
 
 def measure_mix(host: Host, runs: int) -> Measured:
     """Availability figures of a real mix release (see the module's docstring)."""
     from devtools.releases import build_mix_app
 
-    versions, broken = mix_versions(runs)
+    versions, broken, sick = mix_versions(runs)
     apps: list[AppUnderLoad] = []
     for app in (MIX_PLAIN, MIX_SOCKET, MIX_OVERLAP):
         log(f"mix availability: building {app.name}, {len(versions)} versions, with mix release")
@@ -514,6 +542,7 @@ def measure_mix(host: Host, runs: int) -> Measured:
             versions,
             name=app.name,
             failing=broken,
+            unhealthy=sick,
             http_port=app.port,
         )
         apps.append(MixUnderLoad(host, app, tarballs))

@@ -23,11 +23,13 @@ class Measure(StrEnum):
     FAILURES = "failures"  # failed requests, summed over all runs
     P99_RATIO = "p99 ratio"  # p99 through a deploy / the steady p99 of the same runs
     FAILING_ANSWERS = "failing answers"  # requests answered by the release that failed
+    BOOTS = "boots"  # starts of the new release in a deploy window, the most of the runs
+    HELD_CUTS = "held cuts"  # times one held connection was cut in a window, the most
 
 
 @dataclass(frozen=True)
 class Target:
-    """An upper limit from issue 7 or 19, on one figure."""
+    """An upper limit from issue 7, 19 or 30, on one figure."""
 
     measure: Measure
     limit: float
@@ -41,6 +43,10 @@ class Target:
             return f"p99 <= {self.limit:g}x steady"
         if self.measure is Measure.FAILING_ANSWERS:
             return "0 by failing" if self.limit == 0 else f"<= {self.limit:g} by failing"
+        if self.measure is Measure.BOOTS:
+            return f"{self.limit:g} boot" if self.limit == 1 else f"<= {self.limit:g} boots"
+        if self.measure is Measure.HELD_CUTS:
+            return f"each held cut <= {self.limit:g}x"
         return "0 failed" if self.limit == 0 else f"<= {self.limit:g} failed"
 
     def met(self, value: float) -> bool:
@@ -175,6 +181,12 @@ class LoadStats:
     answered_s: float = math.nan  # from its start to the first answer of what it deploys
     memory_before_kib: int = 0  # Pss of the app's units when the command started
     memory_peak_kib: int = 0  # and the most while it ran (bench.memory)
+    #: Starts of the release the command deployed (or tried to), from the journal
+    #: (bench.boots); None: not counted (no deploy, or nothing served after it).
+    boots: int | None = None
+    #: Per long-lived connection held through the window, how many times it was
+    #: cut (bench.held); empty: none held (the steady windows).
+    held_cuts: tuple[int, ...] = ()
 
     @property
     def failing_answers(self) -> int:
@@ -193,6 +205,8 @@ class LoadStats:
             "answered_s": self.answered_s,
             "memory_before_kib": self.memory_before_kib or None,
             "memory_peak_kib": self.memory_peak_kib or None,
+            "boots": self.boots,
+            "held_cuts": list(self.held_cuts),
             "p50_s": self.p50,
             "p99_s": self.p99,
             "max_s": self.max,
@@ -242,6 +256,15 @@ class Availability:
             return self.p99_ratio if not math.isnan(self.p99_ratio) else math.inf
         if measure is Measure.FAILING_ANSWERS:
             return self.failing_answers or 0
+        if measure is Measure.BOOTS:
+            # A run whose boots were not counted, or none found, cannot meet "1 boot".
+            counted = [r.boots for r in self.runs]
+            if not counted or any(b is None or b < 1 for b in counted):
+                return math.inf
+            return max(b for b in counted if b is not None)
+        if measure is Measure.HELD_CUTS:
+            held = self.held_cuts
+            return math.inf if held is None else held[0]
         raise ValueError(f"no {measure} for an availability row")
 
     def target_met(self, target: Target) -> bool:
@@ -257,6 +280,30 @@ class Availability:
 
     def latency(self, which: str) -> float:
         return median([getattr(r, which) for r in self.runs])
+
+    @property
+    def boots(self) -> tuple[int | None, ...]:
+        """Starts of the deployed release in each run's window (bench.boots)."""
+        return tuple(r.boots for r in self.runs)
+
+    @property
+    def held_cuts(self) -> tuple[int, int, int] | None:
+        """Cuts of the held connections: (the most any one connection had in one
+        window, all cuts of all runs, connections held in all runs); None: none held."""
+        per_connection = [n for r in self.runs for n in r.held_cuts]
+        if not per_connection:
+            return None
+        return max(per_connection), sum(per_connection), len(per_connection)
+
+    def boots_text(self) -> str:
+        counted = self.boots
+        if not counted or all(b is None for b in counted):
+            return "-"
+        return ", ".join("?" if b is None else str(b) for b in counted)
+
+    def held_text(self) -> str:
+        held = self.held_cuts
+        return "-" if held is None else f"{held[0]} / {held[1]} of {held[2]}"
 
     def memory(self) -> str:
         """The app's memory when the command started / its peak, medians of the runs."""
@@ -299,6 +346,10 @@ class Availability:
             "failing_answers": self.failing_answers,
             "serving_after": self.serving_after() or None,
             "memory_before_peak": self.memory(),
+            "boots": list(self.boots),
+            "held_cuts_max": None if self.held_cuts is None else self.held_cuts[0],
+            "held_cuts_total": None if self.held_cuts is None else self.held_cuts[1],
+            "held_connections": None if self.held_cuts is None else self.held_cuts[2],
             "errors": errors,
             "median_p50_s": self.latency("p50"),
             "median_p99_s": self.latency("p99"),
@@ -404,7 +455,9 @@ class Report:
             out += [
                 "",
                 "Availability under steady load (failed: all runs summed; latencies: medians "
-                "of the runs' p50/p99/max; steady: same load, no deploy)",
+                "of the runs' p50/p99/max; steady: same load, no deploy; boots: of the "
+                "deployed release, each run; held cut: the most cuts of one long-lived "
+                "connection in one window / all cuts, of N connections held)",
             ]
             out += _columns(
                 (
@@ -420,6 +473,8 @@ class Report:
                     "max",
                     "steady p50/p99",
                     "p99 ratio",
+                    "boots",
+                    "held cut max / total of",
                     "memory before / peak",
                     "failed by cause",
                     "target",
@@ -433,7 +488,7 @@ class Report:
             out += ["", f"ERROR in {section}: {error}"]
         targets = self.targets()
         if targets:
-            out += ["", "Targets (issues 7 and 19)"]
+            out += ["", "Targets (issues 7, 19 and 30)"]
             out += _columns(("figure", "target", "met?"), [(f, t, _met(m)) for f, t, m in targets])
         return "\n".join(out)
 
@@ -453,7 +508,7 @@ def _availability_row(a: Availability) -> tuple[str, ...]:
     target = ", ".join(t.describe() for t in a.targets) or "-"
     if a.skipped:
         # The reason goes where the causes of failures would.
-        return (a.scenario, a.release, a.label, *("-",) * 10, a.skipped, target, _met(a.met))
+        return (a.scenario, a.release, a.label, *("-",) * 12, a.skipped, target, _met(a.met))
     causes: dict[str, int] = {}
     for run in a.runs:
         for cause, n in run.errors.items():
@@ -473,6 +528,8 @@ def _availability_row(a: Availability) -> tuple[str, ...]:
         _duration(a.latency("max")),
         f"{_duration(a.steady_latency('p50'))} / {_duration(a.steady_latency('p99'))}",
         f"{a.p99_ratio:.1f}x",
+        a.boots_text(),
+        a.held_text(),
         a.memory(),
         ", ".join(f"{cause} {n}" for cause, n in sorted(causes.items())) or "-",
         target,

@@ -61,7 +61,9 @@ class Behaviour(enum.StrEnum):
     SERVE = "serve"
     """Prints `started` and serves HTTP (`bin/serve.py`): `NAME VERSION` on every
     path (but HTTP 503 on `/unhealthy/VERSION` of its own version), after
-    `?delay=S` seconds if asked; with `SIDE_PORT` set it also binds that port.
+    `?delay=S` seconds if asked; on `/hold` it sends the same line, then holds
+    the connection open (a websocket-like client) until the client closes it
+    or the server stops; with `SIDE_PORT` set it also binds that port.
     It listens on the socket systemd passes (LISTEN_FDS, socket activation) if
     there is one, else on 127.0.0.1:$PORT; SIGTERM lets requests in flight
     finish before it exits."""
@@ -93,7 +95,7 @@ defmodule ${module}.MixProject do
     [
       extra_applications: [:logger],
       mod: {${module}.Application, []},
-      env: [crash_on_start: ${crash}, http_port: ${http_port}]
+      env: [crash_on_start: ${crash}, unhealthy: ${unhealthy}, http_port: ${http_port}]
     ]
   end
 end
@@ -169,11 +171,49 @@ defmodule ${module}.Application do
   defp answer(conn, body) do
     # A client may close before it asks (a health probe another release
     # was meant to answer): no answer then, and no crash.
-    with {:ok, _request} <- :gen_tcp.recv(conn, 0, 1000) do
-      :gen_tcp.send(conn, "HTTP/1.0 200 OK\\r\\n\\r\\n#{body}\\n")
-    end
+    case :gen_tcp.recv(conn, 0, 1000) do
+      {:ok, "GET /hold " <> _} ->
+        hold(conn, body)
 
-    :gen_tcp.close(conn)
+      {:ok, request} ->
+        :gen_tcp.send(conn, "HTTP/1.0 #{status(request)}\\r\\n\\r\\n#{body}\\n")
+        :gen_tcp.close(conn)
+
+      _ ->
+        :gen_tcp.close(conn)
+    end
+  end
+
+  # /health: 503 from a version built unhealthy (it is up and serves, but
+  # fails its health check, as with a wrong database password), else 200.
+  defp status("GET /health " <> _) do
+    if Application.fetch_env!(:${app}, :unhealthy), do: "503 Service Unavailable", else: "200 OK"
+  end
+
+  defp status(_request), do: "200 OK"
+
+  # /hold: the version line, then the connection stays open (a websocket-like
+  # client) in a process of its own, so that the accept loop goes on. It
+  # closes when the client does, or when the release stops: stopping the
+  # application ends every process it started.
+  defp hold(conn, body) do
+    :gen_tcp.send(conn, "HTTP/1.0 200 OK\\r\\n\\r\\n#{body}\\n")
+    holder = spawn(fn -> receive do :go -> held(conn) end end)
+
+    case :gen_tcp.controlling_process(conn, holder) do
+      :ok -> send(holder, :go)
+      _ -> :gen_tcp.close(conn)
+    end
+  end
+
+  defp held(conn) do
+    :inet.setopts(conn, active: :once)
+
+    receive do
+      {:tcp, ^conn, _data} -> held(conn)
+      {:tcp_closed, ^conn} -> :ok
+      {:tcp_error, ^conn, _reason} -> :gen_tcp.close(conn)
+    end
   end
 end
 """
@@ -224,6 +264,7 @@ def build_mix_app(
     *,
     name: str = "shop",
     failing: Sequence[str] = (),
+    unhealthy: Sequence[str] = (),
     http_port: int | None = None,
     overlays: Mapping[str, bytes] | None = None,
     runner: Runner | None = None,
@@ -235,7 +276,10 @@ def build_mix_app(
     VERSION crashing on purpose` and exits with status 3 instead. With
     `http_port`, the app also answers every request on 127.0.0.1:PORT (or on
     the socket systemd passes, if it does) with `NAME VERSION` (HTTP/1.0,
-    over gen_tcp: no deps to fetch). Tarballs
+    over gen_tcp: no deps to fetch), except `/health`, which answers 503 from
+    a version in `unhealthy` (ready and serving, but failing its health
+    check); on `/hold` it sends that line and keeps the connection open
+    until the client closes it or the release stops. Tarballs
     are copied to `workdir/artifacts/NAME-VERSION.tar.gz`. Each is checked:
     it holds `bin/NAME` and `releases/start_erl.data`, and an extracted copy
     runs `bin/NAME eval 'IO.puts(:ok)'` on this host. `overlays` (path ->
@@ -254,9 +298,9 @@ def build_mix_app(
             raise ValueError(f"invalid version {version!r}: mix wants SemVer like 1.2.3")
     if len(set(versions)) != len(versions):
         raise ValueError(f"duplicate versions in {list(versions)}")
-    unknown = set(failing) - set(versions)
+    unknown = (set(failing) | set(unhealthy)) - set(versions)
     if unknown:
-        raise ValueError(f"failing versions {sorted(unknown)} are not in versions")
+        raise ValueError(f"failing or unhealthy versions {sorted(unknown)} are not in versions")
 
     workdir.mkdir(parents=True, exist_ok=True)
     project = workdir / name
@@ -281,7 +325,10 @@ def build_mix_app(
     for version in versions:
         crash = "true" if version in failing else "false"
         port = "nil" if http_port is None else str(int(http_port))
-        mix_exs = _MIX_EXS.substitute(values, version=version, crash=crash, http_port=port)
+        sick = "true" if version in unhealthy else "false"
+        mix_exs = _MIX_EXS.substitute(
+            values, version=version, crash=crash, unhealthy=sick, http_port=port
+        )
         (project / "mix.exs").write_text(mix_exs)
         started = time.monotonic()
         # --overwrite: the release directory is reused from the previous version.
@@ -401,6 +448,7 @@ esac
 _SERVE_PY = """\
 # HTTP server of a generic test release, written by devtools.releases.
 import os
+import select
 import signal
 import socket
 import sys
@@ -411,6 +459,9 @@ from urllib.parse import parse_qs, urlsplit
 
 BODY = (sys.argv[1] + "\\n").encode()
 PORT = int(sys.argv[2])
+# Set at SIGTERM: the held connections (/hold) close, as a websocket server
+# closes its sockets when it stops, while ordinary requests in flight finish.
+STOPPING = threading.Event()
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -418,6 +469,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         url = urlsplit(self.path)
+        if url.path == "/hold":
+            self.hold()
+            return
         delay = parse_qs(url.query).get("delay", ["0"])[0]
         time.sleep(float(delay))
         # /unhealthy/VERSION: 503 from that version alone, 200 from any other.
@@ -427,6 +481,21 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(BODY)))
         self.end_headers()
         self.wfile.write(BODY)
+
+    def hold(self):
+        # No Content-Length: the body is the version line, then nothing
+        # until this release stops (or the client leaves).
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(BODY)
+        self.wfile.flush()
+        try:
+            while not STOPPING.is_set():
+                readable, _, _ = select.select([self.connection], [], [], 0.1)
+                if readable and not self.connection.recv(1024):
+                    return  # the client closed it
+        except OSError:
+            return  # or reset it
 
     def log_message(self, *args):
         pass  # one journal line per request would drown the journal under load
@@ -459,6 +528,7 @@ else:
 
 
 def graceful(signum, frame):
+    STOPPING.set()
     # shutdown() waits for serve_forever() to return: not from its own thread.
     threading.Thread(target=server.shutdown).start()
 
