@@ -128,7 +128,7 @@ class AppSetup:
         planned = procs_files.plan(app, spec, scaled if isinstance(scaled, dict) else {})
         if self.online:
             for unit in planned.gone:
-                self.say(f"stopping {unit}: not part of {spec.release.version}")
+                self.say(f"stopping {unit}: no longer started with {app.name}")
                 self.systemd.stop(unit, timeout=STOP_WAIT)
         return procs_files.apply(app, planned)
 

@@ -170,7 +170,9 @@ class LazyGroup(click.Group):
 #: The commands a user without root may run by grant (delegate/policy.py's RULES),
 #: and those the issue names as root's alone (policy.ROOT_ONLY).
 _DELEGABLE = frozenset({"install", "rollback", "status", "releases", "history", "logs"})
-_ROOT_ONLY = frozenset({"config", "secret", "uninstall", "prune", "grant", "revoke", "grants"})
+_ROOT_ONLY = frozenset(
+    {"config", "secret", "uninstall", "prune", "grant", "revoke", "grants", "scale"}
+)
 
 
 class _Delegating(click.Command):

@@ -89,7 +89,9 @@ RULES: Mapping[str, Rule] = {
 DELEGABLE = frozenset(RULES)
 #: Commands the issue names as root's alone: on a host with grants, a user
 #: without root is told so (exit 2) instead of meeting a permission error.
-ROOT_ONLY = frozenset({"config", "secret", "uninstall", "prune", "grant", "revoke", "grants"})
+ROOT_ONLY = frozenset(
+    {"config", "secret", "uninstall", "prune", "grant", "revoke", "grants", "scale"}
+)
 
 
 def check(command: str, given: Mapping[str, Any], flags: Mapping[str, str]) -> None:

@@ -109,6 +109,8 @@ def apply(app: AppPaths, planned: Plan) -> bool:
     for link in planned.stale_links:
         link.unlink(missing_ok=True)
         changed = True
+    if planned.stale_links and directory.is_dir() and not any(directory.iterdir()):
+        directory.rmdir()  # the release has no process or timer left
     for path in planned.stale_files:
         path.unlink(missing_ok=True)
         forget_unit(app, path)
