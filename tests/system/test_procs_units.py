@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from devtools.machine import Machine, MachineCommand
+from devtools.releases import build_mix_app
 
 APP = "procs"
 PORT = 18470
@@ -195,3 +196,46 @@ def test_processes_and_timers_deploy_fail_and_roll_back_with_the_app(
     left = machine.run(["sh", "-c", f"ls {UNITS} | grep '^{APP}[-.]' || true"]).stdout.split()
     assert left == [], left
     assert machine.unit_property(WORKERS[0], "ActiveState") == "inactive"
+
+
+MIX_PROCS = "mixprocs"
+# In a mix release the tables come from its overlay (rel/overlays/release.toml,
+# no [release] table: the release is mix's own). The worker is a second VM of
+# the release, with no distribution: `bin/NAME eval`, as Oban-less apps run a
+# queue consumer; the job prints where it ran.
+MIX_OVERLAY = b"""
+[processes.worker]
+command = ["bin/mixprocs", "eval", "IO.puts(\\"worker up\\"); Process.sleep(:infinity)"]
+
+[timers.report]
+command = ["bin/mixprocs", "eval", "IO.puts(\\"report from \\" <> File.cwd!())"]
+on_calendar = "*-*-* 03:00:00"
+"""
+
+
+def test_a_mix_release_runs_its_worker_and_job_with_the_restart_strategy(
+    machine: Machine, pyrelctl: MachineCommand, scratch: Path
+) -> None:
+    tarballs = build_mix_app(
+        scratch / "mixprocs",
+        ["1.0.0", "1.1.0"],
+        name=MIX_PROCS,
+        overlays={"release.toml": MIX_OVERLAY},
+    )
+    worker = f"{MIX_PROCS}-worker@1.service"
+    try:
+        for version in ("1.0.0", "1.1.0"):
+            proc = pyrelctl("install", tarballs[version], "--grace", "1")
+            assert proc.returncode == 0, proc.stdout + proc.stderr
+            assert machine.unit_property(worker, "SubState") == "running"
+            assert release_of(machine, worker) == version
+        machine.wait_for_journal(worker, "worker up")
+        # The instance's own HOME and RELEASE_TMP (a VM writes there at boot).
+        pid = machine.unit_property(worker, "MainPID")
+        environ = machine.run(["cat", f"/proc/{pid}/environ"]).stdout.split("\0")
+        assert f"RELEASE_TMP=/run/pyrelctl/{MIX_PROCS}.worker.1" in environ, environ
+        machine.systemctl("start", f"{MIX_PROCS}-report.service")
+        log = machine.journalctl("-u", f"{MIX_PROCS}-report", "-o", "cat").stdout
+        assert f"report from /opt/{MIX_PROCS}/releases/1.1.0" in log, log
+    finally:
+        pyrelctl("uninstall", "--purge", MIX_PROCS)
