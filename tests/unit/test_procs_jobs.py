@@ -247,3 +247,15 @@ def test_doctor_names_stale_units_dangling_links_and_a_failed_job(
     assert found[0].details == (str(unit_dir / "shop-old.service"),)
     assert found[1].details == (str(unit_dir / "shop.service.wants/shop-gone@1.service"),)
     assert "shop-report.service failed (exit-code" in found[2].message
+
+
+def test_systemd_analyze_verify_finds_nothing_wrong_in_the_template(tmp_path: Path) -> None:
+    from tests.unit.test_procs_units import analyze_verify
+
+    # An instance of it, as systemd starts one for the job shop-report.service.
+    instance = "pyrelctl-job-failed@shop-report.service.service"
+    said = analyze_verify(tmp_path, {instance: failed.unit_text()})
+    assert said == [], said
+    broken = failed.unit_text().replace("TimeoutStartSec=", "TimeoutStrtSec=")
+    said = analyze_verify(tmp_path / "2", {"pyrelctl-job-failed@x.service": broken})
+    assert any("TimeoutStrtSec" in line for line in said), said
