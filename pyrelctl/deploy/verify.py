@@ -53,6 +53,12 @@ def verify(
         state = host.systemd.state(unit)
         if state.running:
             before[unit] = state.invocation_id
+        elif unit.endswith(".service"):
+            # As for the web unit (readiness.restart_and_verify): an instance
+            # in a crash loop (the watch rolls back because of it) has used
+            # its start rate limit, and the restart that restores the
+            # previous release would be refused with "start-limit-hit".
+            host.systemd.reset_failed(unit)
     runner = hooks.command_runner(host.layout.root, app, release)
     connect = None
     if alone:

@@ -109,7 +109,8 @@ def test_a_failing_job_reaches_the_hooks(
 
         def reported() -> list[dict[str, str]]:
             text = machine.run(["cat", LOG], check=False).stdout
-            return [json.loads(line) for line in text.splitlines()]
+            events = [json.loads(line) for line in text.splitlines()]
+            return [e for e in events if e["PYRELCTL_ACTION"] == "job"]  # not the install's
 
         wait_for(lambda: bool(reported()), "the failed job never reached the hook")
         [event] = reported()
@@ -163,7 +164,14 @@ def test_a_worker_that_starts_crashing_after_the_deploy_is_rolled_back_by_the_wa
         entries = json.loads(pyrelctl("--json", "history", APP).stdout)["history"]
         return [(e["action"], e["result"]) for e in entries]
 
-    wait_for(lambda: ("auto-rollback (watch)", "ok") in history(), "no rollback", 60)
+    try:
+        wait_for(lambda: ("auto-rollback (watch)", "ok") in history(), "no rollback", 60)
+    except AssertionError:
+        watch = machine.journalctl("-u", f"pyrelctl-watch-{APP}", "-o", "cat", check=False)
+        crashes = machine.journalctl("-u", worker, "-n", "20", "-o", "cat", check=False)
+        raise AssertionError(
+            f"no rollback: {history()}\n{watch.stdout}\n{crashes.stdout}"
+        ) from None
     failed = [r for a, r in history() if a == "watch"]
     # Restarted 3 times, or failed at systemd's start limit: named either way.
     assert failed and failed[-1].startswith("failed: ") and worker in failed[-1], failed
