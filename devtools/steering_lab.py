@@ -40,7 +40,8 @@ from pyrelctl import steering
 CLONE_NEWNET = 0x40000000
 
 
-def listener(host: str, port: int, *, reuseport: bool = True) -> socket.socket:
+def listener(host: str = "127.0.0.1", port: int = 0, *, reuseport: bool = True) -> socket.socket:
+    """A listening TCP socket (in the ``SO_REUSEPORT`` group of its address), non-blocking."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     if reuseport:
@@ -52,6 +53,7 @@ def listener(host: str, port: int, *, reuseport: bool = True) -> socket.socket:
 
 
 def accept_all(sock: socket.socket) -> list[socket.socket]:
+    """Every connection queued on ``sock`` now."""
     got: list[socket.socket] = []
     while True:
         try:

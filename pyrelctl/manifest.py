@@ -27,9 +27,9 @@ from typing import Any
 from pyrelctl.archive import Artifact, MemberType
 from pyrelctl.errors import BadInput
 from pyrelctl.mixlogger import LoggerMode, logger_version
-from pyrelctl.names import check_app_name, check_version, is_env_name
+from pyrelctl.names import check_app_name, check_version
 from pyrelctl.procs.manifest import commands as procs_commands
-from pyrelctl.procs.manifest import parse_tables
+from pyrelctl.procs.manifest import environment_table, parse_tables
 from pyrelctl.procs.values import Process, Timer
 from pyrelctl.release import (
     DEFAULT_STOP_TIMEOUT,
@@ -406,7 +406,9 @@ def parse_settings(
             key: _argv("hooks", key, value, where)
             for key, value in _table(doc, "hooks", where).items()
         },
-        environment=_parse_environment(_table(doc, "environment", where), where),
+        environment=environment_table(
+            _table(doc, "environment", where), f"{where}: environment", check_unit_text
+        ),
         socket=parse_socket_table(_table(doc, "socket", where), where),
         description=check_description(description, where, description_key),
     )
@@ -451,17 +453,6 @@ def parse_health_table(table: Mapping[str, Any], where: str = MANIFEST) -> Healt
             raise BadInput(f"{where}: health.tcp must be HOST:PORT, not {text!r}")
         return HealthCheck(HealthKind.TCP, tcp=text)
     return HealthCheck(HealthKind.HTTP, http=text)
-
-
-def _parse_environment(table: Mapping[str, Any], where: str = MANIFEST) -> dict[str, str]:
-    env: dict[str, str] = {}
-    for key, value in table.items():
-        if not is_env_name(key):
-            raise BadInput(f"{where}: environment variable name {key!r} is not valid")
-        if not isinstance(value, str):
-            raise BadInput(f"{where}: environment.{key} must be a string")
-        env[key] = check_unit_text(value, f"{where}: environment.{key}")
-    return env
 
 
 # -- detection ---------------------------------------------------------------

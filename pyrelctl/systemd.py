@@ -53,6 +53,9 @@ class UnitState:
     state_change_usec: int = 0
     need_daemon_reload: bool = False  # the unit file changed on disk since the last reload
     listen: tuple[str, ...] = ()  # a socket unit's addresses, as ``systemctl show -p Listen``
+    #: A job is queued or running for the unit (``systemctl list-jobs``): its
+    #: state is on the way somewhere (a restart's stop half, say).
+    has_job: bool = False
 
     @property
     def running(self) -> bool:
@@ -204,6 +207,7 @@ class Systemd:
             state_change_usec=int(u.get(b"StateChangeTimestamp", 0)),
             need_daemon_reload=bool(u.get(b"NeedDaemonReload", False)),
             listen=tuple(_text(address) for _kind, address in listen),
+            has_job=_job_id(u.get(b"Job")) != 0,
         )
 
     def unit_pids(self, unit: str) -> set[int]:
@@ -363,6 +367,14 @@ def _text(value: Any) -> str:
     if value is None:
         return ""
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _job_id(value: Any) -> int:
+    # Unit.Job is (uint32 id, object path); (0, "/") when there is none.
+    try:
+        return int(value[0])
+    except (TypeError, ValueError, IndexError):
+        return 0
 
 
 def _uint64(value: Any) -> int | None:

@@ -181,8 +181,9 @@ class Watcher:
         restarted with it (``PartOf=``, ``Wants=``), are up too, or say which is not.
 
         A process instance (``.service``) is up when it runs under an
-        invocation other than ``before``'s (the one it had before the restart:
-        it was restarted, not left running on the old release), has not been
+        invocation other than ``before``'s (the one it had before the restart,
+        running or not: it was started now, not left running on the old
+        release, and an earlier run's end is not this one's), has not been
         restarted by systemd since (``NRestarts``: a crash that Restart=
         already repaired counts), and has stayed so for ``grace`` seconds
         since it became active. It must be running by ``deadline``. A timer
@@ -206,12 +207,18 @@ class Watcher:
                 if first is not None and (
                     state.invocation_id != first or not state.running or state.n_restarts
                 ):
-                    return self._failure(
-                        version, state, "", f"{unit} crashed within the grace period", first
-                    )
-                if state.n_restarts or state.active_state == "failed":
-                    return self._failure(version, state, "", f"{unit} crashed after it started")
-                fresh = state.invocation_id and state.invocation_id != before.get(unit)
+                    if state.has_job and not state.n_restarts:
+                        # Not a crash: a job of the deploy's own transaction
+                        # restarts it (below).
+                        del seen[unit]
+                    else:
+                        return self._failure(
+                            version, state, "", f"{unit} crashed within the grace period", first
+                        )
+                fresh = bool(state.invocation_id) and state.invocation_id != before.get(unit)
+                ended = state.active_state in ("inactive", "failed") and not state.has_job
+                if state.n_restarts or (fresh and ended):
+                    return self._failure(version, state, "", f"{unit} exited after it started")
                 if not (state.running and fresh):
                     waiting.append(unit)
                     continue

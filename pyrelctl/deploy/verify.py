@@ -51,13 +51,11 @@ def verify(
     before = {}
     for unit in companions:
         state = host.systemd.state(unit)
-        if state.running:
-            before[unit] = state.invocation_id
-        elif unit.endswith(".service"):
-            # As for the web unit (readiness.restart_and_verify): an instance
-            # in a crash loop (the watch rolls back because of it) has used
-            # its start rate limit, and the restart that restores the
-            # previous release would be refused with "start-limit-hit".
+        before[unit] = state.invocation_id
+        if not state.running and state.load_state == "loaded":
+            # A crash-looping instance of the release that failed: its start
+            # limit and restart count must not carry over (as for the web
+            # process in readiness.Watcher.restart_and_verify).
             host.systemd.reset_failed(unit)
     runner = hooks.command_runner(host.layout.root, app, release)
     connect = None

@@ -105,13 +105,16 @@ def _whole_seconds(value: object, what: str) -> int:
     return value
 
 
-def _environment(value: object, what: str, text_check: TextCheck) -> dict[str, str]:
+def environment_table(value: object, what: str, text_check: TextCheck) -> dict[str, str]:
+    """A table of environment variables (``[environment]``, a process's or a
+    timer's ``environment``), each name valid and each value checked by
+    ``text_check``; ``what`` names the table in messages."""
     if not isinstance(value, dict):
         raise BadInput(f"{what} must be a table of variables")
     env: dict[str, str] = {}
     for key, text in value.items():
         if not is_env_name(key):
-            raise BadInput(f"{what}: variable name {key!r} is not valid")
+            raise BadInput(f"{what} variable name {key!r} is not valid")
         if not isinstance(text, str):
             raise BadInput(f"{what}.{key} must be a string")
         env[key] = text_check(text, f"{what}.{key}")
@@ -152,7 +155,7 @@ def _shared(
         _whole_seconds(entry["stop_timeout"], f"{at}.stop_timeout")
         if "stop_timeout" in entry
         else None,
-        _environment(entry.get("environment", {}), f"{at}.environment", text),
+        environment_table(entry.get("environment", {}), f"{at}.environment", text),
     )
 
 

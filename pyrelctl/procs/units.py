@@ -136,41 +136,34 @@ def _unit_settings(spec: ServiceSpec, runtime: str) -> list[Setting]:
     return settings
 
 
+def _context(spec: ServiceSpec, entry: Process | Timer, runtime: str) -> dict[str, object]:
+    """What the unit of a process or of a timer's job says about its command:
+    the command through ``current``, the app's settings with the entry's own
+    variables and runtime directory, its stop timeout."""
+    espec = _spec_for(spec, entry.environment)
+    release = spec.release
+    return {
+        "app": spec.app,
+        "name": entry.name,
+        "pyrelctl_version": __version__,
+        "kind": release.kind.value,
+        "exec_start": espec.absolute_argv(_command(release, entry.command)),
+        "exec_settings": _unit_settings(espec, runtime),
+        "stop_timeout": entry.stop_timeout or release.stop_timeout,
+    }
+
+
 def process_unit(spec: ServiceSpec, process: Process) -> UnitText:
     """``APP-NAME@.service``: one instance of ``process`` of ``spec``'s release."""
-    pspec = _spec_for(spec, process.environment)
-    release = spec.release
-    return UnitText(
-        "process.service.j2",
-        {
-            "app": spec.app,
-            "name": process.name,
-            "pyrelctl_version": __version__,
-            "kind": release.kind.value,
-            "exec_start": pspec.absolute_argv(_command(release, process.command)),
-            "exec_settings": _unit_settings(pspec, f"pyrelctl/{spec.app}.{process.name}.%i"),
-            "stop_timeout": process.stop_timeout or release.stop_timeout,
-        },
-    )
+    runtime = f"pyrelctl/{spec.app}.{process.name}.%i"
+    return UnitText("process.service.j2", _context(spec, process, runtime))
 
 
 def job_unit(spec: ServiceSpec, timer: Timer) -> UnitText:
     """``APP-NAME.service``: one run of ``timer``'s command."""
-    tspec = _spec_for(spec, timer.environment)
-    release = spec.release
-    return UnitText(
-        "job.service.j2",
-        {
-            "app": spec.app,
-            "name": timer.name,
-            "pyrelctl_version": __version__,
-            "kind": release.kind.value,
-            "exec_start": tspec.absolute_argv(_command(release, timer.command)),
-            "exec_settings": _unit_settings(tspec, f"pyrelctl/{spec.app}.{timer.name}"),
-            "timeout": _seconds(timer.timeout) if timer.timeout else "",
-            "stop_timeout": timer.stop_timeout or release.stop_timeout,
-        },
-    )
+    context = _context(spec, timer, f"pyrelctl/{spec.app}.{timer.name}")
+    context["timeout"] = _seconds(timer.timeout) if timer.timeout else ""
+    return UnitText("job.service.j2", context)
 
 
 def timer_unit(app: str, timer: Timer) -> UnitText:

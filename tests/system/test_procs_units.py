@@ -24,7 +24,7 @@ WORKERS = [f"{APP}-worker@1.service", f"{APP}-worker@2.service"]
 SOCKET = f'[socket]\nlisten = ["127.0.0.1:{PORT}"]\n[health]\nhttp = "http://127.0.0.1:{PORT}/"\n'
 WORKER = """
 [processes.worker]
-command = ["bin/procs", "start"]
+command = ["sh", "-c", "echo worker of $(cat www/index.html); exec sleep infinity"]
 instances = 2
 """
 CRASHING_WORKER = """

@@ -16,30 +16,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from devtools.steering_lab import accept_all, listener
 from pyrelctl import steering
 
 N = 200
-
-
-def listener(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
-    sock.listen(4096)
-    sock.setblocking(False)
-    return sock
-
-
-def accepted(sock: socket.socket) -> list[socket.socket]:
-    """Every connection queued on ``sock`` now."""
-    got: list[socket.socket] = []
-    while True:
-        try:
-            conn, _ = sock.accept()
-        except BlockingIOError:
-            return got
-        got.append(conn)
 
 
 def queued(*listeners: socket.socket, host: str = "127.0.0.1", n: int = N) -> list[int]:
@@ -48,7 +28,7 @@ def queued(*listeners: socket.socket, host: str = "127.0.0.1", n: int = N) -> li
     clients = [socket.create_connection((host, port)) for _ in range(n)]
     counts = []
     for sock in listeners:
-        conns = accepted(sock)
+        conns = accept_all(sock)
         counts.append(len(conns))
         for conn in conns:
             conn.close()
@@ -143,7 +123,7 @@ def test_the_probe_alone_reaches_the_new_listener(listen_host: str, client_host:
         steering.attach(old, steering.program(0, probe=probe, probe_to=1))
         clients = [socket.create_connection((client_host, port)) for _ in range(N)]
         probe_sock.connect((client_host, port))
-        at_old, at_new = accepted(old), accepted(new)
+        at_old, at_new = accept_all(old), accept_all(new)
         assert len(at_old) == N
         assert [conn.getpeername()[1] for conn in at_new] == [probe.port]
         for conn in (*at_old, *at_new, *clients):
@@ -165,9 +145,9 @@ def test_the_probe_is_matched_by_address_and_port(
     other = socket.socket()
     other.bind(("127.0.0.2", probe.port))
     other.connect(("127.0.0.1", port))
-    assert [len(accepted(old)), len(accepted(new))] == [1, 0]
+    assert [len(accept_all(old)), len(accept_all(new))] == [1, 0]
     probe_sock.connect(("127.0.0.1", port))
-    assert [len(accepted(old)), len(accepted(new))] == [0, 1]
+    assert [len(accept_all(old)), len(accept_all(new))] == [0, 1]
     other.close()
     probe_sock.close()
 
@@ -264,6 +244,7 @@ def test_group_member_says_when_the_process_holds_none() -> None:
 _MIGRATE = """
 import ctypes, errno, socket, subprocess, sys
 sys.path.insert(0, sys.argv[2])
+from devtools.steering_lab import accept_all, listener
 from pyrelctl import steering
 if ctypes.CDLL(None, use_errno=True).unshare(0x40000000) != 0:  # CLONE_NEWNET
     print("no netns"); sys.exit(0)
