@@ -17,6 +17,7 @@ from typing import Any
 from pyrelctl import mixcookie
 from pyrelctl.hostfiles import symlink_atomic
 from pyrelctl.layout import AppPaths, Layout
+from pyrelctl.procs import failed as procs_failed
 from pyrelctl.procs import files as procs_files
 from pyrelctl.release import Kind, Release
 from pyrelctl.socketunit import SocketUnit, effective_socket
@@ -130,7 +131,11 @@ class AppSetup:
             for unit in planned.gone:
                 self.say(f"stopping {unit}: no longer started with {app.name}")
                 self.systemd.stop(unit, timeout=STOP_WAIT)
-        return procs_files.apply(app, planned)
+        changed = False
+        if spec.release.timers:
+            # Host-wide and root's: the OnFailure= of every job (procs/failed.py).
+            changed = procs_failed.write(self.layout)
+        return procs_files.apply(app, planned) or changed
 
     def _remove_processes(self, app: AppPaths) -> list[Path]:
         """Stop the app's process instances, its timers and any job that runs

@@ -208,15 +208,16 @@ class AppPaths:
             raise HostError(f"{self.current} points to {target!r}, not releases/<version>")
         return version
 
-    def process_version(self, pid: int) -> tuple[str | None, str]:
+    def process_version(self, pid: int, proc: Path = Path("/proc")) -> tuple[str | None, str]:
         """The release process ``pid`` runs, from ``/proc/PID/cwd``, or None and why not.
 
         The units' ``WorkingDirectory=`` goes through ``current`` (or ``next``),
         so a process's working directory is the physical ``releases/VERSION``
-        it started from, whatever the links say now.
+        it started from, whatever the links say now. ``proc``: where procfs is
+        (a test's stand-in).
         """
         try:
-            cwd = os.readlink(f"/proc/{pid}/cwd")
+            cwd = os.readlink(proc / str(pid) / "cwd")
         except OSError as e:
             return None, f"cannot read /proc/{pid}/cwd ({e.strerror})"
         # The kernel appends " (deleted)" once the directory is gone (pruned).

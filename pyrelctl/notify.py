@@ -8,10 +8,15 @@ in name order (as run-parts does), as root: they are the host's own scripts
 * ``PYRELCTL_EVENT``: ``success``, ``failure`` (the app did not come up and
   nothing could be restored, or restoring failed too) or ``rollback``
   (pyrelctl restored the previous release or configuration by itself);
-* ``PYRELCTL_ACTION`` (``install``, ``rollback``, ``config``, ``watch``),
+* ``PYRELCTL_ACTION`` (``install``, ``rollback``, ``config``, ``watch``,
+  ``job``: a scheduled job of the app failed, procs/failed.py),
   ``PYRELCTL_APP``, ``PYRELCTL_VERSION``, ``PYRELCTL_PREVIOUS``,
   ``PYRELCTL_USER``, ``PYRELCTL_RESULT`` (``ok``, ``rolled-back``,
-  ``failed``, ``down``), ``PYRELCTL_EXIT_CODE``;
+  ``failed``, ``down``), ``PYRELCTL_EXIT_CODE`` (for a job: its command's
+  exit status, 128 + the signal that killed it);
+* for a job only, ``PYRELCTL_JOB`` (the timer's name in release.toml) and
+  ``PYRELCTL_JOB_RESULT`` (systemd's ``Result``: ``exit-code``, ``timeout``,
+  ``signal``, ...);
 * on stdin, the failure summary: the error line, then the failed start's
   journal lines (empty on success).
 
@@ -62,15 +67,18 @@ class Event:
     """What happened, as a notification hook is told it."""
 
     event: str  # success | failure | rollback
-    action: str  # install | rollback | config | watch
+    action: str  # install | rollback | config | watch | job
     app: str
     version: str | None
     previous: str | None
     result: str  # ok | rolled-back | failed | down
     exit_code: int
     summary: str = ""
+    job: str = ""  # a failed job's timer name (action "job")
+    job_result: str = ""  # its systemd Result
 
     def environment(self) -> dict[str, str]:
+        job = {"PYRELCTL_JOB": self.job, "PYRELCTL_JOB_RESULT": self.job_result}
         return {
             "PYRELCTL_EVENT": self.event,
             "PYRELCTL_ACTION": self.action,
@@ -80,6 +88,7 @@ class Event:
             "PYRELCTL_USER": who(),
             "PYRELCTL_RESULT": self.result,
             "PYRELCTL_EXIT_CODE": str(self.exit_code),
+            **(job if self.job else {}),
         }
 
 

@@ -75,6 +75,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "pyrelctl.delegate.setup",
         "pyrelctl.journal",
         "pyrelctl.metrics",
+        "pyrelctl.procs.failed",
         "pyrelctl.procs.files",
         "pyrelctl.procs.host",
         "pyrelctl.procs.status",

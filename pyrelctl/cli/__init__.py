@@ -57,6 +57,7 @@ COMMANDS = {
     "revoke": "grants:revoke",
     "grants": "grants:grants_command",
     "_watch": "deploys:watch_command",
+    "_job-failed": "deploys:job_failed_command",
 }
 
 
@@ -136,7 +137,7 @@ class LazyGroup(click.Group):
     """A group whose subcommands are imported from :data:`COMMANDS` when used."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        # `_watch` is pyrelctl's own, run by its watch unit: not for people.
+        # `_watch` and `_job-failed` are pyrelctl's own, run by its units: not for people.
         return [name for name in COMMANDS if not name.startswith("_")]
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:

@@ -504,3 +504,18 @@ def watch_command(
 
     result = watchrun.run(obj.deployer().host, app, version, until, max_restarts, previous)
     echo(f"{app} {version}: watch {result}")
+
+
+@click.command("_job-failed", hidden=True)
+@click.argument("instance")
+@pass_ctx
+def job_failed_command(obj: Ctx, instance: str) -> None:
+    """Tell the host's hooks that a scheduled job failed: run by
+    pyrelctl-job-failed@JOB.service, its OnFailure= (procs/failed.py)."""
+    import os
+
+    from pyrelctl.procs import failed
+
+    failed.report(
+        obj.layout, obj.systemd, instance, obj.say, os.environ.get("MONITOR_INVOCATION_ID")
+    )

@@ -6,7 +6,7 @@ on the answer under the app's lock (:func:`prune` removes what the plan says).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from pyrelctl.errors import BadInput, NotInstalled
 from pyrelctl.hostfiles import remove_tree
@@ -68,11 +68,32 @@ def prune_plan(app: AppPaths, keep: int) -> tuple[str, ...]:
     return tuple(v for v in versions if v not in protected and v not in survivors)
 
 
-def prune(app: AppPaths, keep: int, say: Callable[[str], None]) -> tuple[str, ...]:
-    """Remove the releases :func:`prune_plan` gives up; return their versions."""
+def prune(
+    app: AppPaths,
+    keep: int,
+    say: Callable[[str], None],
+    in_use: Mapping[str, str] | None = None,
+) -> tuple[str, ...]:
+    """Remove the releases :func:`prune_plan` gives up; return their versions.
+
+    A release that a process of the app still runs stays, and ``say`` tells
+    why: a job that started before later deploys finishes on its release
+    (its binaries, its files) instead of losing them under it. ``in_use``:
+    version -> what runs it; by default read from the running host
+    (procs.host.releases_in_use), nothing offline.
+    """
     doomed = prune_plan(app, keep)
+    if doomed and in_use is None:
+        from pyrelctl.procs.host import releases_in_use
+
+        in_use = {} if app.layout.offline else releases_in_use(app)
+    removed = []
     for version in doomed:
+        if in_use and version in in_use:
+            say(f"keeping {app.name} {version}: {in_use[version]} still runs it")
+            continue
         say(f"pruning {app.name} {version}")
         remove_tree(app.release(version))
         app.forget(version)
-    return doomed
+        removed.append(version)
+    return tuple(removed)

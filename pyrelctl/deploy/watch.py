@@ -29,7 +29,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -126,6 +126,7 @@ def loop(
     max_restarts: int,
     *,
     state: Callable[[], Any],
+    companions: Callable[[], Sequence[Any]] = lambda: (),
     rollback: Callable[[str], None],
     say: Callable[[str], None],
     clock: Callable[[], float] = time.time,
@@ -133,19 +134,22 @@ def loop(
 ) -> str:
     """Watch until ``until``; return how it ended (``ok``, ``superseded``, ``rolled back``).
 
-    ``state()`` reads the service (a :class:`~pyrelctl.systemd.UnitState`);
-    ``rollback(reason)`` rolls the app back.
+    ``state()`` reads the service (a :class:`~pyrelctl.systemd.UnitState`),
+    ``companions()`` the instances of the release's processes (the units
+    ``APP.service.wants/`` starts, procs/files.own_links; timers are not
+    checked, a job's failure has its own report, procs/failed.py): one of
+    them over the threshold or failed rolls the whole release back, as at
+    the deploy. ``rollback(reason)`` rolls the app back.
     """
     while clock() < until:
         if app.current_version() != version:
             say(f"{app.name}: current is no longer {version}; the watch ends")
             return "superseded"
-        unit = state()
         reason = ""
-        if unit.n_restarts > max_restarts:
-            reason = f"systemd restarted it {unit.n_restarts} times"
-        elif unit.active_state == "failed":
-            reason = f"the service failed ({unit.exit_description()})"
+        for unit in [state(), *companions()]:
+            reason = _failing(unit, app.service_name, max_restarts)
+            if reason:
+                break
         if reason:
             say(f"{app.name} {version}: {reason}; rolling back")
             rollback(reason)
@@ -153,6 +157,17 @@ def loop(
         sleep(min(POLL, max(0.0, until - clock())))
     say(f"{app.name} {version} stayed up through its watch window")
     return "ok"
+
+
+def _failing(unit: Any, service: str, max_restarts: int) -> str:
+    """Why ``unit`` (a UnitState) fails the watch, or "" if it does not."""
+    which = "it" if unit.name == service else unit.name
+    if unit.n_restarts > max_restarts:
+        return f"systemd restarted {which} {unit.n_restarts} times"
+    if unit.active_state == "failed":
+        what = "the service" if unit.name == service else unit.name
+        return f"{what} failed ({unit.exit_description()})"
+    return ""
 
 
 def restore_target(app: AppPaths, current: str, previous: str | None) -> str:

@@ -1,9 +1,10 @@
 """The watch unit's work (``pyrelctl _watch``): watch the release, roll it back if it fails.
 
 watch.py decides (the loop) and starts or ends the window; this module runs
-it against the app's service and, when the release fails in its window,
-rolls back through the same switch as ``pyrelctl rollback`` (switch.py),
-under the app's lock, and publishes the outcome (publish.py).
+it against the app's service and the instances of its processes and, when
+the release fails in its window, rolls back through the same switch as
+``pyrelctl rollback`` (switch.py), under the app's lock, and publishes the
+outcome (publish.py).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pyrelctl.deploy.switch import switch_back
 from pyrelctl.deploy.watch import INDEX_KEY, loop, restore_target
 from pyrelctl.errors import BadInput, DeployFailed, NotInstalled
 from pyrelctl.layout import AppPaths, Mark, app_lock
+from pyrelctl.procs import files as procs_files
 
 
 def run(
@@ -29,6 +31,11 @@ def run(
         until,
         max_restarts,
         state=lambda: host.systemd.state(app.service_name),
+        companions=lambda: [
+            host.systemd.state(link.name)
+            for link in procs_files.own_links(app)
+            if link.name.endswith(".service")  # instances, not timers
+        ],
         rollback=lambda reason: _rollback(host, app, version, previous, reason),
         say=host.say,
     )

@@ -17,6 +17,8 @@ from pyrelctl.doctor.checks import Checks, file_mode
 from pyrelctl.doctor.findings import MAX_LISTED, Finding, Severity
 from pyrelctl.errors import PyrelctlError
 from pyrelctl.layout import AppPaths, Mark
+from pyrelctl.procs import files as procs_files
+from pyrelctl.procs import units as procs_units
 from pyrelctl.release import Kind
 from pyrelctl.sockets import in_runtime_directory, out_of_runtime_directory
 from pyrelctl.socketunit import SETTING as SOCKET_SETTING
@@ -81,6 +83,7 @@ class AppChecks(Checks):
         if current is not None:
             yield from self._release_files(app, current)
             yield from self._unit_file(app, current)
+            yield from self._procs(app, current)
             yield from self._socket(app, current)
             yield from self._sandbox(app, current)
         yield from self._dropins(app)
@@ -223,6 +226,67 @@ class AppChecks(Checks):
             fix=f"systemctl edit {app.name}   # keep your changes in a drop-in; then: {fix}",
             details=diff[:40],
         )
+
+    def _procs(self, app: AppPaths, version: str) -> Iterator[Finding]:
+        """The units and links of the release's processes and timers (procs/files.py):
+        none that the release does not declare, no link without its unit, and
+        (on a running host) no job whose last run failed."""
+        release = self._release(app, version)
+        if release is None:
+            return
+        fix = self._reinstall(app, version)
+        declared = set(procs_units.unit_names(app.name, release))
+        stale = [p for p in procs_files.own_units(app) if p.name not in declared]
+        if stale:
+            yield Finding(
+                "process-units",
+                app.name,
+                Severity.WARNING,
+                f"{len(stale)} unit files of {app.name} are not units of its release "
+                f"{version}: left by an earlier release (the next install removes them)",
+                fix=fix,
+                details=tuple(str(p) for p in stale[:MAX_LISTED]),
+            )
+        root = app.layout.root
+        dangling = [
+            link
+            for link in procs_files.own_links(app)
+            if not (root / os.readlink(link).lstrip("/")).is_file()
+        ]
+        if dangling:
+            yield Finding(
+                "process-units",
+                app.name,
+                Severity.PROBLEM,
+                f"{len(dangling)} links in {dangling[0].parent} point to a unit file that is "
+                f"not there: systemd cannot start them with {app.service_name}",
+                fix=fix,
+                details=tuple(str(p) for p in dangling[:MAX_LISTED]),
+            )
+        if not (stale or dangling) and (release.processes or release.timers):
+            yield Finding(
+                "process-units",
+                app.name,
+                Severity.OK,
+                f"the units of {app.name}'s processes and timers are those of {version}",
+            )
+        if self._systemd is None:
+            return
+        for timer in release.timers:
+            job = procs_units.job_name(app.name, timer.name)
+            try:
+                state = self._systemd.state(job)
+            except PyrelctlError:
+                continue  # the unit's own state is reported above
+            if state.active_state == "failed":
+                yield Finding(
+                    "jobs",
+                    app.name,
+                    Severity.WARNING,
+                    f"the last run of {job} failed ({state.result}; main process "
+                    f"{state.exit_description()})",
+                    fix=f"journalctl -u {job} -n 50 && systemctl reset-failed {job}",
+                )
 
     def _socket(self, app: AppPaths, version: str) -> Iterator[Finding]:
         """The socket unit is what the app's settings ask for, and it listens."""

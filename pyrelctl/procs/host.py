@@ -3,11 +3,14 @@
 Pure reads below ``--root``: the deploy calls :func:`foreign_units` before it
 writes a unit of a process or timer (exit 2, nothing written), ``pyrelctl
 unit`` shows :func:`unit_files`, ``pyrelctl logs`` reads :func:`log_units`.
+:func:`releases_in_use` reads the running host's ``/proc`` (prune keeps
+what a job still runs).
 """
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from pyrelctl.errors import BadInput
@@ -116,3 +119,45 @@ def log_units(app: AppPaths, release: Release | None, process: str | None) -> li
             hint=f"see them with: pyrelctl unit {app.name}",
         )
     return named[process]
+
+
+def _unit_of(cgroup: str) -> str:
+    """The service a process belongs to, from ``/proc/PID/cgroup`` (the unified
+    hierarchy's line ``0::/system.slice/UNIT``, or ``.../UNIT/SUB`` in a
+    delegated subtree), or ""."""
+    for line in cgroup.splitlines():
+        if line.startswith("0::"):
+            services = [p for p in line[3:].split("/") if p.endswith(".service")]
+            return services[-1] if services else ""
+    return ""
+
+
+def releases_in_use(app: AppPaths, proc: Path = Path("/proc")) -> dict[str, str]:
+    """The app's releases that its units' processes run now: version -> what runs
+    it (``shop-report.service (pid 123)``).
+
+    A job that started before later deploys keeps the release it started
+    from (its working directory, layout.process_version), and so does an
+    instance that was not restarted yet. Every process of the app's units
+    counts, not only a unit's main one (a job's shell may have started the
+    real work as a child); its unit comes from its cgroup, which only PID 1
+    assigns: the web service, ``APP@overlap``, ``APP-NAME@N`` and the jobs
+    ``APP-NAME``, also of a timer the current release no longer declares.
+    """
+    own = re.compile(rf"{re.escape(app.name)}(@overlap|-[a-z][a-z0-9_-]*(@[0-9]+)?)?\.service")
+    found: dict[str, str] = {}
+    try:
+        pids = [int(entry.name) for entry in os.scandir(proc) if entry.name.isdigit()]
+    except OSError:
+        return found
+    for pid in sorted(pids):
+        try:
+            unit = _unit_of((proc / str(pid) / "cgroup").read_text())
+        except OSError:
+            continue  # gone meanwhile
+        if not own.fullmatch(unit):
+            continue
+        version, _ = app.process_version(pid, proc)
+        if version is not None and version not in found:
+            found[version] = f"{unit} (pid {pid})"
+    return found

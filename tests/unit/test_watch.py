@@ -49,17 +49,25 @@ def app(tmp_path: Path) -> object:
     return deployer.layout.app("w")
 
 
-def run_loop(app: object, states: list[UnitState], until: float = 20.0) -> tuple[str, list[str]]:
+def run_loop(
+    app: object,
+    states: list[UnitState],
+    until: float = 20.0,
+    companions: list[list[UnitState]] | None = None,
+) -> tuple[str, list[str]]:
     clock = Clock()
     rolled: list[str] = []
     seen = iter(states)
     last = states[-1]
+    looks = iter(companions or [[]])
+    last_look = (companions or [[]])[-1]
     result = loop(
         app,  # type: ignore[arg-type]  # an AppPaths
         "1",
         until,
         2,
         state=lambda: next(seen, last),
+        companions=lambda: next(looks, last_look),
         rollback=rolled.append,
         say=lambda _line: None,
         clock=clock,
@@ -88,3 +96,29 @@ def test_two_restarts_are_allowed(app: object) -> None:
 def test_a_failed_unit_rolls_back(app: object) -> None:
     result, rolled = run_loop(app, [running(), running(active="failed")])
     assert result == "rolled back" and rolled[0].startswith("the service failed")
+
+
+def worker(restarts: int = 0, active: str = "active", instance: int = 1) -> UnitState:
+    return UnitState(
+        f"w-worker@{instance}.service",
+        active_state=active,
+        sub_state="running",
+        n_restarts=restarts,
+    )
+
+
+def test_an_instance_restarted_too_often_rolls_back_the_release(app: object) -> None:
+    looks = [[worker(0), worker(0, instance=2)], [worker(1), worker(3, instance=2)]]
+    result, rolled = run_loop(app, [running()], companions=looks)
+    assert result == "rolled back"
+    assert rolled == ["systemd restarted w-worker@2.service 3 times"]
+
+
+def test_a_failed_instance_rolls_back_the_release(app: object) -> None:
+    result, rolled = run_loop(app, [running()], companions=[[worker(active="failed")]])
+    assert result == "rolled back" and rolled[0].startswith("w-worker@1.service failed")
+
+
+def test_instances_within_the_threshold_are_left_alone(app: object) -> None:
+    looks = [[worker(2), worker(1, instance=2)]]
+    assert run_loop(app, [running()], companions=looks) == ("ok", [])
