@@ -14,14 +14,21 @@ from devtools.machine import Machine, MachineCommand
 
 HOOKS = "/etc/pyrelctl/hooks.d"
 LOG = "/run/notify-test.log"
-#: Appends one JSON line per call: the PYRELCTL_* variables and stdin.
-RECORD = f"""#!/usr/bin/python3
+
+
+def recording_hook(log: str) -> str:
+    """A hook script that appends one JSON line per call to ``log``: the
+    PYRELCTL_* variables and stdin."""
+    return f"""#!/usr/bin/python3
 import json, os, sys
 entry = {{k: v for k, v in os.environ.items() if k.startswith("PYRELCTL_")}}
 entry["stdin"] = sys.stdin.read()
-with open("{LOG}", "a") as f:
+with open("{log}", "a") as f:
     f.write(json.dumps(entry) + "\\n")
 """
+
+
+RECORD = recording_hook(LOG)
 
 
 def events(machine: Machine) -> list[dict[str, str]]:

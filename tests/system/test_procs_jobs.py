@@ -9,27 +9,21 @@ feature; each installs the app afresh and removes it.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from devtools.machine import Machine, MachineCommand
+from tests.system.test_notify import recording_hook
+from tests.system.test_procs_units import release_of, wait_for
 
 APP = "jobs"
 PORT = 18471
 SOCKET = f'[socket]\nlisten = ["127.0.0.1:{PORT}"]\n[health]\nhttp = "http://127.0.0.1:{PORT}/"\n'
 HOOKS = "/etc/pyrelctl/hooks.d"
 LOG = "/run/procs-jobs-hook.log"
-#: Appends one JSON line per call: the PYRELCTL_* variables and stdin.
-RECORD = f"""#!/usr/bin/python3
-import json, os, sys
-entry = {{k: v for k, v in os.environ.items() if k.startswith("PYRELCTL_")}}
-entry["stdin"] = sys.stdin.read()
-with open("{LOG}", "a") as f:
-    f.write(json.dumps(entry) + "\\n")
-"""
+RECORD = recording_hook(LOG)
 #: A job that fails; it never elapses on its own (the test starts it).
 FAILING = """
 [timers.nightly]
@@ -48,20 +42,6 @@ LONG = """
 command = ["sh", "-c", "echo long from $(cat www/index.html); sleep 120"]
 on_calendar = "*-01-01 03:00:00"
 """
-
-
-def wait_for(what: Callable[[], bool], message: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not what():
-        assert time.monotonic() < deadline, message
-        time.sleep(0.3)
-
-
-def release_of(machine: Machine, unit: str) -> str:
-    """The release directory the unit's main process runs in (its cwd, resolved)."""
-    pid = machine.unit_property(unit, "MainPID")
-    assert pid not in ("", "0"), f"{unit} has no main process"
-    return machine.run(["readlink", f"/proc/{pid}/cwd"]).stdout.strip().rsplit("/", 1)[-1]
 
 
 @pytest.fixture
@@ -113,7 +93,7 @@ def test_a_failing_job_reaches_the_hooks(
             events = [json.loads(line) for line in text.splitlines()]
             return [e for e in events if e["PYRELCTL_ACTION"] == "job"]  # not the install's
 
-        wait_for(lambda: bool(reported()), "the failed job never reached the hook")
+        wait_for(lambda: bool(reported()), "the failed job never reached the hook", 30)
         [event] = reported()
         assert {k: v for k, v in event.items() if k != "stdin"} == {
             "PYRELCTL_EVENT": "failure",
@@ -192,7 +172,7 @@ def test_prune_keeps_the_release_a_long_job_still_runs(
     job = f"{APP}-long.service"
     install(release("1.0.0", LONG))
     machine.systemctl("start", "--no-block", job)
-    wait_for(lambda: machine.unit_property(job, "ActiveState") == "activating", "no job")
+    wait_for(lambda: machine.unit_property(job, "ActiveState") == "activating", "no job", 30)
     install(release("1.1.0", LONG))
     install(release("1.2.0", LONG))
 

@@ -20,6 +20,7 @@ from devtools import pyreleases
 from devtools.load import Load
 from devtools.machine import Machine, MachineCommand
 from devtools.proc import run
+from tests.system.test_procs_units import release_of
 from tests.system.test_security import assert_confined
 
 REPO = Path(__file__).resolve().parents[2]
@@ -80,9 +81,7 @@ WORKER = f"{APP}-worker@1.service"
 
 def worker_release(machine: Machine) -> str:
     """The release the example's worker runs in (its main process's working directory)."""
-    pid = machine.systemctl("show", "-p", "MainPID", "--value", WORKER).stdout.strip()
-    assert pid not in ("", "0"), f"{WORKER} does not run"
-    return machine.run(["readlink", f"/proc/{pid}/cwd"]).stdout.strip().rsplit("/", 1)[-1]
+    return release_of(machine, WORKER)
 
 
 def not_root_only(machine: Machine, path: str) -> list[str]:
