@@ -125,8 +125,7 @@ class AppSetup:
         in progress finishes: the job unit is not stopped). Its files go
         after, so systemd still knows the units it stops.
         """
-        scaled = settings.get(procs_files.SCALE_SETTING, {})
-        planned = procs_files.plan(app, spec, scaled if isinstance(scaled, dict) else {})
+        planned = procs_files.plan(app, spec, procs_files.scaled(settings))
         if self.online:
             for unit in planned.gone:
                 self.say(f"stopping {unit}: no longer started with {app.name}")

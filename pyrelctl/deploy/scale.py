@@ -144,8 +144,7 @@ class Scaler:
         grace: float | None,
     ) -> ScaleOutcome:
         old_settings = app.read_settings()
-        scaled = old_settings.get(procs_files.SCALE_SETTING)
-        remembered = dict(scaled) if isinstance(scaled, dict) else {}
+        remembered = procs_files.scaled(old_settings)
         new_settings = {**old_settings, procs_files.SCALE_SETTING: {**remembered, **counts}}
         previous = instance_counts(release, remembered)
         wanted = instance_counts(release, new_settings[procs_files.SCALE_SETTING])

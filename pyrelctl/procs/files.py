@@ -33,6 +33,14 @@ from pyrelctl.units import ServiceSpec, UnitText
 SCALE_SETTING = "scale"
 
 
+def scaled(settings: Mapping[str, object]) -> dict[str, object]:
+    """The counts ``pyrelctl scale`` remembered in the app's ``settings``
+    (process -> count; values are checked where they are used,
+    procs.units.instance_counts), or none."""
+    value = settings.get(SCALE_SETTING)
+    return dict(value) if isinstance(value, dict) else {}
+
+
 @dataclass(frozen=True)
 class Plan:
     """What makes the host run ``spec``'s processes and timers."""
@@ -78,11 +86,11 @@ def own_links(app: AppPaths) -> list[Path]:
     )
 
 
-def plan(app: AppPaths, spec: ServiceSpec, scaled: Mapping[str, object]) -> Plan:
-    """What the host needs for ``spec``'s release, with the counts of ``scaled``
-    (the app's remembered ``pyrelctl scale``)."""
+def plan(app: AppPaths, spec: ServiceSpec, counts: Mapping[str, object]) -> Plan:
+    """What the host needs for ``spec``'s release, with the instance ``counts``
+    the host asked for (:func:`scaled`)."""
     wanted = units(spec)
-    links = wants_links(app.name, spec.release, instance_counts(spec.release, scaled))
+    links = wants_links(app.name, spec.release, instance_counts(spec.release, counts))
     return Plan(
         units=wanted,
         links=links,
